@@ -1,0 +1,335 @@
+"""Synthetic benchmark videos whose true minimal modalities are known by construction.
+
+Every video shows four shapes in a row (circle, square, triangle, diamond, in random
+order) with four distinct colours (red, green, blue, yellow), plays 1-4 beeps, and has
+two subtitle cues. Each video gets one QA item whose Required Modality Tag cycles over
+the seven tags, and one caption item (tag VAS). The questions are built so that the
+answer is uniformly random given any strict subset of the tag's modalities, so a model
+missing a required modality is at chance (25%), and certain given all of them:
+
+====  ==================================================================  ================================
+tag   question                                                            needs
+====  ==================================================================  ================================
+V     What colour is the <shape>?                                          colours on screen
+A     How many beeps are played?                                          beep count
+S     Which word appears in the subtitles?                                subtitle word
+VA    colour of the shape at the position given by the number of beeps   colours + beep count
+VS    colour of the shape at the position the subtitles name              colours + subtitle position
+AS    which listed subtitle word is at the position given by the beeps    word list + beep count
+VAS   start at the subtitle's position, move right by the beep count      colours + position + beep count
+====  ==================================================================  ================================
+
+Output (``OUT``): ``videos/clip-NNNNN.mp4`` (MPEG-4 Part 2 or H.264 video, AAC audio,
+optionally an embedded mov_text subtitle stream), ``videos/clip-NNNNN.srt``,
+``videos/qa.jsonl`` (the QA input format), ``ground_truth.jsonl`` (true tag and scene
+per item, kept outside the videos folder) and ``synth.json`` (the settings). Output is
+byte-identical for the same settings and seed with the default mpeg4 codec: each
+video draws from its own ``numpy`` generator seeded by ``(seed, index)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from maple_data.rmt import TAGS
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 215, 40),
+}
+SHAPES = ("circle", "square", "triangle", "diamond")
+WORDS = (
+    "apple", "river", "stone", "cloud", "tiger", "piano", "candle", "forest",
+    "rocket", "garden", "window", "silver", "harbor", "lemon", "castle", "meadow",
+)
+ORDINALS = ("first", "second", "third", "fourth")
+BEEP_HZ = 880.0
+FILLER = "Watch and listen."  # key subtitle cue of items that do not need S
+CODECS = {"h264": "libx264", "mpeg4": "mpeg4"}
+_ASS_HEADER = (
+    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
+    "Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, "
+    "Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+).encode()
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Settings of a synthetic corpus (all recorded in ``synth.json``)."""
+
+    n: int = 70  # videos; QA tags cycle V, A, S, VA, VS, AS, VAS, so n = 7k is balanced
+    seed: int = 0
+    width: int = 192  # pixels, even
+    height: int = 128  # pixels, even
+    fps: float = 8.0
+    duration: float = 4.0  # seconds
+    audio_rate: int = 44_100  # Hz, mono AAC
+    codec: str = "mpeg4"  # mpeg4 (byte-reproducible) or h264 (libx264: real B-frame H.264, but not
+    # byte-identical from run to run in the bundled FFmpeg build, even single-threaded)
+    embed_subtitles: bool = False  # also mux the cues as a mov_text stream
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError("n must be at least 1")
+        if self.width % 2 or self.height % 2 or self.width < 64 or self.height < 32:
+            raise ValueError("width and height must be even, at least 64x32")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.duration < 2.0 or self.fps <= 0:
+            raise ValueError("duration must be at least 2 s and fps positive")
+
+    @property
+    def n_frames(self) -> int:
+        return round(self.duration * self.fps)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What one video contains, left to right."""
+
+    index: int
+    tag: str
+    shapes: tuple[str, ...]
+    colours: tuple[str, ...]
+    beeps: int
+    cues: tuple[tuple[float, float, str], ...]  # (start s, end s, text)
+
+
+@dataclass(frozen=True)
+class Item:
+    question: str
+    options: list[str]
+    answer: str
+
+
+QuestionBuilder = Callable[[Scene, np.random.Generator], tuple[str, Item]]
+"""Builds ``(key subtitle text, item)`` for a scene whose shapes/colours/beeps are drawn."""
+
+
+def _shuffled(rng: np.random.Generator, values: list[str]) -> list[str]:
+    return [values[i] for i in rng.permutation(len(values))]
+
+
+def _q_v(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    target = int(rng.integers(4))
+    return FILLER, Item(
+        f"What colour is the {scene.shapes[target]}?", _shuffled(rng, list(COLOURS)), scene.colours[target]
+    )
+
+
+def _q_a(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    return FILLER, Item("How many beeps are played?", ["1", "2", "3", "4"], str(scene.beeps))
+
+
+def _q_s(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    words = [str(w) for w in rng.choice(WORDS, size=4, replace=False)]
+    return f"The word is {words[0]}.", Item(
+        "Which word appears in the subtitles?", _shuffled(rng, words), words[0]
+    )
+
+
+def _q_va(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    return FILLER, Item(
+        "Counting shapes from the left, what colour is the shape whose position equals the "
+        "number of beeps?",
+        _shuffled(rng, list(COLOURS)),
+        scene.colours[scene.beeps - 1],
+    )
+
+
+def _q_vs(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    pos = int(rng.integers(4))
+    return f"Look at the {ORDINALS[pos]} shape from the left.", Item(
+        "What colour is the shape that the subtitles point to?", _shuffled(rng, list(COLOURS)), scene.colours[pos]
+    )
+
+
+def _q_as(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    words = [str(w) for w in rng.choice(WORDS, size=4, replace=False)]
+    return f"Words: {', '.join(words)}.", Item(
+        "Which word of the subtitle list is at the position equal to the number of beeps?",
+        _shuffled(rng, words),
+        words[scene.beeps - 1],
+    )
+
+
+def _q_vas(scene: Scene, rng: np.random.Generator) -> tuple[str, Item]:
+    start = int(rng.integers(4))
+    return f"Start at the {ORDINALS[start]} shape from the left.", Item(
+        "Start at the shape the subtitles name and move right by the number of beeps, wrapping "
+        "around to the left end. What colour is the shape you reach?",
+        _shuffled(rng, list(COLOURS)),
+        scene.colours[(start + scene.beeps) % 4],
+    )
+
+
+QUESTION_BUILDERS: dict[str, QuestionBuilder] = {
+    "V": _q_v, "A": _q_a, "S": _q_s, "VA": _q_va, "VS": _q_vs, "AS": _q_as, "VAS": _q_vas,
+}
+assert tuple(QUESTION_BUILDERS) == TAGS
+
+
+def make_scene(index: int, config: SynthConfig) -> tuple[Scene, Item]:
+    """Draw video ``index``: its scene and its QA item (tag ``TAGS[index % 7]``)."""
+    rng = np.random.default_rng([config.seed, index])
+    tag = TAGS[index % len(TAGS)]
+    shapes = tuple(SHAPES[i] for i in rng.permutation(4))
+    colours = tuple(list(COLOURS)[i] for i in rng.permutation(4))
+    beeps = int(rng.integers(1, 5))
+    draft = Scene(index, tag, shapes, colours, beeps, ())
+    key_text, item = QUESTION_BUILDERS[tag](draft, rng)
+    d = config.duration
+    cues = ((round(0.05 * d, 3), round(0.45 * d, 3), f"Clip {index}."), (round(0.5 * d, 3), round(0.95 * d, 3), key_text))
+    return Scene(index, tag, shapes, colours, beeps, cues), item
+
+
+def caption_of(scene: Scene) -> str:
+    """Reference caption: everything in the video."""
+    objects = [f"a {c} {s}" for s, c in zip(scene.shapes, scene.colours)]
+    beeps = f"{scene.beeps} beep{'s' if scene.beeps > 1 else ''} play"
+    said = " ".join(text for _, _, text in scene.cues)
+    return f"Left to right: {', '.join(objects[:-1])} and {objects[-1]} bob up and down. {beeps}. Subtitles: {said}"
+
+
+def beep_times(beeps: int, duration: float) -> list[float]:
+    """Start time (s) of each beep: spread over the first two thirds of the clip."""
+    return [duration * (0.08 + 0.22 * j) for j in range(beeps)]
+
+
+def beep_length(duration: float) -> float:
+    return min(0.2, 0.05 * duration)
+
+
+def render_frame(scene: Scene, t: float, config: SynthConfig) -> np.ndarray:
+    """RGB ``uint8`` frame ``(H, W, 3)`` at time ``t`` seconds."""
+    w, h = config.width, config.height
+    frame = np.full((h, w, 3), 32, np.uint8)
+    cell = w / 4
+    r = int(min(cell * 0.32, h * 0.22))
+    for j, (shape, colour) in enumerate(zip(scene.shapes, scene.colours)):
+        cx = int(cell * (j + 0.5) + 0.08 * cell * np.sin(2 * np.pi * t / config.duration + j))
+        cy = int(h / 2 + 0.2 * h * np.sin(2 * np.pi * t / config.duration * 2 + 1.3 * j))
+        rgb = COLOURS[colour]
+        if shape == "circle":
+            cv2.circle(frame, (cx, cy), r, rgb, -1, cv2.LINE_AA)
+        elif shape == "square":
+            cv2.rectangle(frame, (cx - r, cy - r), (cx + r, cy + r), rgb, -1)
+        else:
+            pts = (
+                [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+                if shape == "triangle"
+                else [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
+            )
+            cv2.fillPoly(frame, [np.array(pts, np.int32)], rgb, cv2.LINE_AA)
+    return frame
+
+
+def render_audio(scene: Scene, config: SynthConfig) -> np.ndarray:
+    """Mono float32 samples ``(duration * audio_rate,)``: beeps over a faint noise floor."""
+    rate = config.audio_rate
+    n = round(config.duration * rate)
+    noise = np.random.default_rng([config.seed, scene.index, 1]).normal(0.0, 0.003, n)
+    audio = noise.astype(np.float32)
+    length = beep_length(config.duration)
+    t = np.arange(round(length * rate)) / rate
+    ramp = np.minimum(1.0, np.minimum(t, length - t) / 0.01)  # 10 ms fades, no clicks
+    tone = (0.5 * np.sin(2 * np.pi * BEEP_HZ * t) * ramp).astype(np.float32)
+    for start in beep_times(scene.beeps, config.duration):
+        i = round(start * rate)
+        audio[i : i + len(tone)] += tone[: n - i]
+    return audio
+
+
+def srt_text(cues: tuple[tuple[float, float, str], ...]) -> str:
+    """SubRip text of the cues."""
+
+    def stamp(s: float) -> str:
+        ms = round(s * 1000)
+        return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    return "".join(f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, 1))
+
+
+def write_video(path: Path, scene: Scene, config: SynthConfig) -> None:
+    """Encode the scene to an MP4 at ``path`` (written to a temp name, then renamed)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    rate = Fraction(config.fps).limit_denominator(1001)
+    with av.open(str(tmp), "w", format="mp4") as container:
+        video = container.add_stream(CODECS[config.codec], rate=rate)
+        video.width, video.height, video.pix_fmt = config.width, config.height, "yuv420p"
+        video.codec_context.thread_count = 1
+        if config.codec == "mpeg4":
+            video.codec_context.qscale = 3  # constant quality: colours stay crisp at small sizes
+        audio = container.add_stream("aac", rate=config.audio_rate)
+        audio.layout = "mono"
+        subs = None
+        if config.embed_subtitles:
+            subs = container.add_stream("mov_text")
+            subs.codec_context.subtitle_header = _ASS_HEADER
+            subs.codec_context.time_base = Fraction(1, 1000)
+        for i in range(config.n_frames):
+            yuv = cv2.cvtColor(render_frame(scene, i / float(rate), config), cv2.COLOR_RGB2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")  # FFmpeg's threaded swscale is not deterministic
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = render_audio(scene, config)
+        for offset in range(0, len(samples), 1024):
+            chunk = av.AudioFrame.from_ndarray(samples[None, offset : offset + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = config.audio_rate, offset
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+        for start, end, text in scene.cues if subs is not None else ():
+            data = text.encode()
+            packet = av.Packet(struct.pack(">H", len(data)) + data)
+            packet.stream, packet.time_base = subs, Fraction(1, 1000)
+            packet.pts = packet.dts = round(start * 1000)
+            packet.duration = round((end - start) * 1000)
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def generate(out: str | Path, config: SynthConfig, on_video: Callable[[int], None] | None = None) -> Path:
+    """Write the corpus to ``out``; ``on_video(i)`` is called after each video. Returns ``out``."""
+    out = Path(out)
+    videos = out / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    qa_lines, truth_lines = [], []
+    for i in range(config.n):
+        scene, item = make_scene(i, config)
+        name = f"clip-{i:05d}"
+        write_video(videos / f"{name}.mp4", scene, config)
+        (videos / f"{name}.srt").write_text(srt_text(scene.cues), encoding="utf-8")
+        caption = caption_of(scene)
+        qa_lines += [
+            {"id": f"{name}-qa", "video": f"{name}.mp4", "task": "qa", "question": item.question,
+             "options": item.options, "answer": item.answer},
+            {"id": f"{name}-caption", "video": f"{name}.mp4", "task": "caption",
+             "question": "Describe what you see, hear and read in this video.", "answer": caption},
+        ]
+        facts = {"shapes": scene.shapes, "colours": scene.colours, "beeps": scene.beeps,
+                 "beep_times": [round(t, 3) for t in beep_times(scene.beeps, config.duration)],
+                 "cues": scene.cues}
+        truth_lines += [{"id": f"{name}-qa", "video": f"{name}.mp4", "rmt": scene.tag, "scene": facts},
+                        {"id": f"{name}-caption", "video": f"{name}.mp4", "rmt": "VAS", "scene": facts}]
+        if on_video is not None:
+            on_video(i)
+    (videos / "qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in qa_lines), encoding="utf-8")
+    (out / "ground_truth.jsonl").write_text("".join(json.dumps(x) + "\n" for x in truth_lines), encoding="utf-8")
+    (out / "synth.json").write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+    return out

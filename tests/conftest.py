@@ -1,0 +1,40 @@
+"""Shared fixtures: small real media, records in storage form, a synthetic corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
+from maple_data.schema import load_schema
+from maple_data.synth import SynthConfig, generate
+
+
+def make_record(i: int, tag: str = "VA", *, task: str = "qa", split: str | None = None, n_frames: int = 2) -> dict:
+    """A complete record with real JPEG frames and FLAC audio (deterministic in ``i``)."""
+    rng = np.random.default_rng(i)
+    frames = [media_struct(encode_jpeg(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))) for _ in range(n_frames)]
+    audio = (0.2 * np.sin(np.arange(1600) * (0.05 + 0.01 * (i % 7)))).astype(np.float32)
+    return load_schema().empty_record(
+        id=f"item-{i:04d}", video_id=f"vid-{i // 2:04d}", video_path=f"vid-{i // 2:04d}.mp4",
+        task=task, question=f"Question {i}?",
+        options=["yes", "no"] if task == "qa" else None, answer="yes" if task == "qa" else "a caption",
+        rmt=tag, rmt_source="constructed", available_modalities="VAS", split=split,
+        frames=frames, frame_timestamps=[0.5 * k for k in range(n_frames)],
+        audio=media_struct(encode_flac(audio)),
+        subtitles=[{"start": 0.0, "end": 1.0, "text": f"cue {i}"}], subtitle_source="sidecar",
+        video_meta={"duration": 4.0, "fps": 8.0, "width": 32, "height": 24},
+    )
+
+
+@pytest.fixture
+def record_factory():
+    return make_record
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """14 synthetic videos (two per tag), default settings, seed 3."""
+    return generate(tmp_path_factory.mktemp("synth"), SynthConfig(n=14, seed=3))

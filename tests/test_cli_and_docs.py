@@ -1,0 +1,61 @@
+"""The CLIs list only working commands, and the docs stay true to the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from maple_data.cli import app as data_app
+from maple_data.cli import schema_markdown
+from maple_rl.cli import app as rl_app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def commands(app) -> set[str]:
+    return {c.name or c.callback.__name__ for c in app.registered_commands} | {
+        g.name for g in app.registered_groups
+    }
+
+
+def test_help_lists_every_registered_command_and_each_runs_its_help():
+    result = runner.invoke(data_app, ["--help"])
+    assert result.exit_code == 0
+    for name in commands(data_app):
+        assert name in result.output
+        sub = runner.invoke(data_app, [name, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+    assert runner.invoke(rl_app, ["--help"]).exit_code == 0
+
+
+def test_console_scripts_are_installed():
+    for script in ("maple-data", "maple-rl"):
+        out = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+        assert out.stdout.startswith("maple ")
+
+
+def test_readme_names_the_two_commands_that_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    install = re.search(r"Install everything.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
+    test = re.search(r"Run the tests.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
+    ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == [install, test]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "install torch==2.13.0" in makefile.split("install:")[1].split("test:")[0]
+
+
+def test_schema_doc_is_generated_from_the_schema():
+    assert (ROOT / "docs/schema.md").read_text() == schema_markdown()
+
+
+def test_changelog_mentions_current_version():
+    from maple_data import __version__
+
+    assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
+
