@@ -1,0 +1,185 @@
+"""Advantage estimators: pure functions over per-response rewards.
+
+Shapes: ``rewards`` (N,) float, one scalar reward per response; ``group_ids`` (N,) int,
+the prompt each response answers (responses of one prompt form a group of size G);
+``strata`` (N,) int, the RMT index of each response (``maple_data.rmt.tag_index``).
+Every estimator returns advantages (N,), a scalar per response that the loss broadcasts
+over its tokens. Formulas and sources: ``ALGORITHMS.md`` sections 1, 2, 4, 5; ``eps``
+defaults to 1e-6. Select by name with :func:`compute_advantages`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from maple_rl.registry import Registry
+
+StdKind = Literal["population", "unbiased"]
+EPS = 1e-6
+
+
+class AdvantageFn(Protocol):
+    def __call__(self, rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, **options) -> Tensor: ...
+
+
+ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
+
+
+def check_rewards(rewards: Tensor) -> Tensor:
+    """Rewards as float64 (N,); NaN or inf raise ``ValueError`` naming the sample."""
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must have shape (N,), got {tuple(rewards.shape)}")
+    bad = (~torch.isfinite(rewards)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"reward of sample {i} is {rewards[i].item()} (rewards must be finite); "
+                         f"{len(bad)} non-finite reward(s) in all")
+    return rewards.to(torch.float64)
+
+
+def segment_stats(values: Tensor, ids: Tensor, std: StdKind = "population") -> tuple[Tensor, Tensor, Tensor]:
+    """Per-element ``(mean, std, count)`` of the segment (group or stratum) it belongs to.
+
+    ``values`` (N,) float64, ``ids`` (N,) int with arbitrary labels. ``std="unbiased"``
+    uses Bessel's correction (n - 1), as torch.std; a segment of one element then has
+    std 0 by convention here (callers refuse such groups first).
+    """
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    n = counts.to(values.dtype)
+    sums = torch.zeros(len(counts), dtype=values.dtype).index_add_(0, inverse, values)
+    mean = sums / n
+    sq = torch.zeros(len(counts), dtype=values.dtype).index_add_(0, inverse, (values - mean[inverse]) ** 2)
+    denom = n if std == "population" else (n - 1).clamp(min=1)
+    return mean[inverse], (sq / denom).sqrt()[inverse], n[inverse]
+
+
+def _require_groups(group_ids: Tensor, rewards: Tensor, name: str) -> None:
+    if group_ids.shape != rewards.shape:
+        raise ValueError(f"group_ids must have shape {tuple(rewards.shape)}, got {tuple(group_ids.shape)}")
+    _, counts = torch.unique(group_ids, return_counts=True)
+    if (counts < 2).any():
+        lonely = torch.unique(group_ids)[counts < 2].tolist()
+        raise ValueError(f"{name} needs at least 2 rollouts per prompt; group(s) {lonely[:5]} have 1 "
+                         "(use the mssr estimator for single rollouts)")
+
+
+def _out(adv: Tensor, like: Tensor) -> Tensor:
+    return adv.to(like.dtype if like.is_floating_point() else torch.float32)
+
+
+@ADVANTAGE_ESTIMATORS.register("grpo")
+def grpo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, std: StdKind = "population",
+         eps: float = EPS) -> Tensor:
+    """GRPO: ``A_i = (r_i - mean_g) / (std_g + eps)`` within each prompt group.
+    ``std="unbiased"`` gives verl's / TRL's Bessel-corrected form."""
+    r = check_rewards(rewards)
+    _require_groups(group_ids, r, "grpo")
+    mean, sd, _ = segment_stats(r, group_ids, std)
+    return _out((r - mean) / (sd + eps), rewards)
+
+
+@ADVANTAGE_ESTIMATORS.register("dr_grpo")
+def dr_grpo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None) -> Tensor:
+    """Dr.GRPO: ``A_i = r_i - mean_g`` (no std scaling)."""
+    r = check_rewards(rewards)
+    _require_groups(group_ids, r, "dr_grpo")
+    return _out(r - segment_stats(r, group_ids)[0], rewards)
+
+
+@ADVANTAGE_ESTIMATORS.register("batch")
+def batch(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, std: StdKind = "population",
+          eps: float = EPS) -> Tensor:
+    """Batch scaling (TRL ``scale_rewards="batch"``): ``(r_i - mean_g) / (std_batch + eps)``."""
+    r = check_rewards(rewards)
+    _require_groups(group_ids, r, "batch")
+    centered = r - segment_stats(r, group_ids)[0]
+    sd = r.std(correction=0 if std == "population" else 1)
+    return _out(centered / (sd + eps), rewards)
+
+
+@ADVANTAGE_ESTIMATORS.register("rloo")
+def rloo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None) -> Tensor:
+    """RLOO: ``A_i = r_i - mean_{j != i} r_j = G / (G - 1) * (r_i - mean_g)``."""
+    r = check_rewards(rewards)
+    _require_groups(group_ids, r, "rloo")
+    mean, _, n = segment_stats(r, group_ids)
+    return _out(n / (n - 1) * (r - mean), rewards)
+
+
+MapoNorm = Literal["group", "stratum", "group_then_stratum", "batch", "none"]
+
+
+@ADVANTAGE_ESTIMATORS.register("mapo")
+def mapo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, norm: MapoNorm = "group",
+         std: StdKind = "population", eps: float = EPS) -> Tensor:
+    """MAPO advantages, normalised within RMT strata (MAPLE, arXiv 2602.11596).
+
+    ``norm``:
+      - ``group``: GRPO within each prompt group (strata act in the loss average only);
+      - ``stratum``: ``(r - mean_M) / (std_M + eps)`` over all responses of stratum M;
+      - ``group_then_stratum``: group-centred ``c = r - mean_g``, then ``c / (std_M(c) + eps)``;
+      - ``batch``: group-centred, divided by the batch std of rewards;
+      - ``none``: group-centred only (``r - mean_g``; **ours**: an advantage keeps a baseline).
+    Every mode has zero mean within each stratum (groups never straddle strata).
+    """
+    r = check_rewards(rewards)
+    if norm == "group":
+        return grpo(rewards, group_ids, std=std, eps=eps)
+    if norm == "batch":
+        return batch(rewards, group_ids, std=std, eps=eps)
+    if norm == "none":
+        return dr_grpo(rewards, group_ids)
+    if strata is None or strata.shape != r.shape:
+        raise ValueError(f"mapo norm={norm!r} needs strata of shape {tuple(r.shape)} (one RMT index per response)")
+    if norm == "stratum":
+        mean, sd, _ = segment_stats(r, strata, std)
+        return _out((r - mean) / (sd + eps), rewards)
+    if norm == "group_then_stratum":
+        _require_groups(group_ids, r, "mapo group_then_stratum")
+        centered = r - segment_stats(r, group_ids)[0]
+        _, sd, _ = segment_stats(centered, strata, std)
+        return _out(centered / (sd + eps), rewards)
+    raise ValueError(f"unknown mapo norm {norm!r}; choose group, stratum, group_then_stratum, batch or none")
+
+
+@ADVANTAGE_ESTIMATORS.register("mixed")
+def mixed(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, std: StdKind = "unbiased",
+          eps: float = EPS) -> Tensor:
+    """Mixed advantage (MAPO, arXiv 2509.18849).
+
+    ``p`` = share of the group's rollouts with reward 1; ``lambda = 1 - 4 p (1 - p)``;
+    ``A = (1 - lambda) (r - mu) / (sigma + eps) + lambda (r - mu) / (mu + eps)``.
+    Equals GRPO at p = 0.5 and the Advantage Percent Deviation at p in {0, 1}.
+    Reference code: Bessel std (the default here).
+    """
+    r = check_rewards(rewards)
+    _require_groups(group_ids, r, "mixed")
+    mean, sd, _ = segment_stats(r, group_ids, std)
+    p = segment_stats((r == 1.0).to(r.dtype), group_ids)[0]
+    lam = 1.0 - 4.0 * p * (1.0 - p)
+    return _out((1 - lam) * (r - mean) / (sd + eps) + lam * (r - mean) / (mean + eps), rewards)
+
+
+@ADVANTAGE_ESTIMATORS.register("mssr")
+def mssr(rewards: Tensor, group_ids: Tensor | None = None, strata: Tensor | None = None, *, baselines: Tensor,
+         min_var: float = 1e-6) -> Tensor:
+    """Single-rollout advantage (MSSR / SPO): ``A = r - v(x)``, then global batch
+    normalisation ``(A - mean_B) / sqrt(max(var_B, min_var))`` (population variance).
+
+    ``baselines`` (N,): each prompt's tracker value read *before* this step's update
+    (:class:`maple_rl.mssr.BetaTracker`). ``group_ids`` are not needed (G = 1).
+    """
+    r = check_rewards(rewards)
+    if baselines.shape != r.shape:
+        raise ValueError(f"baselines must have shape {tuple(r.shape)}, got {tuple(baselines.shape)}")
+    raw = r - baselines.to(torch.float64)
+    return _out((raw - raw.mean()) / raw.var(correction=0).clamp(min=min_var).sqrt(), rewards)
+
+
+def compute_advantages(name: str, rewards: Tensor, group_ids: Tensor | None, strata: Tensor | None = None,
+                       **options) -> Tensor:
+    """Run the estimator registered as ``name`` (grpo, dr_grpo, batch, rloo, mapo, mixed, mssr)."""
+    return ADVANTAGE_ESTIMATORS.get(name)(rewards, group_ids, strata, **options)

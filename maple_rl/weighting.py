@@ -1,0 +1,107 @@
+"""Difficulty-adaptive stratum weights (MAPLE, ``ALGORITHMS.md`` section 3).
+
+Difficulty of tag M: ``D_M = KL(p_emp(M) || p_tgt)``, ``p_emp`` the add-one smoothed
+histogram of the last ``window`` rewards of M over ``bins`` equal bins of [0, 1],
+``p_tgt`` Beta(100, 1) integrated over the same bins (CDF ``x**100``; floored at 1e-12
+and renormalised). Weights ``w_M = n * softmax(D / tau)_M`` over the n tags with
+history, then clamped to ``[w_min, w_max]`` while keeping their mean at 1. Before
+``warmup`` updates every weight is 1; tags without history weigh 1.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from maple_data.rmt import TAGS
+
+
+@dataclass(frozen=True)
+class WeightingConfig:
+    window: int = 512  # recent rewards per tag
+    bins: int = 10  # histogram bins on [0, 1]
+    tau: float = 1.0  # softmax temperature
+    w_min: float = 0.25
+    w_max: float = 4.0
+    warmup: int = 10  # updates before weights leave 1
+    target_alpha: float = 100.0  # Beta(alpha, 1) target
+
+
+def target_distribution(bins: int, alpha: float = 100.0) -> np.ndarray:
+    """Beta(alpha, 1) mass per equal bin of [0, 1] (CDF x**alpha), floored and renormalised."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    mass = np.maximum(edges[1:] ** alpha - edges[:-1] ** alpha, 1e-12)
+    return mass / mass.sum()
+
+
+def difficulty(rewards: Sequence[float], bins: int = 10, alpha: float = 100.0) -> float:
+    """``KL(p_emp || Beta(alpha, 1))`` of rewards in [0, 1] (add-one smoothed histogram)."""
+    counts, _ = np.histogram(np.clip(rewards, 0.0, 1.0), bins=bins, range=(0.0, 1.0))
+    p = (counts + 1.0) / (counts.sum() + bins)
+    return float(np.sum(p * np.log(p / target_distribution(bins, alpha))))
+
+
+def clamp_mean_one(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clamp to [lo, hi] and rescale the unclamped entries so the mean stays 1.
+
+    Needs ``lo <= 1 <= hi``; converges in at most ``len(weights)`` rounds.
+    """
+    if not lo <= 1.0 <= hi:
+        raise ValueError(f"need w_min <= 1 <= w_max, got {lo}, {hi}")
+    w = np.asarray(weights, dtype=np.float64).copy()
+    n = len(w)
+    fixed = np.zeros(n, dtype=bool)
+    for _ in range(n + 1):
+        w = np.clip(w, lo, hi)
+        fixed |= (w <= lo) | (w >= hi)
+        free = ~fixed
+        budget = n - w[fixed].sum()
+        if not free.any() or abs(w.sum() - n) < 1e-12:
+            break
+        w[free] *= budget / w[free].sum()
+    return w
+
+
+class AdaptiveWeights:
+    """Per-RMT reward history and the weights it implies."""
+
+    def __init__(self, config: WeightingConfig = WeightingConfig(), tags: Sequence[str] = TAGS) -> None:
+        self.config, self.tags = config, list(tags)
+        self.history: dict[str, deque[float]] = {t: deque(maxlen=config.window) for t in self.tags}
+        self.updates = 0
+
+    def update(self, tags: Iterable[str], rewards: Iterable[float]) -> None:
+        """Record one step's rewards (one per response) with their tags."""
+        for tag, reward in zip(tags, rewards):
+            self.history[tag].append(float(reward))
+        self.updates += 1
+
+    def difficulties(self) -> dict[str, float]:
+        c = self.config
+        return {t: difficulty(list(h), c.bins, c.target_alpha) for t, h in self.history.items() if h}
+
+    def weights(self) -> dict[str, float]:
+        c = self.config
+        result = dict.fromkeys(self.tags, 1.0)
+        d = self.difficulties()
+        if self.updates < c.warmup or not d:
+            return result
+        names = list(d)
+        z = np.array([d[t] for t in names]) / c.tau
+        soft = np.exp(z - z.max())
+        w = clamp_mean_one(len(names) * soft / soft.sum(), c.w_min, c.w_max)
+        result.update(zip(names, map(float, w)))
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {t: list(h) for t, h in self.history.items()}, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for t, values in state["history"].items():
+            self.history[t].clear()
+            self.history[t].extend(values)
+        self.updates = int(state["updates"])
