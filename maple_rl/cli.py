@@ -84,7 +84,7 @@ def mixture_fit(
         scores = np.array([float(r[score_column]) for r in rows])
         surrogate = fit_surrogate(w, scores, seed=seed)
     except (OSError, ValueError) as exc:
-        console.print(f"[red]error[/]: {pilots}: {exc}")
+        typer.echo(f"error: {pilots}: {exc}", err=True)
         raise typer.Exit(1) from None
     best, predicted = best_mixture(surrogate, w, seed=seed)
     console.print(f"surrogate R^2: held-out {surrogate.heldout_r2:.4f}, train {surrogate.train_r2:.4f} "

@@ -3,7 +3,8 @@
 Difficulty of tag M: ``D_M = KL(p_emp(M) || p_tgt)``, ``p_emp`` the add-one smoothed
 histogram of the last ``window`` rewards of M over ``bins`` equal bins of [0, 1],
 ``p_tgt`` Beta(100, 1) integrated over the same bins (CDF ``x**100``; floored at 1e-12
-and renormalised). Weights ``w_M = n * softmax(D / tau)_M`` over the n tags with
+and renormalised; the target has almost no mass below about 0.8, so difficulty
+saturates for tags whose recent rewards all lie there). Weights ``w_M = n * softmax(D / tau)_M`` over the n tags with
 history, then clamped to ``[w_min, w_max]`` while keeping their mean at 1. Before
 ``warmup`` updates every weight is 1; tags without history weigh 1.
 """
@@ -46,24 +47,22 @@ def difficulty(rewards: Sequence[float], bins: int = 10, alpha: float = 100.0) -
 
 
 def clamp_mean_one(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Clamp to [lo, hi] and rescale the unclamped entries so the mean stays 1.
+    """``clip(c * weights, lo, hi)`` with the scale ``c`` that makes the mean exactly 1.
 
-    Needs ``lo <= 1 <= hi``; converges in at most ``len(weights)`` rounds.
+    The mean is non-decreasing in ``c`` (from ``lo`` to ``hi``), so bisection on
+    ``log c`` finds it whenever ``lo <= 1 <= hi``; unclamped weights keep their ratios.
     """
     if not lo <= 1.0 <= hi:
         raise ValueError(f"need w_min <= 1 <= w_max, got {lo}, {hi}")
-    w = np.asarray(weights, dtype=np.float64).copy()
-    n = len(w)
-    fixed = np.zeros(n, dtype=bool)
-    for _ in range(n + 1):
-        w = np.clip(w, lo, hi)
-        fixed |= (w <= lo) | (w >= hi)
-        free = ~fixed
-        budget = n - w[fixed].sum()
-        if not free.any() or abs(w.sum() - n) < 1e-12:
-            break
-        w[free] *= budget / w[free].sum()
-    return w
+    w = np.asarray(weights, dtype=np.float64)
+    low, high = -60.0, 60.0  # log c
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if np.clip(np.exp(mid) * w, lo, hi).mean() < 1.0:
+            low = mid
+        else:
+            high = mid
+    return np.clip(np.exp(0.5 * (low + high)) * w, lo, hi)
 
 
 class AdaptiveWeights:

@@ -59,3 +59,25 @@ def test_changelog_mentions_current_version():
 
     assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
 
+
+
+def test_mixture_cli_design_then_fit(tmp_path):
+    import numpy as np
+
+    design = runner.invoke(rl_app, ["mixture", "design", "--domains", "a,b,c"])
+    assert design.exit_code == 0
+    lines = design.output.strip().splitlines()
+    assert lines[0] == "a,b,c" and len(lines) == 1 + 7
+    rng = np.random.default_rng(0)
+    rows = [list(map(float, line.split(","))) for line in lines[1:]] + rng.dirichlet(np.ones(3), 8).tolist()
+    csv_path = tmp_path / "pilots.csv"
+    csv_path.write_text("a,b,c,score\n" + "".join(
+        f"{a},{b},{c},{1 - (a - .2) ** 2 - (b - .5) ** 2 - (c - .3) ** 2}\n" for a, b, c in rows))
+    fit = runner.invoke(rl_app, ["mixture", "fit", str(csv_path)], terminal_width=200)
+    assert fit.exit_code == 0, fit.output
+    assert "held-out 1.0000" in fit.output
+    assert re.search(r"a\s*│\s*0\.2000", fit.output) and re.search(r"b\s*│\s*0\.5000", fit.output)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n0.5,0.5\n")
+    result = runner.invoke(rl_app, ["mixture", "fit", str(bad)])
+    assert result.exit_code == 1 and "no `score` column" in result.output
