@@ -8,13 +8,13 @@ DAPO's dynamic sampling refills the batch with more prompts, bounded by ``max_ro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
 
-from maple_rl.advantages import check_rewards, segment_stats
+from maple_rl.advantages import check_rewards
 
 G = TypeVar("G")
 
@@ -42,7 +42,12 @@ class RefillResult(Generic[G]):
     rounds: int  # generation rounds used (1 = no refill needed)
     drawn: int  # groups generated in all
     dropped: int  # zero-variance groups dropped
-    counts: dict[str, int] = field(default_factory=dict)
+    target: int  # groups the step asked for
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Groups kept, and how many the step is short of its target."""
+        return {"kept": len(self.groups), "short": self.target - len(self.groups)}
 
     @property
     def zero_variance_fraction(self) -> float:
@@ -68,5 +73,4 @@ def refill(draw: Callable[[int], list[G]], rewards_of: Callable[[G], Sequence[fl
         good = [g for g in batch if informative(rewards_of(g), atol)]
         dropped += len(batch) - len(good)
         kept += good
-    return RefillResult(kept[:target], rounds, drawn, dropped,
-                        {"kept": min(len(kept), target), "short": max(0, target - len(kept))})
+    return RefillResult(kept[:target], rounds, drawn, dropped, target)

@@ -130,9 +130,10 @@ class StratifiedSampler:
             chosen = tags[int(self.rng.choice(len(tags), p=p))]
             batch = self._take(chosen, self.config.batch_size)
         else:
-            raw = np.array([self.credit[t] for t in tags]) + p * self.config.batch_size
-            counts = largest_remainder(np.maximum(raw, 0.0) * self.config.batch_size / np.maximum(raw, 0.0).sum(),
-                                       self.config.batch_size)
+            size = self.config.batch_size
+            raw = np.array([self.credit[t] for t in tags]) + p * size
+            shares = np.maximum(raw, 0.0)  # a stratum the curriculum just switched off may owe credit
+            counts = largest_remainder(shares * size / shares.sum(), size)
             self.credit = {t: float(r - k) for t, r, k in zip(tags, raw, counts)}
             batch = [i for t, k in zip(tags, counts) for i in self._take(t, int(k))]
         self.step += 1
