@@ -104,36 +104,116 @@ def validate(
     console.print(f"[green]valid[/]: {checked} item(s), no faults")
 
 
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (value or "").split(",") if x.strip())
+
+
+@app.command()
+def extract(
+    videos_dir: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Work folder; writes OUT/extracted/.")],
+    frames: Annotated[int, typer.Option(help="Frames per video, spread uniformly (ignored with --fps).")] = 16,
+    fps: Annotated[float | None, typer.Option(help="Sample one frame every 1/FPS seconds instead.")] = None,
+    min_frames: Annotated[int, typer.Option(help="At least this many frames.")] = 4,
+    max_frames: Annotated[int, typer.Option(help="At most this many frames.")] = 64,
+    max_pixels: Annotated[int, typer.Option(help="Pixel budget per frame (width x height); larger frames "
+                                                 "are scaled down, aspect kept.")] = 448 * 448,
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the stored frames.")] = 90,
+    subs: Annotated[str, typer.Option(help="Subtitle sources in order of preference: sidecar "
+                                           "(clip.srt, clip.vtt, clip.en.srt), embedded (text streams).")]
+    = "sidecar,embedded",
+    lang: Annotated[str, typer.Option(help="Preferred subtitle languages, e.g. en,fr.")] = "",
+    asr: Annotated[str, typer.Option(help="Whisper ASR: off; missing (when no subtitle source has any); "
+                                          "always (transcript replaces subtitles). Needs the asr extra.")] = "off",
+    asr_model: Annotated[str, typer.Option(help="Whisper model name or local checkpoint path.")] = "base",
+    asr_language: Annotated[str | None, typer.Option(help="Spoken language for ASR [default: detect].")] = None,
+    ext: Annotated[str, typer.Option(help="Video file extensions to pick up.")] = ",".join(
+        e.lstrip(".") for e in ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv")),
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    shard_rows: Annotated[int, typer.Option(help="Videos per shard; a crash loses at most one unfinished "
+                                                 "shard's videos, which the next run redoes.")] = 64,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some videos failed.")] = False,
+) -> None:
+    """Extract frames, 16 kHz mono audio and subtitles of every video into media shards.
+
+    Writes OUT/extracted/media-NNNNN.arrow (one row per video, schemas/media-v1.yaml) and
+    OUT/extracted/journal.jsonl (per video: done or failed and why). Re-running skips
+    videos already extracted with the same content and settings and redoes changed ones;
+    it is safe to kill at any moment. A bad file (not a video, truncated, no video
+    stream, unsupported codec) is reported and the job goes on; a file without audio is
+    extracted with A unavailable. Exits 1 when any video failed (see --allow-failures).
+    """
+    from maple_data.extract import ExtractSettings, run_extract
+    from maple_data.frames import FrameSpec
+
+    try:
+        settings = ExtractSettings(
+            frames=FrameSpec(count=frames, fps=fps, min_frames=min_frames, max_frames=max_frames,
+                             max_pixels=max_pixels, jpeg_quality=jpeg_quality),
+            subtitle_sources=_csv(subs), languages=_csv(lang), asr=asr, asr_model=asr_model,
+            asr_language=asr_language)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not videos_dir.is_dir():
+        raise typer.BadParameter(f"videos folder not found: {videos_dir}")
+    with progress_bar() as bar:
+        task = bar.add_task("extract", total=None)
+        summary = run_extract(videos_dir, out, settings, workers=workers, extensions=_csv(ext),
+                              shard_rows=shard_rows, on_start=lambda n: bar.update(task, total=n),
+                              on_outcome=lambda _: bar.advance(task))
+    for path, message in sorted(summary.failed.items()):
+        typer.echo(f"{videos_dir / path}: {message}")
+    table = Table("outcome", "videos", title=f"extract -> {summary.out_dir}")
+    table.add_row("done", str(summary.done))
+    table.add_row("skipped (already done)", str(summary.skipped))
+    for reason, count in sorted(summary.reasons.items()):
+        table.add_row(f"[red]failed: {reason}[/]", str(count))
+    for kind, count in sorted(summary.warnings.items()):
+        table.add_row(f"[yellow]note: {kind}[/]", str(count))
+    if summary.compacted:
+        table.add_row("stale rows compacted", str(summary.compacted))
+    console.print(table)
+    if summary.failed and not allow_failures:
+        raise typer.Exit(1)
+
+
 @app.command()
 def schema(
-    markdown: Annotated[bool, typer.Option(help="Print a Markdown table (as in docs/schema.md).")] = False,
+    kind: Annotated[str, typer.Option(help="record (a task item with its media) or media (one extracted "
+                                           "video).")] = "record",
+    markdown: Annotated[bool, typer.Option(help="Print Markdown for every schema (docs/schema.md).")] = False,
 ) -> None:
-    """Show the record schema: every field, its type and what it holds."""
+    """Show a schema: every field, its type and what it holds."""
     from maple_data.schema import field_table, load_schema
 
     if markdown:
         typer.echo(schema_markdown(), nl=False)
         return
-    table = Table("field", "type", "required", "meaning", title=f"maple record schema v{load_schema().version}")
-    for row in field_table():
+    try:
+        spec = load_schema(kind=kind)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    table = Table("field", "type", "required", "meaning", title=f"{spec.name} schema v{spec.version}")
+    for row in field_table(spec):
         table.add_row(*row)
     console.print(table)
 
 
 def schema_markdown() -> str:
-    """``docs/schema.md``: the field table of the current schema."""
+    """``docs/schema.md``: the field tables of the current schemas."""
     from maple_data.schema import field_table, load_schema
 
-    lines = [
-        f"# maple record schema v{load_schema().version}",
-        "",
-        "Generated by `maple-data schema --markdown` from `schemas/record-v1.yaml`; a test keeps it in sync.",
-        "",
-        "| field | type | required | meaning |",
-        "|---|---|---|---|",
-    ]
-    lines += [f"| `{f}` | {t} | {r} | {d} |" for f, t, r, d in field_table()]
-    return "\n".join(lines) + "\n"
+    lines = ["# maple schemas", "",
+             "Generated by `maple-data schema --markdown` from `schemas/*.yaml`; a test keeps it in sync.", ""]
+    for kind, what in (("record", "one task item (QA or caption) about one video, with its media: what "
+                                  "annotation, review, benchmarks and training exchange"),
+                       ("media", "one video's extracted signals, written by `maple-data extract`")):
+        spec = load_schema(kind=kind)
+        lines += [f"## {spec.name} v{spec.version} (`schemas/{kind}-v{spec.version}.yaml`)", "",
+                  f"One row = {what}.", "", "| field | type | required | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{f}` | {t} | {r} | {d} |" for f, t, r, d in field_table(spec)]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:

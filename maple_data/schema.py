@@ -1,8 +1,10 @@
 """The versioned record schema: loading it, turning it into Arrow / ``datasets`` types,
 and checking records against it.
 
-The schema lives in ``schemas/record-v<N>.yaml`` (shipped inside the wheel as
-``maple_data/_schemas``). Records are plain dicts in *storage form*: images and audio
+Schemas live in ``schemas/<kind>-v<N>.yaml`` (shipped inside the wheel as
+``maple_data/_schemas``): ``record`` (one task item with its media: what annotation,
+review, benchmarks and training exchange) and ``media`` (one video's extracted signals,
+the output of ``maple-data extract``). Records are plain dicts in *storage form*: images and audio
 are ``{"bytes": ..., "path": None}`` structs, as ``datasets`` stores them.
 """
 
@@ -22,7 +24,7 @@ from maple_data import rmt
 
 SCHEMA_NAME = "maple-record"
 CURRENT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = {"record": (1,), "media": (1,)}  # per schema kind
 AUDIO_SAMPLE_RATE = 16_000  # Hz, mono: every record's audio
 METADATA_VERSION_KEY = b"maple.schema_version"
 METADATA_NAME_KEY = b"maple.schema"
@@ -262,7 +264,7 @@ def _cross_field_problems(record: Mapping[str, Any]) -> list[Problem]:
             problems.append(Problem("answer", f"{answer!r} is not one of the options {list(options)}"))
     elif task == "caption" and options is not None:
         problems.append(Problem("options", "a caption item has no options (expected null)"))
-    if not (record.get("question") or "").strip():
+    if "question" in record and not (record.get("question") or "").strip():
         problems.append(Problem("question", "empty question"))
     frames, stamps = record.get("frames"), record.get("frame_timestamps")
     if frames is not None and (stamps is None or len(stamps) != len(frames)):
@@ -297,18 +299,20 @@ def _cross_field_problems(record: Mapping[str, Any]) -> list[Problem]:
 
 
 @cache
-def load_schema(version: int = CURRENT_VERSION) -> RecordSchema:
-    """Load ``schemas/record-v<version>.yaml``.
+def load_schema(version: int = CURRENT_VERSION, kind: str = "record") -> RecordSchema:
+    """Load ``schemas/<kind>-v<version>.yaml`` (kind ``record`` or ``media``).
 
     Raises:
-        ValueError: for a version this maple does not know.
+        ValueError: for a kind or version this maple does not know.
     """
-    if version not in SUPPORTED_VERSIONS:
+    if kind not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unknown schema kind {kind!r}; known: {', '.join(SUPPORTED_VERSIONS)}")
+    if version not in SUPPORTED_VERSIONS[kind]:
         raise ValueError(
-            f"record schema version {version} is not supported by this maple "
-            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade maple"
+            f"{kind} schema version {version} is not supported by this maple "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS[kind]))}); upgrade maple"
         )
-    raw = yaml.safe_load((schema_dir() / f"record-v{version}.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((schema_dir() / f"{kind}-v{version}.yaml").read_text(encoding="utf-8"))
     return RecordSchema(
         name=raw["name"],
         version=int(raw["version"]),

@@ -29,8 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from maple_data.rmt import parse_rmt
-from maple_data.schema import RecordSchema, load_schema, schema_version_of
+from maple_data.schema import METADATA_NAME_KEY, RecordSchema, load_schema, schema_version_of
 
+COUNTED_FIELDS = ("rmt", "task", "split", "available_modalities")  # per-value counts in the sidecar
 SHARD_SUFFIX = ".arrow"
 PARTIAL_SUFFIX = ".partial"
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})\.arrow$")
@@ -172,8 +173,9 @@ class ShardWriter:
         self._buffer.append(full)
         self._rows += 1
         self._bytes += _record_size(full)
-        for key in ("rmt", "task", "split"):
-            self._counts.setdefault(key, Counter())[str(full[key])] += 1
+        for key in COUNTED_FIELDS:
+            if key in full:
+                self._counts.setdefault(key, Counter())[str(full[key])] += 1
         if len(self._buffer) >= self.batch_rows:
             self._drain()
         if self._rows >= self.max_rows or self._bytes >= self.max_bytes:
@@ -259,12 +261,31 @@ def open_stream(shard: Path, schema: RecordSchema) -> pa.ipc.RecordBatchStreamRe
     version = schema_version_of(reader.schema)
     if version is None:
         raise ShardError(f"{shard}: no maple schema version in its metadata (not a maple shard?)")
+    name = (reader.schema.metadata or {}).get(METADATA_NAME_KEY, b"").decode()
+    if name and name != schema.name:
+        raise ShardError(f"{shard}: holds {name} rows, expected {schema.name}")
     if version != schema.version:
         raise ShardError(f"{shard}: schema version {version}, expected {schema.version}")
     problems = schema.check_arrow_schema(reader.schema)
     if problems:
         raise ShardError(f"{shard}: " + "; ".join(map(str, problems)))
     return reader
+
+
+def schema_of(shard: Path) -> RecordSchema:
+    """The schema (kind and version) a shard declares in its metadata; the record schema
+    when the shard cannot be opened (its reader will then report why)."""
+    try:
+        metadata = pa.ipc.open_stream(pa.memory_map(str(shard), "r")).schema.metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return load_schema()
+    name = metadata.get(METADATA_NAME_KEY, b"maple-record").decode()
+    kind = name.removeprefix("maple-")
+    version = schema_version_of(pa.schema([], metadata=metadata))
+    try:
+        return load_schema(version or 1, kind)
+    except ValueError:
+        return load_schema()
 
 
 class ShardReader:

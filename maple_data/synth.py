@@ -58,7 +58,7 @@ ORDINALS = ("first", "second", "third", "fourth")
 BEEP_HZ = 880.0
 FILLER = "Watch and listen."  # key subtitle cue of items that do not need S
 CODECS = {"h264": "libx264", "mpeg4": "mpeg4"}
-_ASS_HEADER = (
+ASS_HEADER = (  # minimal ASS header that mov_text and subrip encoders require
     "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
     "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
     "Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, "
@@ -280,7 +280,7 @@ def write_video(path: Path, scene: Scene, config: SynthConfig) -> None:
         subs = None
         if config.embed_subtitles:
             subs = container.add_stream("mov_text")
-            subs.codec_context.subtitle_header = _ASS_HEADER
+            subs.codec_context.subtitle_header = ASS_HEADER
             subs.codec_context.time_base = Fraction(1, 1000)
         for i in range(config.n_frames):
             yuv = cv2.cvtColor(render_frame(scene, i / float(rate), config), cv2.COLOR_RGB2YUV_I420)

@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from maple_data.faults import Fault
 from maple_data.qa_input import read_qa_file
-from maple_data.schema import RecordSchema, load_schema
-from maple_data.shards import SHARD_SUFFIX, ShardError, ShardStats, file_sha256, open_stream, stats_path
+from maple_data.schema import RecordSchema
+from maple_data.shards import SHARD_SUFFIX, ShardError, ShardStats, file_sha256, open_stream, schema_of, stats_path
 
 QA_SUFFIXES = (".jsonl", ".csv")
 
@@ -34,8 +34,10 @@ def _rows(shard: Path, schema: RecordSchema, faults: list[Fault]) -> Iterator[di
 
 def validate_shard(shard: str | Path, schema: RecordSchema | None = None,
                    seen_ids: dict[str, str] | None = None) -> list[Fault]:
-    """All faults of one shard: sidecar agreement, Arrow schema, and every record."""
-    shard, schema = Path(shard), schema or load_schema()
+    """All faults of one shard: sidecar agreement, Arrow schema, and every record
+    (against ``schema``, by default the kind and version the shard declares)."""
+    shard = Path(shard)
+    schema = schema or schema_of(shard)
     name, faults = str(shard), []
     stats: ShardStats | None = None
     if not stats_path(shard).exists():
@@ -83,11 +85,12 @@ def validate_path(path: str | Path, videos_dir: str | Path | None = None) -> tup
     if not shards:
         return 0, [Fault(str(path), None, None, f"no *{SHARD_SUFFIX} shards and not a QA file "
                          f"({', '.join(QA_SUFFIXES)})")]
-    schema, faults, seen, checked = load_schema(), [], {}, 0
+    faults: list[Fault] = []
+    seen: dict[str, dict[str, str]] = {}  # ids per schema kind
     for shard in shards:
         if shard.suffix != SHARD_SUFFIX:
             faults.append(Fault(str(shard), None, None, f"not a shard (*{SHARD_SUFFIX}) nor a QA file"))
             continue
-        faults += validate_shard(shard, schema, seen)
-        checked = len(seen)
-    return checked, faults
+        schema = schema_of(shard)
+        faults += validate_shard(shard, schema, seen.setdefault(schema.name, {}))
+    return sum(map(len, seen.values())), faults

@@ -1,0 +1,415 @@
+"""``maple-data extract``: frames, audio and subtitles of every video in a folder, as media
+shards (``schemas/media-v1.yaml``), with a per-video status journal.
+
+Output in ``WORK/extracted/``: ``media-NNNNN.arrow`` (one row per video) and
+``journal.jsonl`` (one line per video processed: done or failed, why, which shard).
+
+Resuming: a video is done when a published shard holds a row with its id *and* its
+``extract_key`` (hash of the file's SHA-256 and the settings), so a re-run skips it; a
+changed file or changed settings give a new key and the video is extracted again, after
+which the stale row is compacted away. Rows reach disk a shard at a time (atomically,
+see :mod:`maple_data.shards`): ``kill -9`` loses at most the unpublished shard's rows,
+which the next run redoes; no run leaves a duplicate or a corrupt shard. Failed videos
+are retried on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from maple_data.audio import decode_audio_track
+from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_times
+from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
+from maple_data.probe import MediaError, Probe, probe
+from maple_data.schema import RecordSchema, load_schema
+from maple_data.shards import ShardWriter, list_shards, open_stream, stats_path
+from maple_data.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
+SUBTITLE_SOURCES = ("sidecar", "embedded")
+AsrMode = Literal["off", "missing", "always"]
+EXTRACTED = "extracted"
+JOURNAL = "journal.jsonl"
+SHARD_PREFIX = "media"
+
+
+def media_schema() -> RecordSchema:
+    return load_schema(1, "media")
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """Everything that decides an extraction's output (part of each video's key).
+
+    ``subtitle_sources``: order of preference among ``sidecar`` and ``embedded``;
+    ``asr``: ``off`` never, ``missing`` when no listed source has subtitles, ``always``
+    replaces them with a transcript; ``languages``: preferred subtitle languages.
+    """
+
+    frames: FrameSpec = field(default_factory=FrameSpec)
+    subtitle_sources: tuple[str, ...] = SUBTITLE_SOURCES
+    languages: tuple[str, ...] = ()
+    asr: AsrMode = "off"
+    asr_model: str = "base"
+    asr_language: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.subtitle_sources) - set(SUBTITLE_SOURCES)
+        if unknown:
+            raise ValueError(f"unknown subtitle source(s) {sorted(unknown)}; choose from {', '.join(SUBTITLE_SOURCES)}")
+        if self.asr not in ("off", "missing", "always"):
+            raise ValueError(f"asr must be off, missing or always, got {self.asr!r}")
+
+    def key(self, sha256: str) -> str:
+        """The extract key of a file with this content under these settings."""
+        blob = json.dumps({"sha256": sha256, "settings": asdict(self)}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Outcome:
+    """What happened to one video. ``record`` is set when ``status == "done"``."""
+
+    video_id: str
+    path: str
+    status: str  # done / failed
+    sha256: str | None = None
+    key: str | None = None
+    reason: str | None = None  # failure category (not-media, truncated, ...)
+    message: str | None = None
+    notes: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+    def journal_entry(self, shard: str | None = None) -> dict[str, Any]:
+        entry = {k: v for k, v in asdict(self).items() if k != "record"}
+        return entry | {"shard": shard, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def discover(videos_dir: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video paths under ``videos_dir`` (recursive, by extension, case-insensitive, sorted);
+    broken links are kept so they get reported, hidden files and folders are not."""
+    root = Path(videos_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"videos folder not found: {root}")
+    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in wanted:
+            continue
+        if path.is_file() or (path.is_symlink() and not path.exists()):
+            found.append(path)
+    return sorted(found)
+
+
+def video_id_of(path: Path, root: Path) -> str:
+    """The id of a video: its path relative to the videos folder, without extension."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _subtitles(info: Probe, audio, settings: ExtractSettings, notes: list[str]) -> tuple[list[dict], str]:
+    """Segments and their source, by the configured preference (ASR last)."""
+    if settings.asr != "always":
+        for source in settings.subtitle_sources:
+            parsed: Parsed | None = None
+            if source == "sidecar":
+                sidecar = find_sidecar(info.path, settings.languages)
+                if sidecar is not None:
+                    parsed = read_subtitle_file(sidecar)
+                    if parsed.skipped:
+                        notes.append(f"malformed-cues: {parsed.skipped} cue(s) of {sidecar.name} skipped")
+            else:
+                parsed, stream_notes = read_embedded(info, settings.languages)
+                notes += stream_notes
+                if parsed is not None and parsed.skipped:
+                    notes.append(f"malformed-cues: {parsed.skipped} embedded cue(s) skipped")
+            if parsed is not None and parsed.segments:
+                return parsed.segments, source
+    if settings.asr != "off" and audio is not None and len(audio):
+        from maple_data.asr import transcribe
+
+        segments = transcribe(audio, settings.asr_model, language=settings.asr_language)
+        if segments:
+            return segments, "asr"
+        notes.append("asr-empty: the transcript has no text")
+    return [], "none"
+
+
+def extract_video(path: str | Path, videos_dir: str | Path, settings: ExtractSettings,
+                  sha256: str | None = None) -> Outcome:
+    """Extract one video; never raises for a bad file (the outcome says why it failed)."""
+    path, root = Path(path), Path(videos_dir)
+    outcome = Outcome(video_id_of(path, root), path.relative_to(root).as_posix(), "failed")
+    try:
+        try:
+            outcome.sha256 = sha256 or file_sha256(path)
+        except OSError as exc:
+            raise MediaError("unreadable", f"cannot read file ({exc.strerror or exc})") from exc
+        outcome.key = settings.key(outcome.sha256)
+        info = probe(path)
+        spec = settings.frames
+        index = nearest_frames(info.frame_times, sample_times(info.duration, spec))
+        frames = decode_frames(info, info.frame_pts[index], spec.max_pixels)
+        audio = decode_audio_track(info)
+        notes = outcome.notes
+        if audio is None:
+            notes.append("no-audio: the file has no audio stream, A unavailable")
+        segments, source = _subtitles(info, audio, settings, notes)
+        audio_info = info.default_stream("audio")
+        height, width = frames.images[0].shape[:2]
+        tag = "V" + ("A" if audio is not None and len(audio) else "") + ("S" if segments else "")
+        outcome.record = {
+            "id": outcome.video_id, "video_path": outcome.path, "video_sha256": outcome.sha256,
+            "extract_key": outcome.key, "available_modalities": tag,
+            "frames": [media_struct(encode_jpeg(img, spec.jpeg_quality)) for img in frames.images],
+            "frame_timestamps": frames.times,
+            "audio": media_struct(encode_flac(audio)) if audio is not None and len(audio) else None,
+            "subtitles": segments, "subtitle_source": source,
+            "video_meta": {
+                "duration": info.duration, "fps": info.avg_fps, "width": width, "height": height,
+                "variable_fps": info.variable_fps, "rotation": frames.rotation,
+                "video_codec": info.default_stream("video").codec,
+                "audio_codec": audio_info.codec if audio_info else None,
+                "audio_streams": len(info.of_kind("audio")), "subtitle_streams": len(info.of_kind("subtitle")),
+            },
+            "notes": notes,
+        }
+        outcome.status = "done"
+    except MediaError as exc:
+        outcome.reason, outcome.message = exc.reason, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the job
+        outcome.reason, outcome.message = "error", f"{type(exc).__name__}: {exc}"
+    return outcome
+
+
+# ---------------------------------------------------------------- the job
+
+
+@dataclass
+class ExtractSummary:
+    """Counts of one run. ``failed`` maps each failed video path to its one-line reason."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    reasons: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)
+    compacted: int = 0
+    out_dir: Path | None = None
+
+    @property
+    def total(self) -> int:
+        return self.done + self.skipped + len(self.failed)
+
+
+class Journal:
+    """Append-only JSONL status journal; each line is flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def append(self, entries: Iterable[dict[str, Any]]) -> None:
+        for entry in entries:
+            self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        """Entries of a journal; a torn last line (a crash mid-write) is ignored."""
+        if not path.exists():
+            return []
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries
+
+
+def stored_keys(out_dir: Path) -> dict[str, tuple[str, Path]]:
+    """``video id -> (extract_key, shard)`` of the rows in published shards; a later shard
+    (and a later row) wins, so a re-extracted video resolves to its newest row."""
+    latest: dict[str, tuple[str, Path]] = {}
+    schema = media_schema()
+    for shard in list_shards(out_dir, SHARD_PREFIX):
+        for batch in open_stream(shard, schema):
+            for vid, key in zip(batch.column("id").to_pylist(), batch.column("extract_key").to_pylist()):
+                latest[vid] = (key, shard)
+    return latest
+
+
+def run_extract(
+    videos_dir: str | Path,
+    work_dir: str | Path,
+    settings: ExtractSettings | None = None,
+    *,
+    workers: int = 1,
+    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    shard_rows: int = 64,
+    on_start: Callable[[int], None] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> ExtractSummary:
+    """Extract every video under ``videos_dir`` into ``work_dir/extracted``.
+
+    ``on_start(n_to_do)`` is called once the done videos are known, ``on_outcome`` after
+    each video (for progress bars). ``workers > 1`` runs videos in that many processes.
+    """
+    settings = settings or ExtractSettings()
+    root = Path(videos_dir)
+    out_dir = Path(work_dir) / EXTRACTED
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = discover(root, extensions)
+    summary = ExtractSummary(out_dir=out_dir)
+    journal = Journal(out_dir / JOURNAL)
+    stored = stored_keys(out_dir)
+    known_sha = _known_hashes(Journal.read(journal.path), root)
+    todo: list[tuple[Path, str | None]] = []
+    for path in paths:
+        sha = known_sha.get(_stat_key(path))
+        vid = video_id_of(path, root)
+        if sha is not None and vid in stored and stored[vid][0] == settings.key(sha):
+            summary.skipped += 1
+        else:
+            todo.append((path, sha))
+    if on_start is not None:
+        on_start(len(todo))
+    writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=shard_rows, schema=media_schema())
+    pending: list[Outcome] = []  # written to the open shard, journalled once it is published
+    try:
+        for outcome in _outcomes(todo, root, settings, workers):
+            if outcome.status == "done":
+                if outcome.video_id in stored and stored[outcome.video_id][0] == outcome.key:
+                    summary.skipped += 1  # unchanged file whose stat changed (copied, touched)
+                    journal.append([outcome.journal_entry(stored[outcome.video_id][1].name) | _stat(root, outcome)])
+                else:
+                    published = len(writer.published)
+                    writer.write(outcome.record)
+                    pending.append(outcome)
+                    if len(writer.published) > published:
+                        journal.append(o.journal_entry(writer.published[-1].name) | _stat(root, o) for o in pending)
+                        pending = []
+                    summary.done += 1
+                    summary.warnings.update(note.split(":")[0] for note in outcome.notes)
+            else:
+                summary.failed[outcome.path] = outcome.message or outcome.reason or "failed"
+                summary.reasons[outcome.reason or "error"] += 1
+                journal.append([outcome.journal_entry() | _stat(root, outcome)])
+            outcome.record = None
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        shard = writer.flush()
+        if pending and shard is not None:
+            journal.append(o.journal_entry(shard.name) | _stat(root, o) for o in pending)
+        journal.close()
+    summary.compacted = compact(out_dir)
+    return summary
+
+
+def _stat_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _stat(root: Path, outcome: Outcome) -> dict[str, Any]:
+    key = _stat_key(root / outcome.path)
+    return {"size": key[1], "mtime_ns": key[2]} if key else {}
+
+
+def _known_hashes(entries: list[dict[str, Any]], root: Path) -> dict[tuple[str, int, int], str]:
+    """SHA-256 of files the journal saw with the same size and mtime (no re-hashing)."""
+    known = {}
+    for e in entries:
+        if e.get("sha256") and "size" in e and "mtime_ns" in e:
+            known[(str((root / e["path"]).resolve()), e["size"], e["mtime_ns"])] = e["sha256"]
+    return known
+
+
+def _outcomes(todo: list[tuple[Path, str | None]], root: Path, settings: ExtractSettings,
+              workers: int) -> Iterator[Outcome]:
+    """Outcomes as videos finish: in this process (``workers == 1``) or in a pool, with at
+    most ``2 * workers`` videos in flight (their media stay bounded in memory)."""
+    if workers <= 1:
+        for path, sha in todo:
+            yield extract_video(path, root, settings, sha)
+        return
+    queue = iter(todo)
+    # spawn, not fork: a parent that has loaded torch or FFmpeg threads is not safe to fork
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running: set[Future] = set()
+        while True:
+            for path, sha in queue:
+                running.add(pool.submit(extract_video, path, root, settings, sha))
+                if len(running) >= 2 * workers:
+                    break
+            if not running:
+                return
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+
+
+def compact(out_dir: Path) -> int:
+    """Drop rows superseded by a newer row of the same video (a re-extraction); returns
+    how many rows were dropped. Each affected shard is rewritten as a new shard, then the
+    old one is removed; a crash in between leaves duplicates that the next run drops."""
+    schema = media_schema()
+    shards = list_shards(out_dir, SHARD_PREFIX)
+    latest: dict[str, tuple[int, int]] = {}
+    for s_index, shard in enumerate(shards):
+        for r_index, vid in enumerate(v for b in open_stream(shard, schema) for v in b.column("id").to_pylist()):
+            latest[vid] = (s_index, r_index)
+    dropped = 0
+    for s_index, shard in enumerate(shards):
+        table = pa.Table.from_batches(list(open_stream(shard, schema)), schema=schema.arrow_schema)
+        keep = [latest[vid] == (s_index, r) for r, vid in enumerate(table.column("id").to_pylist())]
+        if all(keep):
+            continue
+        with ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=max(1, len(keep)), schema=schema) as writer:
+            writer.write_many(table.filter(pa.array(keep)).to_pylist())
+        shard.unlink()
+        stats_path(shard).unlink(missing_ok=True)
+        dropped += keep.count(False)
+    return dropped
+
+
+def load_media(work_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``video id -> media row`` of an extraction (the newest row of each video)."""
+    out_dir = Path(work_dir) / EXTRACTED
+    rows: dict[str, dict[str, Any]] = {}
+    schema = media_schema()
+    for shard in list_shards(out_dir, SHARD_PREFIX):
+        for batch in open_stream(shard, schema):
+            for row in batch.to_pylist():
+                rows[row["id"]] = row
+    return rows
