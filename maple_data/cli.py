@@ -177,6 +177,132 @@ def extract(
         raise typer.Exit(1)
 
 
+def _proposal_config(tau: float, delta: float, min_samples: int):
+    from maple_data.proposal import ProposalConfig
+
+    try:
+        return ProposalConfig(tau=tau, delta=delta, min_samples=min_samples)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+TAU_HELP = "A subset passes at accuracy >= TAU; full input below TAU makes the item unanswerable."
+DELTA_HELP = "A passing subset must also be within DELTA of the full input's accuracy."
+MIN_SAMPLES_HELP = "Flag low-k when the deciding subset has fewer samples."
+
+
+@app.command()
+def annotate(
+    videos_dir: Annotated[Path, typer.Argument(help="Folder of videos (extracted first when needed).")],
+    qa: Annotated[Path, typer.Option(help="QA file (.jsonl/.csv); video paths relative to VIDEOS_DIR.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Work folder (extracted/, ablation/, proposals.jsonl).")],
+    model: Annotated[str, typer.Option(help="Model id or folder, e.g. Qwen/Qwen2.5-Omni-3B.")],
+    backend: Annotated[str, typer.Option(help="hf (transformers, CPU/GPU) or vllm (GPU, vllm extra).")] = "hf",
+    scoring: Annotated[str, typer.Option(help="sample: K answers per subset, parsed; logprob: option "
+                                              "likelihoods in one forward pass (QA only).")] = "sample",
+    samples: Annotated[int, typer.Option(help="K, answers per subset.")] = 8,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    search: Annotated[str, typer.Option(help="adaptive (full input, then singles, then pairs only when "
+                                             "needed; stops a subset once it cannot pass) or exhaustive.")]
+    = "adaptive",
+    chunk: Annotated[int, typer.Option(help="Adaptive search: answers drawn per round.")] = 1,
+    tau: Annotated[float, typer.Option(help=TAU_HELP)] = 0.75,
+    delta: Annotated[float, typer.Option(help=DELTA_HELP)] = 0.15,
+    min_samples: Annotated[int, typer.Option(help=MIN_SAMPLES_HELP)] = 4,
+    num_shards: Annotated[int, typer.Option(help="Processes sharing the items (e.g. a slurm array size).")] = 1,
+    shard_index: Annotated[int, typer.Option(help="This process's share, 0..num-shards-1.")] = 0,
+    device: Annotated[str, typer.Option(help="hf: cpu, cuda, cuda:N or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="hf: float32, bfloat16, float16 or auto.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="hf: sequences per forward pass.")] = 8,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per engine.")] = 1,
+    frames: Annotated[int, typer.Option(help="Extraction: frames per video.")] = 16,
+    workers: Annotated[int, typer.Option(help="Extraction: worker processes.")] = 1,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when QA rows or videos failed.")] = False,
+) -> None:
+    """Propose each item's Required Modality Tag by ablation inference.
+
+    Extracts the videos (skipping what is done), runs the model on the item's modality
+    subsets, appends every finished (item, subset) result to OUT/ablation/results-*.jsonl
+    (kill it at any time; a re-run continues), then writes OUT/proposals.jsonl. With
+    --num-shards > 1 run one process per shard index, then `maple-data propose OUT`.
+    """
+    from maple_data.ablation import AblationSettings, Item, run_annotate
+    from maple_data.backends import load_backend
+    from maple_data.extract import ExtractSettings, run_extract
+    from maple_data.frames import FrameSpec
+    from maple_data.qa_input import read_qa_file
+
+    try:
+        settings = AblationSettings(model=model, scoring=scoring, samples=samples, temperature=temperature,
+                                    max_new_tokens=max_new_tokens, search=search, chunk=chunk,
+                                    proposal=_proposal_config(tau, delta, min_samples))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    load = read_qa_file(qa, videos_dir)
+    for fault in load.problems:
+        typer.echo(str(fault))
+    with progress_bar() as bar:
+        task = bar.add_task("extract", total=None)
+        extracted = run_extract(videos_dir, out, ExtractSettings(frames=FrameSpec(count=frames)), workers=workers,
+                                on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task))
+    for path, message in sorted(extracted.failed.items()):
+        typer.echo(f"{videos_dir / path}: {message}")
+    options = {"device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed} if backend == "hf" else \
+        {"tensor_parallel_size": tensor_parallel_size, "seed": seed}
+    engine = load_backend(backend, model, **options)
+    with progress_bar() as bar:
+        task = bar.add_task("annotate", total=None)
+        summary = run_annotate([Item.from_qa(q) for q in load.items], out, engine, settings, num_shards=num_shards,
+                               shard_index=shard_index, on_start=lambda n: bar.update(task, total=n),
+                               on_item=lambda _: bar.advance(task))
+    for item_id, why in sorted(summary.missing_media.items()):
+        typer.echo(f"{item_id}: {why}")
+    console.print(f"annotated {summary.items} item(s): {summary.model_calls} model call(s), "
+                  f"{summary.resumed_subsets} stored subset result(s) reused")
+    if num_shards == 1:
+        _print_proposals(out, None)
+    else:
+        console.print(f"shard {shard_index} of {num_shards} done; when all are, run: maple-data propose {out}")
+    if (load.problems or extracted.failed or summary.missing_media) and not allow_failures:
+        raise typer.Exit(1)
+
+
+def _print_proposals(work: Path, config) -> None:
+    from maple_data.ablation import run_propose
+    from maple_data.rmt import TAGS
+
+    path, counts = run_propose(work, config)
+    table = Table("outcome", "items", title=f"proposals -> {path}")
+    for key in [*TAGS, "unanswerable", "incomplete"]:
+        if counts.get(key):
+            table.add_row(key, str(counts[key]))
+    for key in sorted(k for k in counts if k.startswith("flag: ")):
+        table.add_row(f"[yellow]{key}[/]", str(counts[key]))
+    console.print(table)
+
+
+@app.command()
+def propose(
+    work: Annotated[Path, typer.Argument(help="Work folder of `maple-data annotate`.")],
+    tau: Annotated[float | None, typer.Option(help=TAU_HELP + " [default: the annotate setting]")] = None,
+    delta: Annotated[float | None, typer.Option(help=DELTA_HELP + " [default: the annotate setting]")] = None,
+    min_samples: Annotated[int | None, typer.Option(help=MIN_SAMPLES_HELP + " [default: annotate's]")] = None,
+) -> None:
+    """Recompute proposals from stored ablation results (no model calls) and merge the
+    results of all --num-shards processes into WORK/proposals.jsonl."""
+    import json
+
+    settings_path = work / "ablation" / "settings.json"
+    if not settings_path.exists():
+        raise typer.BadParameter(f"no ablation results in {work} (run maple-data annotate first)")
+    stored = json.loads(settings_path.read_text())["proposal"]
+    config = _proposal_config(stored["tau"] if tau is None else tau, stored["delta"] if delta is None else delta,
+                              stored["min_samples"] if min_samples is None else min_samples)
+    _print_proposals(work, config)
+
+
 @app.command()
 def schema(
     kind: Annotated[str, typer.Option(help="record (a task item with its media) or media (one extracted "

@@ -1,0 +1,321 @@
+"""Ablation inference: run a model on the modality subsets of every item, journal each
+(item, subset) result as it completes, and turn the evidence into RMT proposals.
+
+Files in ``WORK/ablation/``:
+- ``settings.json``: the model and scoring settings of the stored results;
+- ``items-SSS-of-NNN.jsonl``: the items this process annotated (question, options,
+  answer, available modalities), one per line;
+- ``results-SSS-of-NNN.jsonl``: one line per finished (item, subset): scores and raw
+  answers, appended and fsynced as each completes (``kill -9``-safe; a re-run skips what
+  is there). ``SSS-of-NNN`` is ``--shard-index`` of ``--num-shards``, so processes on
+  several machines never write the same file; :func:`run_propose` merges them all.
+``WORK/proposals.jsonl`` holds one proposal per item (written atomically by ``propose``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
+from maple_data.backends import Backend
+from maple_data.extract import EXTRACTED, SHARD_PREFIX, Journal, media_schema
+from maple_data.prompts import Prompt, build_prompt
+from maple_data.proposal import (ProposalConfig, SearchMode, SubsetResult, chunks, fail_decided,
+                                 pass_threshold, propose, search_stages, stage_needed)
+from maple_data.qa_input import QAItem
+from maple_data.rmt import TAGS, is_subset
+from maple_data.shards import list_shards, open_stream
+
+ABLATION = "ablation"
+PROPOSALS = "proposals.jsonl"
+Scoring = Literal["sample", "logprob"]
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """How each (item, subset) is scored. ``samples`` (K) answers per subset at
+    ``temperature`` (``sample`` scoring) or one forward pass scoring the options
+    (``logprob``; caption items are always sampled and scored by ``caption_metric``).
+    ``chunk``: samples per round in adaptive search (smaller stops earlier, larger batches
+    better)."""
+
+    model: str
+    scoring: Scoring = "sample"
+    samples: int = 8
+    temperature: float = 1.0
+    max_new_tokens: int = 16
+    caption_metric: str = DEFAULT_CAPTION_METRIC
+    search: SearchMode = "adaptive"
+    chunk: int = 1
+    proposal: ProposalConfig = field(default_factory=ProposalConfig)
+
+    def __post_init__(self) -> None:
+        if self.scoring not in ("sample", "logprob"):
+            raise ValueError(f"scoring must be sample or logprob, got {self.scoring!r}")
+        if self.samples < 1 or self.chunk < 1:
+            raise ValueError("samples and chunk must be >= 1")
+        caption_metric(self.caption_metric)
+
+    @property
+    def result_key(self) -> str:
+        """Identity of stored results: what changes a subset's scores (not search order)."""
+        blob = json.dumps([self.model, self.scoring, self.samples, self.temperature, self.max_new_tokens,
+                           self.caption_metric], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Item:
+    """A task item as annotation sees it."""
+
+    id: str
+    video_id: str
+    task: str
+    question: str
+    options: tuple[str, ...] | None
+    answer: str | None
+
+    @classmethod
+    def from_qa(cls, qa: QAItem) -> Item:
+        return cls(qa.id, str(Path(qa.video).with_suffix("").as_posix()), qa.task, qa.question, qa.options,
+                   qa.answer)
+
+
+def score_answer(item: Item, text: str, metric: str = DEFAULT_CAPTION_METRIC) -> float:
+    """1.0 / 0.0 for a QA answer (parsed letter or option text), similarity for a caption."""
+    if item.task == "caption":
+        return caption_metric(metric)(text, item.answer or "")
+    picked = parse_choice(text, item.options or ())
+    return float(picked is not None and item.options[picked] == item.answer)
+
+
+Sampler = Callable[[list[str], int], list[list[tuple[float, str]]]]  # subsets, n -> (score, answer) per sample
+
+
+def run_search(available: str, settings: AblationSettings, sample: Sampler,
+               done: Mapping[str, SubsetResult] | None = None,
+               on_result: Callable[[SubsetResult], None] | None = None) -> tuple[dict[str, SubsetResult], int]:
+    """The search over subsets of ``available`` for one item; returns ``(results, samples
+    drawn)``. ``sample(subsets, n)`` draws ``n`` scored answers for each subset (one batch);
+    ``done`` results are reused, ``on_result`` gets each newly finished subset.
+
+    Adaptive search stops sampling a subset once it cannot pass (:func:`fail_decided`
+    against ``tau`` for the full input, against :func:`pass_threshold` after it), so its
+    proposals equal exhaustive search's on the same samples; it evaluates later stages
+    only when :func:`stage_needed`."""
+    results = {s: r for s, r in (done or {}).items() if is_subset(s, available)}
+    drawn, adaptive, budget = 0, settings.search == "adaptive", settings.samples
+    for index, stage in enumerate(search_stages(available, settings.search)):
+        if adaptive and not stage_needed(index, results, available, settings.proposal):
+            break
+        threshold = pass_threshold(results, available, settings.proposal) if index else settings.proposal.tau
+        running = [s for s in stage if s not in results]
+        partial, finished = {s: SubsetResult(s) for s in running}, []
+        for step in chunks(budget, settings.chunk if adaptive else budget):
+            if not running:
+                break
+            for s, scored in zip(running, sample(running, step)):
+                partial[s].scores += [score for score, _ in scored]
+                partial[s].answers += [answer for _, answer in scored]
+            drawn += step * len(running)
+            settled = [s for s in running if adaptive and fail_decided(partial[s].scores, budget, threshold)]
+            finished += settled
+            running = [s for s in running if s not in settled]
+        for s in finished + running:
+            results[s] = partial[s]
+            if on_result is not None:
+                on_result(partial[s])
+    return results, drawn
+
+
+def evaluate_item(item: Item, media: Mapping[str, Any], backend: Backend, settings: AblationSettings,
+                  done: Mapping[str, SubsetResult] | None = None,
+                  on_result: Callable[[SubsetResult], None] | None = None) -> tuple[dict[str, SubsetResult], int]:
+    """Ablation inference for one item with a model; returns ``(results, model calls)``
+    (sampled completions, or one forward pass per subset with ``logprob`` scoring of a QA
+    item, which samples once and is never curtailed)."""
+    prompts: dict[str, Prompt] = {}
+
+    def prompt(subset: str) -> Prompt:
+        if subset not in prompts:
+            prompts[subset] = build_prompt(item.question, item.options, media, subset,
+                                           meta={"item": item.id, "subset": subset})
+        return prompts[subset]
+
+    if settings.scoring == "logprob" and item.task == "qa":
+        def sample(subsets: list[str], n: int) -> list[list[tuple[float, str]]]:
+            probs = backend.option_probs([prompt(s) for s in subsets], [item.options] * len(subsets))
+            correct = item.options.index(item.answer)
+            return [[(p[correct], item.options[max(range(len(p)), key=p.__getitem__)])] for p in probs]
+
+        return run_search(media["available_modalities"], replace(settings, samples=1, chunk=1), sample, done,
+                          on_result)
+
+    def sample(subsets: list[str], n: int) -> list[list[tuple[float, str]]]:
+        outputs = backend.generate([prompt(s) for s in subsets], n, temperature=settings.temperature,
+                                   max_new_tokens=settings.max_new_tokens)
+        return [[(score_answer(item, t, settings.caption_metric), t) for t in texts] for texts in outputs]
+
+    return run_search(media["available_modalities"], settings, sample, done, on_result)
+
+
+# ---------------------------------------------------------------- files
+
+
+def part_name(kind: str, shard_index: int, num_shards: int) -> str:
+    return f"{kind}-{shard_index:03d}-of-{num_shards:03d}.jsonl"
+
+
+def in_shard(item_id: str, shard_index: int, num_shards: int) -> bool:
+    """Stable assignment of items to processes (CRC-32 of the id)."""
+    return zlib.crc32(item_id.encode()) % num_shards == shard_index
+
+
+def read_results(ablation_dir: Path, key: str) -> dict[str, dict[str, SubsetResult]]:
+    """``item id -> subset -> result`` from every results file with this settings key."""
+    stored: dict[str, dict[str, SubsetResult]] = {}
+    for path in sorted(ablation_dir.glob("results-*.jsonl")):
+        for entry in Journal.read(path):
+            if entry.get("key") == key:
+                stored.setdefault(entry["item"], {})[entry["subset"]] = SubsetResult(
+                    entry["subset"], [float(x) for x in entry["scores"]], list(entry["answers"]))
+    return stored
+
+
+def media_rows(work_dir: Path, wanted: set[str]) -> Iterator[dict[str, Any]]:
+    """Media rows whose id is in ``wanted``, shard by shard (memory stays one batch);
+    for a video extracted twice the newest row wins (later rows replace earlier ones)."""
+    schema = media_schema()
+    shards = list_shards(work_dir / EXTRACTED, SHARD_PREFIX)
+    last: dict[str, tuple[int, int]] = {}
+    for s_index, shard in enumerate(shards):
+        for r_index, vid in enumerate(v for b in open_stream(shard, schema) for v in b.column("id").to_pylist()):
+            if vid in wanted:
+                last[vid] = (s_index, r_index)
+    for s_index, shard in enumerate(shards):
+        start = 0
+        for batch in open_stream(shard, schema):
+            for i, row_id in enumerate(batch.column("id").to_pylist()):
+                if last.get(row_id) == (s_index, start + i):
+                    yield batch.slice(i, 1).to_pylist()[0]
+            start += batch.num_rows
+
+
+@dataclass
+class AnnotateSummary:
+    items: int = 0
+    evaluated: int = 0  # items with new work this run
+    resumed_subsets: int = 0
+    model_calls: int = 0
+    missing_media: dict[str, str] = field(default_factory=dict)  # item id -> why
+
+
+def write_json_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, settings: AblationSettings, *,
+                 num_shards: int = 1, shard_index: int = 0,
+                 on_start: Callable[[int], None] | None = None,
+                 on_item: Callable[[Item], None] | None = None) -> AnnotateSummary:
+    """Ablation inference for this process's share of ``items`` over extracted media in
+    ``work_dir`` (run ``maple-data extract`` first). Finished (item, subset) pairs found in
+    the results files are not recomputed."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index} of {num_shards}")
+    work = Path(work_dir)
+    folder = work / ABLATION
+    folder.mkdir(parents=True, exist_ok=True)
+    settings_path = folder / "settings.json"
+    write_json_atomic(settings_path, json.dumps(asdict(settings) | {"result_key": settings.result_key}, indent=1))
+    mine = [item for item in items if in_shard(item.id, shard_index, num_shards)]
+    by_video: dict[str, list[Item]] = {}
+    for item in mine:
+        by_video.setdefault(item.video_id, []).append(item)
+    stored = read_results(folder, settings.result_key)
+    summary = AnnotateSummary(items=len(mine))
+    if on_start is not None:
+        on_start(len(mine))
+    results_log = Journal(folder / part_name("results", shard_index, num_shards))
+    items_log = folder / part_name("items", shard_index, num_shards)
+    seen: set[str] = set()
+    entries = []
+    try:
+        for media in media_rows(work, set(by_video)):
+            seen.add(media["id"])
+            for item in by_video[media["id"]]:
+                entries.append(asdict(item) | {"available_modalities": media["available_modalities"]})
+                done = stored.get(item.id, {})
+                summary.resumed_subsets += len(done)
+
+                def record(result: SubsetResult, item_id: str = item.id) -> None:
+                    results_log.append([{"item": item_id, "subset": result.subset, "key": settings.result_key,
+                                         "scores": result.scores, "answers": result.answers}])
+
+                _, calls = evaluate_item(item, media, backend, settings, done, record)
+                summary.model_calls += calls
+                summary.evaluated += calls > 0
+                if on_item is not None:
+                    on_item(item)
+    finally:
+        results_log.close()
+        write_json_atomic(items_log, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    for video_id, group in by_video.items():
+        if video_id not in seen:
+            for item in group:
+                summary.missing_media[item.id] = f"no extracted media for video {video_id!r} (failed or not found)"
+                if on_item is not None:
+                    on_item(item)
+    return summary
+
+
+def proposal_entry(item: Mapping[str, Any], results: Mapping[str, SubsetResult], settings: Mapping[str, Any],
+                   config: ProposalConfig) -> dict[str, Any]:
+    """One line of proposals.jsonl: the item, its proposal and the evidence in the
+    schema's ``ablation`` form (all 7 subsets, unevaluated ones marked so)."""
+    proposal = propose(results, item["available_modalities"], config)
+    evidence = [{"subset": tag, "accuracy": results[tag].accuracy if tag in results else None,
+                 "n_samples": results[tag].n if tag in results else 0, "evaluated": tag in results,
+                 "sample_answers": results[tag].answers if tag in results else []} for tag in TAGS]
+    return {**item, "status": proposal.status, "rmt": proposal.rmt, "confidence": round(proposal.confidence, 4),
+            "flags": list(proposal.flags),
+            "ablation": {"model": settings["model"], "scoring": settings["scoring"], "results": evidence}}
+
+
+def run_propose(work_dir: str | Path, config: ProposalConfig | None = None) -> tuple[Path, Counter]:
+    """Recompute every proposal from stored results (no model calls); writes
+    ``WORK/proposals.jsonl`` atomically. Returns its path and counts by outcome."""
+    work = Path(work_dir)
+    folder = work / ABLATION
+    settings_path = folder / "settings.json"
+    if not settings_path.exists():
+        raise FileNotFoundError(f"no ablation results in {folder}: run maple-data annotate first")
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    config = config or ProposalConfig(**settings["proposal"])
+    results = read_results(folder, settings["result_key"])
+    items: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("items-*.jsonl")):
+        for entry in Journal.read(path):
+            items[entry["id"]] = entry
+    lines, counts = [], Counter()
+    for item_id in sorted(items):
+        entry = proposal_entry(items[item_id], results.get(item_id, {}), settings, config)
+        counts[entry["rmt"] or entry["status"]] += 1
+        counts.update(f"flag: {flag}" for flag in entry["flags"])
+        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    out = work / PROPOSALS
+    write_json_atomic(out, "".join(lines))
+    return out, counts

@@ -1,0 +1,79 @@
+"""A tiny Qwen2.5-Omni Thinker built in code: random weights, a byte-level BPE tokenizer
+trained on the fly, a Whisper feature extractor and the Qwen vision parameters, saved as
+a model folder that :class:`maple_data.backends.hf.HFBackend` loads like a real one.
+
+For tests and the offline demo, where nothing can be downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from maple_data.answers import LETTERS
+from maple_data.prompts import QA_INSTRUCTION, SYSTEM_PROMPT
+from maple_data.qwen_video import VisionSpec
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>",
+                  "<|vision_bos|>", "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
+N_MELS = 80
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with the Qwen chat special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [SYSTEM_PROMPT, QA_INSTRUCTION, " ".join(LETTERS), "Answer: A", *texts]
+    tokenizer.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token=None, unk_token=None)
+
+
+def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: int = 32, layers: int = 2,
+                    seed: int = 0) -> Path:
+    """Write a tiny Qwen2.5-Omni Thinker model folder to ``out_dir``; returns it."""
+    import torch
+    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
+                              WhisperFeatureExtractor)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(texts)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    heads = 2
+    half_head = hidden // heads // 2
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config={"num_mel_bins": N_MELS, "encoder_layers": 1, "encoder_attention_heads": 2,
+                      "encoder_ffn_dim": 32, "d_model": 16, "output_dim": hidden, "n_window": 50},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+                       "out_hidden_size": hidden, "fullatt_block_indexes": [0], "window_size": 112},
+        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden,
+                     "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": 1,
+                     "max_position_embeddings": 4096,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                         "mrope_section": [half_head - 2 * (half_head // 3), half_head // 3,
+                                                           half_head // 3]},
+                     "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]},
+        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
+        video_token_index=ids["<|VIDEO|>"], vision_start_token_id=ids["<|vision_bos|>"],
+        vision_end_token_id=ids["<|vision_eos|>"], audio_start_token_id=ids["<|audio_bos|>"],
+        audio_end_token_id=ids["<|audio_eos|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    features = WhisperFeatureExtractor(feature_size=N_MELS).to_dict()
+    spec = VisionSpec(max_pixels=28 * 28 * 64)
+    vision = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.__dict__.items()}
+    (out / "preprocessor_config.json").write_text(json.dumps({**features, **vision}, indent=1), encoding="utf-8")
+    return out

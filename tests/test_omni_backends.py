@@ -1,0 +1,174 @@
+"""Model backends: torchvision-free Qwen video preprocessing against the reference math,
+vLLM request building (no vLLM needed), and `maple-data annotate` end to end with a
+real tiny Qwen2.5-Omni Thinker on CPU, including SIGKILL and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from maple_data.backends.chat import QWEN3_OMNI, render_chat
+from maple_data.backends.hf import audio_token_count
+from maple_data.backends.vllm import build_request, option_distribution, sampling_kwargs
+from maple_data.cli import app
+from maple_data.extract import Journal
+from maple_data.prompts import Prompt
+from maple_data.qwen_video import CLIP_MEAN, CLIP_STD, VisionSpec, preprocess_video, smart_resize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smart_resize_by_hand():
+    assert smart_resize(128, 192) == (140, 196)  # round(128/28)=5 -> 140, round(192/28)=7 -> 196
+    assert smart_resize(28, 28, min_pixels=56 * 56) == (56, 56)  # beta = 2 -> ceil(28*2/28)*28
+    # 1080x1920 with max 448*448: beta = sqrt(1080*1920/200704) = 3.2143 -> floor(336/28)*28, floor(597.3/28)*28
+    assert smart_resize(1080, 1920, max_pixels=448 * 448) == (336, 588)
+    with pytest.raises(ValueError, match="aspect"):
+        smart_resize(1, 500)
+
+
+def reference_patches(frames: list[np.ndarray], spec: VisionSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Qwen2-VL's patch layout written as loops: for each temporal group, each merge
+    window (row-major), each patch inside the window (row-major), the patch's values in
+    (channel, time, row, column) order."""
+    from PIL import Image
+
+    p, tp, m = spec.patch_size, spec.temporal_patch_size, spec.merge_size
+    h, w = smart_resize(*frames[0].shape[:2], p * m, spec.min_pixels, spec.max_pixels)
+    video = [(np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) / 255.0 - CLIP_MEAN) / CLIP_STD
+             for f in frames]
+    while len(video) % tp:
+        video.append(video[-1])
+    gt, gh, gw = len(video) // tp, h // p, w // p
+    rows = []
+    for t in range(gt):
+        for wy in range(gh // m):
+            for wx in range(gw // m):
+                for iy in range(m):
+                    for ix in range(m):
+                        y, x = (wy * m + iy) * p, (wx * m + ix) * p
+                        patch = np.stack([video[t * tp + k][y:y + p, x:x + p, :] for k in range(tp)])  # (tp,p,p,C)
+                        rows.append(patch.transpose(3, 0, 1, 2).reshape(-1))
+    return np.array(rows, dtype=np.float32), (gt, gh, gw)
+
+
+def test_video_patches_match_the_reference_math():
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (100, 150, 3), dtype=np.uint8) for _ in range(3)]  # odd count: padded
+    spec = VisionSpec(max_pixels=112 * 168)
+    out = preprocess_video(frames, [0.0, 0.5, 1.0], spec)
+    want, grid = reference_patches(frames, spec)
+    # 100x150 -> round(100/28)*28 = 112, round(150/28)*28 = 140 (15680 px <= max); 3 -> 4 frames
+    assert out.grid_thw == grid == (2, 8, 10)
+    assert out.pixel_values.shape == (2 * 8 * 10, 3 * 2 * 14 * 14)
+    np.testing.assert_allclose(out.pixel_values, want, rtol=1e-5, atol=1e-5)
+    assert out.n_tokens == 2 * 8 * 10 // 4
+    assert out.second_per_grid == pytest.approx(2 / 2.0)  # 3 frames over 1 s = 2 fps; 2 frames per patch
+
+
+def prompt_with(frames=True, audio=True) -> Prompt:
+    content = ([{"type": "video"}] if frames else []) + ([{"type": "audio"}] if audio else []) + \
+        [{"type": "text", "text": "Q?"}]
+    return Prompt(messages=[{"role": "system", "content": [{"type": "text", "text": "S"}]},
+                            {"role": "user", "content": content}],
+                  frames=[np.zeros((4, 6, 3), np.uint8)] * 3 if frames else None,
+                  frame_times=[0.0, 0.5, 1.0] if frames else None,
+                  audio=np.zeros(16000, np.float32) if audio else None)
+
+
+def test_vllm_request_building_without_vllm():
+    request = build_request(prompt_with())
+    assert request["prompt"] == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n"
+                                 "<|vision_bos|><|VIDEO|><|vision_eos|><|audio_bos|><|AUDIO|><|audio_eos|>Q?"
+                                 "<|im_end|>\n<|im_start|>assistant\n")
+    assert request["multi_modal_data"]["video"].shape == (3, 4, 6, 3)
+    assert request["multi_modal_data"]["video"].dtype == np.uint8
+    samples, rate = request["multi_modal_data"]["audio"]
+    assert samples.shape == (16000,) and rate == 16000
+    assert request["mm_processor_kwargs"] == {"use_audio_in_video": False}
+    text_only = build_request(prompt_with(frames=False, audio=False))
+    assert "multi_modal_data" not in text_only and "<|VIDEO|>" not in text_only["prompt"]
+    assert "<|video_pad|>" in build_request(prompt_with(audio=False), QWEN3_OMNI)["prompt"]
+    assert sampling_kwargs(4, 0.7, 16, 3) == {"n": 4, "temperature": 0.7, "max_tokens": 16, "seed": 3}
+    # logprobs of A, C present; B absent -> 0; renormalised over options
+    probs = option_distribution({"A": math.log(0.2), "C": math.log(0.6), "x": math.log(0.1)}, 3)
+    assert probs == pytest.approx([0.25, 0.0, 0.75])
+    assert option_distribution({}, 4) == [0.25] * 4
+
+
+def test_chat_rendering_expands_placeholders_and_audio_token_count():
+    text = render_chat(prompt_with(), video_tokens=3, audio_tokens=2)
+    assert text.count("<|VIDEO|>") == 3 and text.count("<|AUDIO|>") == 2
+    # 1 s of audio = 100 mel frames -> (100-1)//2+1 = 50 -> (50-2)//2+1 = 25 tokens
+    assert audio_token_count(100) == 25 and audio_token_count(3000) == 750  # 25 tokens per second
+
+
+@pytest.fixture(scope="session")
+def tiny_omni(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    from maple_data.backends.tiny_omni import build_tiny_omni
+
+    return build_tiny_omni(tmp_path_factory.mktemp("tiny-omni"), ["What colour is the shape?", "red green blue"])
+
+
+@pytest.fixture
+def seven_items(synth_corpus, tmp_path) -> Path:
+    """A QA file with the first 7 QA items (one per tag) of the synthetic corpus."""
+    rows = [json.loads(x) for x in (synth_corpus / "videos" / "qa.jsonl").read_text().splitlines()]
+    path = tmp_path / "qa7.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [r for r in rows if r["task"] == "qa"][:7]))
+    return path
+
+
+def annotate_args(corpus: Path, qa: Path, work: Path, model: Path, *extra: str) -> list[str]:
+    return ["annotate", str(corpus / "videos"), "--qa", str(qa), "-o", str(work), "--model", str(model),
+            "--samples", "2", "--max-new-tokens", "3", "--frames", "4", "--batch-size", "16", *extra]
+
+
+def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, seven_items, tiny_omni, tmp_path):
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, annotate_args(synth_corpus, seven_items, work, tiny_omni))
+    assert result.exit_code == 0, result.output
+    proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
+    assert len(proposals) == 7
+    for p in proposals:
+        assert p["status"] in ("proposed", "unanswerable")
+        assert [e["subset"] for e in p["ablation"]["results"]] == ["V", "A", "S", "VA", "VS", "AS", "VAS"]
+        full = next(e for e in p["ablation"]["results"] if e["subset"] == "VAS")
+        assert full["evaluated"] and 1 <= full["n_samples"] <= 2 and len(full["sample_answers"]) == full["n_samples"]
+    assert (work / "ablation" / "settings.json").exists()
+
+
+@pytest.mark.slow
+def test_annotate_killed_then_resumed_never_redoes_or_duplicates_a_subset(synth_corpus, seven_items, tiny_omni,
+                                                                           tmp_path):
+    work = tmp_path / "work"
+    command = [sys.executable, "-c", "from maple_data.cli import main; main()",
+               *annotate_args(synth_corpus, seven_items, work, tiny_omni, "--search", "exhaustive",
+                              "--batch-size", "1")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    results = work / "ablation" / "results-000-of-001.jsonl"
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(Journal.read(results)) < 10:
+        assert proc.poll() is None and time.monotonic() < deadline, "annotate ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [(e["item"], e["subset"]) for e in Journal.read(results)]
+    assert 10 <= len(before) < 49
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after = [(e["item"], e["subset"]) for e in Journal.read(results)]
+    assert after[:len(before)] == before  # finished pairs kept, not redone
+    assert len(after) == len(set(after)) == 49  # 7 items x 7 subsets, each once
+    assert len((work / "proposals.jsonl").read_text().splitlines()) == 7
