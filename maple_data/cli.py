@@ -303,6 +303,96 @@ def propose(
     _print_proposals(work, config)
 
 
+@app.command("build-bench")
+def build_bench_command(
+    work: Annotated[Path, typer.Argument(help="Work folder (extracted/, proposals.jsonl, decisions.jsonl).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder to write (Hub layout).")],
+    ratios: Annotated[str, typer.Option(help="train,validation,test shares, split by video.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Seed of splits, balancing and QA+ choices.")] = 0,
+    include_proposed: Annotated[bool, typer.Option(help="Also admit unreviewed proposals (rmt_source "
+                                                        "proposed).")] = False,
+    balance: Annotated[str, typer.Option(help="test (equal count per RMT in test) or train,test.")] = "test",
+    none_share: Annotated[float, typer.Option(help="QA+: share of exact/superset rows whose correct option "
+                                                   "becomes None.")] = 0.25,
+    name: Annotated[str, typer.Option(help="Dataset name in the card.")] = "maple-bench",
+    license: Annotated[str, typer.Option("--license", help="License id for the card.")] = "cc-by-4.0",
+    citation: Annotated[str, typer.Option(help="BibTeX for the card.")] = "",
+) -> None:
+    """Build a balanced, leak-free benchmark: Parquet per config and split plus a dataset
+    card, loadable offline with datasets.load_dataset(OUT, CONFIG).
+
+    Configs: qa_exact, qa_all_combinations, qa_plus, caption. Only human-verified items
+    enter unless --include-proposed; unanswerable or rejected items never do.
+    """
+    from maple_data.bench import BenchSettings, build_bench
+
+    try:
+        settings = BenchSettings(ratios=tuple(float(x) for x in _csv(ratios)), seed=seed,
+                                 include_proposed=include_proposed, balance_train="train" in _csv(balance),
+                                 none_share=none_share, name=name, license=license, citation=citation)
+        report = build_bench(work, out, settings)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _count_table(report.counts, f"build-bench -> {out}")
+    for why, n in sorted(report.excluded.items()):
+        console.print(f"excluded: {why}: {n} item(s)")
+    if report.dropped:
+        console.print("test balancing dropped: " + ", ".join(f"{t} {n}" for t, n in sorted(report.dropped.items())))
+
+
+def _count_table(counts, title: str) -> None:
+    from maple_data.rmt import TAGS
+
+    table = Table("config/split", *TAGS, "total", title=title)
+    for key in sorted(counts):
+        c = counts[key]
+        table.add_row(key, *(str(c.get(t, 0)) for t in TAGS), str(sum(c.values())))
+    console.print(table)
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(help="A benchmark folder (Parquet) or shards (.arrow file or folder).")],
+) -> None:
+    """Count rows per config/split/RMT/condition and validate every row against the schema.
+    Exits 1 when a row is invalid."""
+    from maple_data.stats import collect
+
+    counts, conditions, faults = collect(path)
+    _count_table(counts, f"rows per RMT: {path}")
+    table = Table("config/split", "exact", "superset", "deficit", "none", title="rows per condition")
+    for key in sorted(conditions):
+        c = conditions[key]
+        table.add_row(key, *(str(c.get(k, 0)) for k in ("exact", "superset", "deficit", "None")))
+    console.print(table)
+    for fault in faults:
+        typer.echo(str(fault))
+    if faults:
+        raise typer.Exit(1)
+    console.print(f"[green]valid[/]: {sum(sum(c.values()) for c in counts.values())} row(s)")
+
+
+@app.command("publish")
+def publish_command(
+    bench: Annotated[Path, typer.Argument(help="Benchmark folder from build-bench.")],
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repo, e.g. your-name/maple-bench.")],
+    token: Annotated[str | None, typer.Option(help="Hub token [default: HF_TOKEN or the cached login].")] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+) -> None:
+    """Upload a benchmark folder to the Hugging Face Hub as a dataset repo (checked first:
+    the card must declare every config/split and each must have files)."""
+    from maple_data.publish import check_bench, publish, resolve_token
+
+    problems = check_bench(bench)
+    if problems:
+        raise typer.BadParameter("; ".join(problems))
+    try:
+        secret = resolve_token(token)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print(f"uploaded: {publish(bench, repo_id, secret, private=private)}")
+
+
 @app.command()
 def schema(
     kind: Annotated[str, typer.Option(help="record (a task item with its media) or media (one extracted "

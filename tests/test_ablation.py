@@ -4,7 +4,6 @@ curtailed adaptive search, resumable journals, `propose` without inference."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -16,10 +15,11 @@ from maple_data.ablation import (AblationSettings, Item, evaluate_item, read_res
 from maple_data.answers import format_options, parse_choice, token_f1
 from maple_data.extract import ExtractSettings, load_media, run_extract
 from maple_data.frames import FrameSpec
-from maple_data.prompts import Prompt, build_prompt
+from maple_data.prompts import build_prompt
 from maple_data.proposal import ProposalConfig, SubsetResult, fail_decided, pass_threshold, propose, search_stages
 from maple_data.qa_input import read_qa_file
-from maple_data.rmt import TAGS, is_subset
+from maple_data.rmt import TAGS
+from tests.doubles import TableBackend
 
 OPTIONS = ["red", "green", "blue", "dark blue"]
 
@@ -130,32 +130,6 @@ def test_prompt_carries_only_its_subset(synth_corpus, tmp_path):
     assert only_a.frames is None and "Subtitles" not in only_a.messages[1]["content"][1]["text"]
     assert only_a.messages[1]["content"][1]["text"] == "Which?\nA. x\nB. y\n" + \
         "Answer with the option's letter from the given choices directly."
-
-
-class TableBackend:
-    """Test double: answers each (item, subset) correctly with the table's probability,
-    otherwise with a uniformly random option letter (chance)."""
-
-    def __init__(self, items: dict[str, Item], truth: dict[str, str], seed: int = 0) -> None:
-        self.items, self.truth, self.rng = items, truth, np.random.default_rng(seed)
-        self.calls = 0
-
-    def accuracy(self, item_id: str, subset: str) -> float:
-        return 1.0 if is_subset(self.truth[item_id], subset) else 0.0
-
-    def generate(self, prompts: Sequence[Prompt], n: int, *, temperature: float, max_new_tokens: int):
-        out = []
-        for prompt in prompts:
-            item = self.items[prompt.meta["item"]]
-            correct = "ABCD"[item.options.index(item.answer)]
-            p = self.accuracy(item.id, prompt.meta["subset"])
-            out.append([f"Answer: {correct}" if self.rng.random() < p else
-                        "ABCD"[self.rng.integers(len(item.options))] for _ in range(n)])
-            self.calls += n
-        return out
-
-    def option_probs(self, prompts, options):
-        raise NotImplementedError
 
 
 @pytest.fixture

@@ -1,0 +1,114 @@
+"""The dataset card (``README.md``) and tag chart of a benchmark folder."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from PIL import Image, ImageDraw
+
+from maple_data import decisions as journal
+from maple_data.rmt import TAGS
+
+if TYPE_CHECKING:
+    from maple_data.bench import BenchReport, BenchSettings
+
+CHART = "tag_distribution.png"
+SPLIT_COLOURS = {"train": (66, 133, 244), "validation": (251, 188, 5), "test": (52, 168, 83)}
+
+
+def card_yaml(report: BenchReport, settings: BenchSettings) -> dict:
+    """The card's YAML header: every config and split as ``datasets`` reads them."""
+    configs: dict[str, list[dict[str, str]]] = {}
+    for key in sorted(report.counts):
+        config, split = key.split("/")
+        configs.setdefault(config, []).append({"split": split, "path": f"{config}/{split}-*.parquet"})
+    return {
+        "pretty_name": settings.name,
+        "license": settings.license,
+        "task_categories": ["video-text-to-text"],
+        "tags": ["multimodal", "video", "audio", "subtitles", "required-modality-tag", "maple"],
+        "configs": [{"config_name": name, "data_files": files} for name, files in configs.items()],
+    }
+
+
+def draw_chart(report: BenchReport, path: Path, config: str = "qa_exact") -> None:
+    """Stacked bars: items per RMT of ``config``, coloured by split (PNG, deterministic)."""
+    width, height, margin, bar = 640, 360, 48, 56
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    per_tag = {t: {s: report.counts.get(f"{config}/{s}", Counter()).get(t, 0) for s in SPLIT_COLOURS} for t in TAGS}
+    top = max([sum(v.values()) for v in per_tag.values()] + [1])
+    scale = (height - 2 * margin) / top
+    draw.line([(margin, height - margin), (width - margin // 2, height - margin)], fill="black")
+    for i, tag in enumerate(TAGS):
+        x = margin + 16 + i * (bar + 24)
+        y = height - margin
+        for split, colour in SPLIT_COLOURS.items():
+            h = per_tag[tag][split] * scale
+            if h:
+                draw.rectangle([x, y - h, x + bar, y], fill=colour)
+            y -= h
+        draw.text((x + bar // 2 - 8, height - margin + 8), tag, fill="black")
+        draw.text((x + bar // 2 - 8, y - 16), str(sum(per_tag[tag].values())), fill="black")
+    for k, (split, colour) in enumerate(SPLIT_COLOURS.items()):
+        draw.rectangle([width - 150, 12 + 18 * k, width - 138, 24 + 18 * k], fill=colour)
+        draw.text((width - 132, 12 + 18 * k), split, fill="black")
+    draw.text((margin, 12), f"{config}: items per RMT and split", fill="black")
+    image.save(path, format="PNG", optimize=False)
+
+
+def provenance(work: Path) -> list[str]:
+    """How the tags were obtained: ablation settings and review statistics."""
+    lines = []
+    settings_path = work / "ablation" / "settings.json"
+    if settings_path.exists():
+        s = json.loads(settings_path.read_text(encoding="utf-8"))
+        p = s["proposal"]
+        lines.append(f"- Proposals: ablation inference with `{s['model']}` ({s['scoring']} scoring, "
+                     f"K = {s['samples']} samples at temperature {s['temperature']}, {s['search']} search); "
+                     f"smallest subset with accuracy >= {p['tau']} and within {p['delta']} of the full input.")
+    decided = journal.latest_by_item(journal.read(work / journal.DECISIONS))
+    if decided:
+        verdicts = Counter(d.verdict for d in decided.values())
+        bulk = sum(d.bulk for d in decided.values())
+        reviewers = sorted({d.reviewer for d in decided.values()})
+        lines.append(f"- Human review: {len(decided)} items decided by {len(reviewers)} reviewer(s) "
+                     f"({', '.join(reviewers)}): " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))
+                     + f"; {bulk} bulk-accepted above a confidence threshold.")
+    return lines or ["- No ablation settings or review journal found in the work folder."]
+
+
+def write_card(out: Path, report: BenchReport, settings: BenchSettings, work: Path) -> None:
+    draw_chart(report, out / CHART)
+    header = yaml.safe_dump(card_yaml(report, settings), sort_keys=False)
+    configs = sorted({k.split("/")[0] for k in report.counts})
+    lines = [f"---\n{header}---", f"# {settings.name}", "",
+             "Video question answering and captioning items labelled with their **Required Modality Tag** "
+             "(RMT: the minimal subset of video V, audio A and subtitles S that answers them), built with "
+             "maple's `maple-data build-bench`.", "",
+             "```python", "import datasets", "",
+             f'ds = datasets.load_dataset("{settings.name}", "qa_exact", split="test")', "```", "",
+             "## Configs", "",
+             "- `qa_exact`: each QA item with exactly its required modalities.",
+             "- `qa_all_combinations`: each QA item under every subset of its available modalities; "
+             "`condition` is exact, superset or deficit.",
+             f"- `qa_plus`: as all_combinations with a \"None\" option; deficit rows answer None and "
+             f"{settings.none_share:.0%} of exact/superset rows have their correct option replaced by None.",
+             "- `caption`: caption items with all available modalities.", "",
+             "## Counts (rows per RMT)", "", "| config/split | " + " | ".join(TAGS) + " | total |",
+             "|---|" + "---|" * (len(TAGS) + 1)]
+    for key in sorted(report.counts, key=lambda k: (configs.index(k.split("/")[0]), k)):
+        c = report.counts[key]
+        lines.append(f"| {key} | " + " | ".join(str(c.get(t, 0)) for t in TAGS) + f" | {sum(c.values())} |")
+    lines += ["", f"![items per RMT and split]({CHART})", "", "## How the tags were obtained", "",
+              *provenance(work),
+              f"- Splits by video (no video in two splits), stratified by RMT, ratios {list(settings.ratios)}, "
+              f"seed {settings.seed}; the test split is balanced per RMT"
+              + (f" ({sum(report.dropped.values())} items dropped)." if report.dropped else "."),
+              "", "## License", "", settings.license, "", "## Citation", "", "```bibtex",
+              settings.citation or "% add the citation of this benchmark here", "```", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
