@@ -16,8 +16,9 @@ Rules:
   its natural mix unless ``balance_train``.
 - Configs: ``qa_exact`` (input = the RMT's modalities), ``qa_all_combinations`` (every
   subset of the available modalities, labelled exact / superset / deficit), ``qa_plus``
-  (as all_combinations with a "None" option: deficit rows answer None, a seeded
-  ``none_share`` of exact/superset rows have their correct option replaced by None;
+  (as all_combinations with a "None" option: deficit rows answer None, exactly
+  ``none_share`` (rounded) of exact/superset rows, chosen by seed, have their correct
+  option replaced by None;
   every row shows as many options as the item has, one wrong option making room for
   None where the correct one does not, so the option count never gives the answer
   away), ``caption`` (caption items, all available modalities).
@@ -42,6 +43,7 @@ from maple_data import decisions as journal
 from maple_data.ablation import PROPOSALS
 from maple_data.card import write_card
 from maple_data.extract import load_media
+from maple_data.faults import Fault
 from maple_data.rmt import condition, modalities, subsets
 from maple_data.schema import load_schema
 
@@ -74,6 +76,7 @@ class BenchReport:
     counts: dict[str, Counter] = field(default_factory=dict)  # config/split -> rmt -> rows
     dropped: Counter = field(default_factory=Counter)  # test balancing: rmt -> items dropped
     excluded: Counter = field(default_factory=Counter)  # why items stayed out
+    faults: list[Fault] = field(default_factory=list)  # bad journal lines, decisions for unknown items
 
 
 def _draw(*parts: Any) -> float:
@@ -170,11 +173,17 @@ def _record(item: Mapping[str, Any], media: Mapping[str, Any], split: str, given
     return record
 
 
-def qa_plus_row(record: dict[str, Any], seed: int, none_share: float) -> dict[str, Any]:
+def none_replaced(rows: list[dict[str, Any]], seed: int, none_share: float) -> set[str]:
+    """Ids of the exact/superset rows whose correct option becomes None: the
+    ``round(none_share * n)`` rows that come first in a seeded order (an exact share)."""
+    candidates = sorted((r["id"] for r in rows if r["condition"] != "deficit"), key=lambda i: _draw(seed, "none", i))
+    return set(candidates[:round(none_share * len(candidates))])
+
+
+def qa_plus_row(record: dict[str, Any], seed: int, replace_correct: bool) -> dict[str, Any]:
     """The QA+ version of a qa row (see the module docstring)."""
     options, answer = list(record["options"]), record["answer"]
     wrong = [o for o in options if o != answer]
-    replace_correct = record["condition"] != "deficit" and _draw(seed, "none", record["id"]) < none_share
     if replace_correct or not wrong:
         gone = answer
     else:
@@ -200,8 +209,10 @@ def config_rows(config: str, items: list[dict[str, Any]], media: Mapping[str, Ma
             rows.append(_record(item, m, split, item["rmt"]))
             continue
         for given in subsets(m["available_modalities"]):
-            row = _record(item, m, split, given, id=f"{item['id']}@{given}")
-            rows.append(qa_plus_row(row, seed, none_share) if config == "qa_plus" else row)
+            rows.append(_record(item, m, split, given, id=f"{item['id']}@{given}"))
+    if config == "qa_plus":
+        replaced = none_replaced(rows, seed, none_share)
+        rows = [qa_plus_row(r, seed, r["id"] in replaced) for r in rows]
     return sorted(rows, key=lambda r: r["id"])
 
 
@@ -212,8 +223,17 @@ def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettin
     if not proposals_path.exists():
         raise FileNotFoundError(f"{proposals_path} not found: run maple-data annotate (or propose) first")
     proposals = [json.loads(line) for line in proposals_path.read_text(encoding="utf-8").splitlines() if line]
-    decided = journal.latest_by_item(journal.read(work / journal.DECISIONS))
     report = BenchReport(out)
+    journal_path = work / journal.DECISIONS
+    known = {p["id"] for p in proposals}
+    decisions = []
+    for decision in journal.read(journal_path, report.faults):
+        if decision.item in known:
+            decisions.append(decision)
+        else:
+            report.faults.append(Fault(str(journal_path), None, "item",
+                                       f"decision for unknown item {decision.item!r} skipped"))
+    decided = journal.latest_by_item(decisions)
     items = select_items(proposals, decided, settings.include_proposed, report.excluded)
     media = load_media(work)
     missing = [it for it in items if it["video_id"] not in media]

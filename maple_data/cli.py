@@ -333,6 +333,8 @@ def build_bench_command(
         report = build_bench(work, out, settings)
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    for fault in report.faults:
+        typer.echo(str(fault))
     _count_table(report.counts, f"build-bench -> {out}")
     for why, n in sorted(report.excluded.items()):
         console.print(f"excluded: {why}: {n} item(s)")
@@ -378,19 +380,33 @@ def publish_command(
     repo_id: Annotated[str, typer.Option(help="Hub dataset repo, e.g. your-name/maple-bench.")],
     token: Annotated[str | None, typer.Option(help="Hub token [default: HF_TOKEN or the cached login].")] = None,
     private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Check the folder and list what would be uploaded; no network.")]
+    = False,
 ) -> None:
     """Upload a benchmark folder to the Hugging Face Hub as a dataset repo (checked first:
     the card must declare every config/split and each must have files)."""
-    from maple_data.publish import check_bench, publish, resolve_token
+    from maple_data.publish import check_bench, publish, resolve_token, upload_plan
 
     problems = check_bench(bench)
     if problems:
         raise typer.BadParameter("; ".join(problems))
+    if dry_run:
+        for path, size in upload_plan(bench):
+            typer.echo(f"{size:>12,d}  {path}")
+        console.print(f"dry run: would upload the files above to datasets/{repo_id} "
+                      f"({'private' if private else 'public'})")
+        return
     try:
         secret = resolve_token(token)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    console.print(f"uploaded: {publish(bench, repo_id, secret, private=private)}")
+    try:
+        url = publish(bench, repo_id, secret, private=private)
+    except Exception as exc:  # noqa: BLE001 - network and auth errors: one line, never the token
+        message = (str(exc).splitlines() or [""])[0].replace(secret, "***")
+        typer.echo(f"publish failed: {type(exc).__name__}: {message}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"uploaded: {url}")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from maple_data.faults import Fault
 from maple_data.rmt import parse_rmt
 
 DECISIONS = "decisions.jsonl"
@@ -67,20 +68,30 @@ def append(path: str | Path, decisions: Iterable[Decision]) -> None:
         os.fsync(handle.fileno())
 
 
-def read(path: str | Path) -> list[Decision]:
-    """All decisions in file order (a missing file is an empty journal)."""
+def read(path: str | Path, faults: list[Fault] | None = None) -> list[Decision]:
+    """All valid decisions in file order (a missing file is an empty journal). A line that
+    is not a decision (not JSON, unknown verdict, a tag outside the 7) is skipped and, when
+    ``faults`` is given, reported there with its line number; a torn last line (a crash
+    mid-write) is skipped silently."""
     path = Path(path)
     if not path.exists():
         return []
     out = []
     lines = path.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            out.append(Decision(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as exc:
-            if number == len(lines):
-                break  # torn last line of a crash
-            raise ValueError(f"{path}:{number}: not a decision ({exc})") from exc
+            raw = json.loads(line)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            out.append(Decision(**raw))
+        except json.JSONDecodeError as exc:
+            if number < len(lines) and faults is not None:
+                faults.append(Fault(str(path), number, None, f"not JSON ({exc.msg})"))
+        except (TypeError, ValueError) as exc:
+            if faults is not None:
+                faults.append(Fault(str(path), number, None, f"not a decision ({exc})"))
     return out
 
 

@@ -31,6 +31,13 @@ def check_bench(bench: str | Path) -> list[str]:
             for c in configs for f in c["data_files"] if not list(bench.glob(f["path"]))]
 
 
+def upload_plan(bench: str | Path) -> list[tuple[str, int]]:
+    """``(relative path, bytes)`` of every file that would be uploaded."""
+    bench = Path(bench)
+    return [(p.relative_to(bench).as_posix(), p.stat().st_size) for p in sorted(bench.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(bench).parts)]
+
+
 def resolve_token(token: str | None) -> str:
     """``token``, else ``HF_TOKEN``, else the cached ``huggingface-cli login`` token."""
     from huggingface_hub import get_token

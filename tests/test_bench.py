@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from maple_data import decisions as journal
 from maple_data.ablation import AblationSettings, Item, run_annotate
-from maple_data.bench import (CONFIGS, NONE_OPTION, BenchSettings, _draw, assign_splits, build_bench,
-                              qa_plus_row)
+from maple_data.bench import CONFIGS, NONE_OPTION, BenchSettings, assign_splits, build_bench, qa_plus_row
 from maple_data.cli import app
 from maple_data.extract import ExtractSettings, run_extract
 from maple_data.frames import FrameSpec
@@ -85,11 +84,11 @@ def test_splits_never_share_a_video_and_follow_the_ratios():
 
 def test_qa_plus_rows():
     base = {"id": "x@V", "options": ["red", "green", "blue", "pink"], "answer": "green"}
-    deficit = qa_plus_row({**base, "condition": "deficit"}, 0, 0.25)
+    deficit = qa_plus_row({**base, "condition": "deficit"}, 0, False)
     assert deficit["answer"] == NONE_OPTION and len(deficit["options"]) == 4 and "green" in deficit["options"]
-    replaced = qa_plus_row({**base, "condition": "exact"}, 0, 1.0)
+    replaced = qa_plus_row({**base, "condition": "exact"}, 0, True)
     assert replaced["answer"] == NONE_OPTION and "green" not in replaced["options"]
-    kept = qa_plus_row({**base, "condition": "superset"}, 0, 0.0)
+    kept = qa_plus_row({**base, "condition": "superset"}, 0, False)
     assert kept["answer"] == "green" and kept["options"][-1] == NONE_OPTION and len(kept["options"]) == 4
 
 
@@ -103,7 +102,7 @@ def test_build_bench_loads_offline_with_typed_features_and_keeps_the_rules(revie
     assert (bench / "tag_distribution.png").read_bytes()[:4] == b"\x89PNG"
     loaded = {}
     for config in CONFIGS:
-        dd = datasets.load_dataset(str(bench), config)
+        dd = datasets.load_dataset(str(bench), config, cache_dir=str(tmp_path / "cache"))
         assert set(dd) == {"train", "validation", "test"}
         assert isinstance(dd["train"].features["frames"].feature, datasets.Image)
         loaded[config] = dd
@@ -123,9 +122,10 @@ def test_build_bench_loads_offline_with_typed_features_and_keeps_the_rules(revie
     plus = [r for s in loaded["qa_plus"] for r in loaded["qa_plus"][s]]
     assert all(r["options"][-1] == NONE_OPTION for r in plus)
     assert all(r["answer"] == NONE_OPTION for r in plus if r["condition"] == "deficit")
-    replaced = [r for r in plus if r["condition"] != "deficit" and r["answer"] == NONE_OPTION]
-    assert len(replaced) == sum(_draw(3, "none", r["id"]) < 0.25 for r in plus if r["condition"] != "deficit")
-    assert replaced and all(len(r["options"]) == 4 for r in plus)
+    kept = [r for r in plus if r["condition"] != "deficit"]
+    share = sum(r["answer"] == NONE_OPTION for r in kept) / len(kept)
+    assert len(kept) >= 100 and abs(share - 0.25) <= 0.02
+    assert all(len(r["options"]) == 4 for r in plus)  # the items' 4 options, None included
     captions = loaded["caption"]["train"]
     assert all(r["task"] == "caption" and r["input_modalities"] == "VAS" for r in captions)
 
@@ -146,11 +146,32 @@ def test_overrides_set_the_tag_and_include_proposed_admits_unreviewed_items(revi
     overridden, _, unreviewed = [p["id"] for p in proposals if p["task"] == "qa"][:3]
     report = build_bench(reviewed_work, tmp_path / "bench", BenchSettings(include_proposed=True, ratios=(1, 0, 0)))
     assert "not reviewed" not in report.excluded
-    rows = datasets.load_dataset(str(tmp_path / "bench"), "qa_exact", split="train")
+    rows = datasets.load_dataset(str(tmp_path / "bench"), "qa_exact", split="train", cache_dir=str(tmp_path / "c"))
     assert [r["rmt_source"] for r in rows if r["id"] == unreviewed] == ["proposed"]
     assert all(r["rmt_source"] == "verified" for r in rows if r["id"] != unreviewed)
     row = next(r for r in rows if r["id"] == overridden)
     assert (row["rmt"], row["review"]["verdict"], row["review"]["reviewer"]) == ("VAS", "override", "alice")
+
+
+def test_bad_journal_lines_are_reported_with_file_and_line_and_skipped(reviewed_work, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(reviewed_work, work)
+    with (work / journal.DECISIONS).open("a") as handle:
+        handle.write("this is not json\n")
+        handle.write(json.dumps({"item": "no-such-item", "reviewer": "bob", "verdict": "reject"}) + "\n")
+        handle.write(json.dumps({"item": "clip-00003-qa", "reviewer": "bob", "verdict": "override",
+                                 "rmt": "VX"}) + "\n")
+        handle.write(json.dumps({"item": "clip-00003-qa", "reviewer": "bob", "verdict": "maybe"}) + "\n")
+    lines = len((work / journal.DECISIONS).read_text().splitlines())
+    result = CliRunner().invoke(app, ["build-bench", str(work), "-o", str(tmp_path / "bench")])
+    assert result.exit_code == 0, result.output
+    assert f"decisions.jsonl:{lines - 3} [-] not JSON" in result.output
+    assert "decision for unknown item 'no-such-item' skipped" in result.output
+    assert f"decisions.jsonl:{lines - 1} [-] not a decision" in result.output and "VX" in result.output
+    assert f"decisions.jsonl:{lines} [-] not a decision (verdict must be one of" in result.output
+    assert "excluded: review: unanswerable: 1 item(s)" in result.output
 
 
 def test_publish_checks_the_folder_and_needs_a_token(reviewed_work, tmp_path, monkeypatch):
@@ -160,6 +181,14 @@ def test_publish_checks_the_folder_and_needs_a_token(reviewed_work, tmp_path, mo
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no cached login
     result = CliRunner().invoke(app, ["publish", str(bench), "--repo-id", "someone/maple-bench"])
     assert result.exit_code == 2 and "token" in result.output.lower()
+    dry = CliRunner().invoke(app, ["publish", str(bench), "--repo-id", "someone/maple-bench", "--dry-run"])
+    assert dry.exit_code == 0 and "README.md" in dry.output and "qa_plus/train-00000-of-00001.parquet" in dry.output
+    # no network: the Hub endpoint is a closed local port; one line, and the token never shows
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+    secret = "hf_SECRETtoken1234567890"
+    result = CliRunner().invoke(app, ["publish", str(bench), "--repo-id", "someone/maple-bench", "--token", secret])
+    assert result.exit_code == 1 and "publish failed" in result.output and secret not in result.output
     (bench / "qa_exact" / "test-00000-of-00001.parquet").unlink()
     result = CliRunner().invoke(app, ["publish", str(bench), "--repo-id", "someone/maple-bench", "--token", "x"])
     assert result.exit_code == 2 and "qa_exact/test-*.parquet" in result.output
