@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from maple_data.backends.chat import QWEN3_OMNI, render_chat
-from maple_data.backends.hf import audio_token_count
+from maple_data.backends.omni_inputs import audio_token_count
 from maple_data.backends.vllm import build_request, option_distribution, sampling_kwargs
 from maple_data.cli import app
 from maple_data.extract import Journal
