@@ -95,5 +95,81 @@ def mixture_fit(
     console.print(table)
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Benchmark folder (build-bench output) or record shards.")],
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe, e.g. pipelines/mapo-adaptive.yaml.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id or folder [default: the recipe's model.path].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder [default: output_dir].")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
+                                                                  "(repeatable), e.g. algo.clip_high=0.28.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
+) -> None:
+    """Train an omni model with RL on RMT-tagged data (MUPO, MAPO, adaptive MAPO, mixed
+    advantage, MSSR: pick a recipe in pipelines/). Writes OUT/metrics.jsonl (one line per
+    step), OUT/checkpoints/ and OUT/final/. Ctrl-C saves a checkpoint and stops; --resume
+    continues. Multi-GPU / multi-node: `accelerate launch -m maple_rl.cli train ...`."""
+    from maple_rl.config import load_config
+    from maple_rl.trainer import Trainer
+
+    overrides = [f"data.path={data}", *(set_ or [])]
+    if model is not None:
+        overrides.append(f"model.path={model}")
+    if out is not None:
+        overrides.append(f"output_dir={out}")
+    try:
+        config = load_config(recipe, overrides)
+        trainer = Trainer(config, resume=resume)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=Console(stderr=True), disable=not trainer.acc.is_main_process) as bar:
+        task = bar.add_task("train", total=config.steps, completed=trainer.counter.step, info="")
+        on_step = lambda m: bar.update(task, completed=m["step"], info=(  # noqa: E731
+            f"reward {m['reward']:.3f}  zero-var {m['zero_variance_fraction']:.2f}  {m['seconds']:.1f} s/step"))
+        try:
+            final = trainer.run(on_step)
+        except KeyboardInterrupt:
+            console.print(f"interrupted at step {trainer.counter.step}: checkpoint saved; "
+                          f"continue with --resume")
+            raise typer.Exit(130) from None
+    if trainer.acc.is_main_process:
+        console.print(f"trained {config.steps} steps: model {final}, metrics {Path(config.output_dir) / 'metrics.jsonl'}")
+
+
+@app.command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Argument(help="Benchmark folder or record shards.")],
+    model: Annotated[str, typer.Option(help="Model folder (e.g. a run's final/) or id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (eval.json, eval.md, PNGs).")],
+    config: Annotated[str, typer.Option(help="Benchmark config: qa_exact, qa_all_combinations, qa_plus.")]
+    = "qa_exact",
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    conditions: Annotated[str, typer.Option(help="Rows to keep by condition.")] = "exact,superset,deficit",
+    k: Annotated[int, typer.Option(help="Samples per row; accuracy is pass@1 averaged over them.")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    metrics: Annotated[Path | None, typer.Option(help="A run's metrics.jsonl, for the training-curve plot.")] = None,
+) -> None:
+    """Accuracy per RMT and condition, uni/multi gap, modality gap, fusion gain and None
+    precision/recall; writes OUT/eval.json, OUT/eval.md and PNG plots."""
+    from maple_rl.evaluate import evaluate
+
+    try:
+        result = evaluate(model, str(data), out, config=config, split=split,
+                          conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()), k=k,
+                          temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    table = Table("RMT", "accuracy", title=f"{model} on {data} ({config}/{split}, {result['rows']} rows)")
+    for tag, acc in result["per_rmt"].items():
+        table.add_row(tag, f"{acc:.3f}")
+    console.print(table)
+    console.print(f"report: {out / 'eval.md'}")
+
+
 def main() -> None:
     app()

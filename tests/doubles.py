@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -39,3 +41,23 @@ class TableBackend:
 
     def option_probs(self, prompts, options):
         raise NotImplementedError
+
+
+def annotated_synthetic(root: Path, n: int, seed: int) -> tuple[Path, dict[str, Item], list[dict]]:
+    """A synthetic corpus of ``n`` videos under ``root``, extracted and annotated with the
+    table backend (``root/work``). Returns (work folder, items by id, proposals)."""
+    from maple_data.ablation import AblationSettings, run_annotate, run_propose
+    from maple_data.extract import ExtractSettings, run_extract
+    from maple_data.frames import FrameSpec
+    from maple_data.qa_input import read_qa_file
+    from maple_data.synth import SynthConfig, generate
+
+    corpus = generate(root / "corpus", SynthConfig(n=n, seed=seed))
+    work = root / "work"
+    run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=4)))
+    qa = read_qa_file(corpus / "videos" / "qa.jsonl", corpus / "videos")
+    items = {q.id: Item.from_qa(q) for q in qa.items}
+    truth = {json.loads(x)["id"]: json.loads(x)["rmt"] for x in (corpus / "ground_truth.jsonl").read_text().splitlines()}
+    run_annotate(items.values(), work, TableBackend(items, truth), AblationSettings(model="table", samples=16))
+    run_propose(work)
+    return work, items, [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]

@@ -14,14 +14,10 @@ import yaml
 from typer.testing import CliRunner
 
 from maple_data import decisions as journal
-from maple_data.ablation import AblationSettings, Item, run_annotate
 from maple_data.bench import CONFIGS, NONE_OPTION, BenchSettings, assign_splits, build_bench, qa_plus_row
 from maple_data.cli import app
-from maple_data.extract import ExtractSettings, run_extract
-from maple_data.frames import FrameSpec
-from maple_data.qa_input import read_qa_file
 from maple_data.rmt import TAGS, is_subset
-from tests.doubles import TableBackend
+from tests.doubles import annotated_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +25,7 @@ def reviewed_work(tmp_path_factory) -> Path:
     """42 synthetic videos annotated by the table backend; every proposal accepted by
     alice except the first three QA items: one overridden to VAS, one judged unanswerable,
     one left unreviewed."""
-    from maple_data.synth import SynthConfig, generate
-
-    corpus = generate(tmp_path_factory.mktemp("corpus"), SynthConfig(n=42, seed=5))
-    work = tmp_path_factory.mktemp("work")
-    run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=4)))
-    qa = read_qa_file(corpus / "videos" / "qa.jsonl", corpus / "videos")
-    items = {q.id: Item.from_qa(q) for q in qa.items}
-    truth = {json.loads(x)["id"]: json.loads(x)["rmt"] for x in (corpus / "ground_truth.jsonl").read_text().splitlines()}
-    run_annotate(items.values(), work, TableBackend(items, truth), AblationSettings(model="table", samples=16))
-    from maple_data.ablation import run_propose
-
-    run_propose(work)
-    proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
+    work, _, proposals = annotated_synthetic(tmp_path_factory.mktemp("bench-src"), n=42, seed=5)
     qa_ids = [p["id"] for p in proposals if p["task"] == "qa"]
     decisions = []
     for p in proposals:

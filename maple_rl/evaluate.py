@@ -1,0 +1,144 @@
+"""``maple-rl eval``: accuracy per RMT and condition, gaps, None-option precision/recall.
+
+Metrics (``../ALGORITHMS.md`` section 7; **ours** where the paper is silent):
+- accuracy = pass@1 averaged over ``k`` samples (greedy when ``k == 1`` and temperature 0);
+- per RMT and per condition (exact / superset / deficit, from the rows' input modalities);
+- uni/multi gap = mean accuracy over bi+tri tags - mean over uni tags (exact rows);
+- modality gap = max - min per-tag accuracy (exact rows);
+- fusion gain = accuracy with all modalities - best single-modality accuracy, on the
+  items that have rows for both (needs all-combinations rows);
+- None precision / recall: how often answering "None" is right, and how many rows whose
+  answer is None get it (QA+ rows).
+Writes ``eval.json``, ``eval.md`` and ``per_rmt.png`` (+ ``training.png`` from a run's
+``metrics.jsonl`` when given).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from maple_data.answers import parse_choice
+from maple_data.backends.hf import HFBackend
+from maple_data.prompts import build_prompt
+from maple_data.rmt import TAGS, tag_size
+from maple_rl.data import load_items, media_of
+
+NONE = "None"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str, Any]:
+    """Metrics from rows (with ``rmt``, ``condition``, ``input_modalities``, ``options``,
+    ``answer``) and ``k`` model answers per row. Pure: tested on hand-made answers."""
+    per_rmt, per_condition = defaultdict(list), defaultdict(list)
+    by_item_input: dict[tuple[str, str], float] = {}
+    said_none = right_none = is_none = found_none = 0
+    for row, texts in zip(rows, answers):
+        picks = [parse_choice(t, row["options"] or ()) for t in texts]
+        chosen = [row["options"][p] if p is not None else None for p in picks]
+        acc = sum(c == row["answer"] for c in chosen) / len(chosen)
+        condition = row.get("condition") or "exact"
+        per_condition[condition].append(acc)
+        if condition == "exact":
+            per_rmt[row["rmt"]].append(acc)
+        by_item_input[(row["id"].split("@")[0], row.get("input_modalities") or row["rmt"])] = acc
+        for c in chosen:
+            said_none += c == NONE
+            right_none += c == NONE and row["answer"] == NONE
+            is_none += row["answer"] == NONE
+            found_none += c == NONE and row["answer"] == NONE
+    tags = {t: _mean(v) for t, v in per_rmt.items()}
+    uni = [a for t, a in tags.items() if tag_size(t) == 1]
+    multi = [a for t, a in tags.items() if tag_size(t) > 1]
+    gains = []
+    for item in {key[0] for key in by_item_input}:
+        full = by_item_input.get((item, "VAS"))
+        singles = [by_item_input[(item, m)] for m in "VAS" if (item, m) in by_item_input]
+        if full is not None and singles:
+            gains.append(full - max(singles))
+    return {
+        "rows": len(rows),
+        "accuracy": _mean([a for v in per_condition.values() for a in v]),
+        "per_rmt": {t: tags[t] for t in TAGS if t in tags},
+        "per_condition": {c: _mean(v) for c, v in sorted(per_condition.items())},
+        "uni_multi_gap": (_mean(multi) - _mean(uni)) if uni and multi else None,
+        "modality_gap": (max(tags.values()) - min(tags.values())) if tags else None,
+        "fusion_gain": _mean(gains),
+        "none_precision": right_none / said_none if said_none else None,
+        "none_recall": found_none / is_none if is_none else None,
+    }
+
+
+def bar_chart(values: dict[str, float | None], path: Path, title: str) -> None:
+    width, height, margin = 560, 300, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 10), title, fill="black")
+    bar = (width - 2 * margin) // max(len(values), 1) - 12
+    for i, (name, value) in enumerate(values.items()):
+        x = margin + i * (bar + 12)
+        h = (value or 0.0) * (height - 2 * margin - 20)
+        draw.rectangle([x, height - margin - h, x + bar, height - margin], fill=(66, 133, 244))
+        draw.text((x, height - margin + 6), name, fill="black")
+        draw.text((x, height - margin - h - 14), "-" if value is None else f"{value:.2f}", fill="black")
+    image.save(path, format="PNG")
+
+
+def curve_chart(metrics_path: Path, path: Path) -> None:
+    points = [json.loads(x) for x in metrics_path.read_text().splitlines() if x]
+    points = [(p["step"], p["reward"]) for p in points if "reward" in p]
+    width, height, margin = 560, 300, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 10), "mean reward per training step", fill="black")
+    if len(points) > 1:
+        steps = [s for s, _ in points]
+        xy = [(margin + (s - steps[0]) / (steps[-1] - steps[0] or 1) * (width - 2 * margin),
+               height - margin - r * (height - 2 * margin)) for s, r in points]
+        draw.line(xy, fill=(219, 68, 55), width=2)
+    draw.line([(margin, height - margin), (width - margin, height - margin)], fill="black")
+    image.save(path, format="PNG")
+
+
+def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact", split: str = "test",
+             conditions: tuple[str, ...] = ("exact", "superset", "deficit"), k: int = 1, temperature: float = 0.0,
+             max_new_tokens: int = 16, batch_size: int = 8, metrics: str | Path | None = None,
+             device: str = "auto") -> dict[str, Any]:
+    """Evaluate ``model`` on ``data`` and write the report files to ``out``."""
+    rows = [r for r in load_items(data, config, split, "qa") if (r.get("condition") or "exact") in conditions]
+    backend = HFBackend(model, device=device, batch_size=batch_size)
+    prompts = [build_prompt(r["question"], r["options"], media_of(r), r.get("input_modalities") or r["rmt"])
+               for r in rows]
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        answers += backend.generate(prompts[start:start + batch_size], k, temperature=temperature,
+                                    max_new_tokens=max_new_tokens)
+    result = {"model": model, "data": str(data), "config": config, "split": split, "k": k,
+              **summarise(rows, answers)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    bar_chart({t: result["per_rmt"].get(t) for t in TAGS}, out / "per_rmt.png", "accuracy per RMT (exact inputs)")
+    if metrics is not None and Path(metrics).exists():
+        curve_chart(Path(metrics), out / "training.png")
+    lines = [f"# Evaluation of `{model}`", "", f"{data} `{config}` / `{split}`, {len(rows)} rows, pass@1 over "
+             f"k = {k}.", "", "| RMT | " + " | ".join(TAGS) + " |", "|---|" + "---|" * len(TAGS),
+             "| accuracy | " + " | ".join("-" if result["per_rmt"].get(t) is None else f"{result['per_rmt'][t]:.3f}"
+                                          for t in TAGS) + " |", ""]
+    for key in ("accuracy", "uni_multi_gap", "modality_gap", "fusion_gain", "none_precision", "none_recall"):
+        value = result[key]
+        lines.append(f"- {key.replace('_', ' ')}: {'n/a' if value is None else f'{value:.3f}'}")
+    lines += ["", "| condition | accuracy |", "|---|---|"]
+    lines += [f"| {c} | {a:.3f} |" for c, a in result["per_condition"].items()]
+    lines += ["", "![accuracy per RMT](per_rmt.png)"] + (["", "![training](training.png)"]
+                                                           if (out / "training.png").exists() else [])
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    return result

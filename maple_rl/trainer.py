@@ -1,0 +1,379 @@
+"""``maple-rl train``: stratified MAPO (and the estimators it is compared with) on an omni
+model, with accelerate (single process, DDP or FSDP via ``accelerate launch``).
+
+One step:
+1. the stratified sampler draws the global batch of prompts (same seed on every rank);
+   rank r takes every world_size-th prompt, so ranks never share a sample;
+2. each prompt is built with only its RMT's modalities (``data.input_modalities: rmt``)
+   or everything available (``all``), with the annotation prompt convention;
+3. G responses per prompt are sampled (hf generate);
+4. rewards (each component logged) -> early zero-variance filter (groups whose G rewards
+   are equal are dropped before any log-prob or backward work) -> advantages from the
+   estimator registry, with RMT strata;
+5. old log-probs are recomputed by the trainer, then ``ppo_epochs`` passes over
+   minibatches of the policy loss (per-stratum averaging with the stratum weights),
+   AdamW with grad clipping; the LR schedule steps once per step;
+6. adaptive weights and the curriculum are updated from the step's rewards.
+Checkpoints (model, optimizer, scheduler, sampler, weights, tracker, step, RNG states)
+every ``save_every`` steps, at the end, and on SIGINT; ``resume`` continues from the last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maple_data.backends.omni_inputs import OmniEncoder, to_device
+from maple_data.prompts import build_prompt
+from maple_data.rmt import TAGS, tag_index
+from maple_rl.advantages import compute_advantages
+from maple_rl.config import TrainConfig, to_dict
+from maple_rl.data import load_items, media_of
+from maple_rl.filtering import zero_variance_mask
+from maple_rl.losses import LossConfig, policy_loss
+from maple_rl.mssr import BetaTracker
+from maple_rl.rewards import reward_components, total_reward
+from maple_rl.sampler import SamplerConfig, StratifiedSampler
+from maple_rl.weighting import AdaptiveWeights, WeightingConfig
+
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
+               "chat_template.jinja", "vocab.json", "merges.txt")
+
+
+class StepCounter:
+    """The step number, checkpointed with the run."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def lr_lambda(config: TrainConfig):
+    """LR multiplier per step: linear warm-up, then constant, linear or cosine decay."""
+    warm, total, decay = config.optim.warmup_steps, max(config.steps, 1), config.optim.decay
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(total - warm, 1)
+        if decay == "linear":
+            return max(0.0, 1.0 - progress)
+        if decay == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return factor
+
+
+def response_mask(responses: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
+    """1 for response tokens up to and including the first EOS, 0 after (and for padding)."""
+    is_end = (responses == eos_id) | (responses == pad_id)
+    ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()
+    mask = (ended_before == 0) & (responses != pad_id)
+    return mask | ((responses == eos_id) & (ended_before == 0))
+
+
+def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs ``(N, T)`` of ``responses`` after the prompts in ``inputs``, and the
+    entropy of each position's distribution."""
+    prompt_len = inputs["input_ids"].shape[1]
+    full = dict(inputs)
+    full["input_ids"] = torch.cat([inputs["input_ids"], responses], dim=1)
+    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(responses)], dim=1)
+    logits = model(**full, use_audio_in_video=False).logits[:, prompt_len - 1:-1, :].float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+class Trainer:
+    """A training run; ``run()`` trains to ``config.steps``."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+        self.config = config
+        self.acc = Accelerator(cpu=not torch.cuda.is_available(),
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        set_seed(config.seed)
+        self.out = Path(config.output_dir)
+        self.items = load_items(config.data.path, config.data.config, config.data.split, config.data.task)
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(config.model.path, dtype=dtype)
+        if config.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.encoder = OmniEncoder(config.model.path)
+        self.eos_id = self.encoder.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.pad_id = self.encoder.tokenizer.pad_token_id
+        o = config.optim
+        optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        s = config.sampling
+        self.sampler = StratifiedSampler([r["rmt"] for r in self.items], SamplerConfig(
+            batch_size=s.batch_size, batch_mode=s.batch_mode, quota=s.quota, curriculum=s.curriculum,
+            total_steps=config.steps, replay=s.replay, seed=config.seed))
+        w = config.weights
+        self.weights = AdaptiveWeights(WeightingConfig(window=w.window, bins=w.bins, tau=w.tau, w_min=w.w_min,
+                                                       w_max=w.w_max, warmup=w.warmup))
+        self.tracker = BetaTracker()
+        self.counter = StepCounter()
+        for obj in (self.sampler, self.weights, self.tracker, self.counter):
+            self.acc.register_for_checkpointing(obj)
+        a = config.algo
+        self.loss_config = LossConfig(clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
+                                      aggregation=a.aggregation, stratum_average=a.stratum_average,
+                                      kl_coef=a.kl_coef, max_response_length=config.rollout.max_new_tokens)
+        self.interrupted = False
+        if resume:
+            self._resume()
+        elif self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / METRICS).write_text("")
+            (self.out / "config.json").write_text(json.dumps(to_dict(config), indent=1))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_dirs(self) -> list[Path]:
+        return sorted((self.out / CHECKPOINTS).glob("step-*"))
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / CHECKPOINTS / f"step-{self.counter.step:06d}"
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(path))
+        return path
+
+    def _resume(self) -> None:
+        found = self.checkpoint_dirs()
+        if not found:
+            raise FileNotFoundError(f"nothing to resume: no checkpoints in {self.out / CHECKPOINTS}")
+        self.acc.load_state(str(found[-1]))
+        if self.acc.is_main_process:  # drop metrics logged after the checkpoint (they are redone)
+            path = self.out / METRICS
+            lines = path.read_text().splitlines() if path.exists() else []
+            kept = [x for x in lines if json.loads(x)["step"] <= self.counter.step]
+            path.write_text("".join(x + "\n" for x in kept))
+
+    # ------------------------------------------------------------ one step
+
+    def _prompt(self, record: dict[str, Any]):
+        given = record["rmt"] if self.config.data.input_modalities == "rmt" else record["available_modalities"]
+        return build_prompt(record["question"], record["options"], media_of(record), given,
+                            meta={"item": record["id"], "subset": given})
+
+    def _encode(self, prompts) -> dict[str, Any]:
+        return to_device(self.encoder.encode(prompts), self.acc.device, self.acc.unwrap_model(self.model).dtype)
+
+    def rollout(self, records: list[dict[str, Any]]) -> tuple[list, torch.Tensor, list[str]]:
+        """G sampled responses per record: (prompts, response ids (N*G, T), texts)."""
+        G, r = self.config.rollout.group_size, self.config.rollout
+        prompts = [p for rec in records for p in [self._prompt(rec)] * G]
+        inputs = self._encode(prompts)
+        model = self.acc.unwrap_model(self.model)
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(**inputs, do_sample=r.temperature > 0, temperature=r.temperature or None,
+                                 top_p=None, top_k=None, max_new_tokens=r.max_new_tokens, use_audio_in_video=False,
+                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        responses = out[:, inputs["input_ids"].shape[1]:]
+        if responses.shape[1] == 0:
+            responses = torch.full((len(prompts), 1), self.eos_id, dtype=torch.long, device=out.device)
+        texts = self.encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return prompts, responses, texts
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, start = self.config, time.perf_counter()
+        rank, world = self.acc.process_index, self.acc.num_processes
+        batch = self.sampler.next_batch()
+        mine = batch[rank::world]
+        records = [self.items[i] for i in mine]
+        G = cfg.rollout.group_size
+        prompts, responses, texts = self.rollout(records)
+        comps = [reward_components(texts[k], records[k // G]["task"], records[k // G]["options"],
+                                   records[k // G]["answer"], cfg.reward.caption_metric) for k in range(len(texts))]
+        rewards = torch.tensor([total_reward(c, cfg.reward) for c in comps], dtype=torch.float64)
+        group_ids = torch.arange(len(records)).repeat_interleave(G)
+        tag_ids = torch.tensor([tag_index(rec["rmt"]) for rec in records]).repeat_interleave(G)
+        strata = tag_ids if cfg.algo.stratify_by == "rmt" else torch.zeros_like(tag_ids)
+        options = dict(cfg.algo.estimator_options)
+        if cfg.algo.estimator == "mssr":
+            options["baselines"] = self.tracker.baselines([rec["id"] for rec in records for _ in range(G)])
+        keep = torch.ones(len(texts), dtype=torch.bool)
+        if cfg.algo.early_filter and G > 1:
+            keep = ~zero_variance_mask(rewards, group_ids)
+        advantages = compute_advantages(cfg.algo.estimator, rewards, group_ids if G > 1 else None, strata, **options)
+        mask = response_mask(responses, self.eos_id, self.pad_id)
+        stats = self._update(prompts, responses, mask, advantages, strata, keep)
+        if cfg.algo.estimator == "mssr":
+            self.tracker.update([rec["id"] for rec in records for _ in range(G)], rewards.tolist())
+            self.tracker.rho.observe(abs(stats["approx_kl"]))
+        # adaptive weights and curriculum from every rank's rewards (ranks hold different counts)
+        from accelerate.utils import gather_object
+
+        local = [(int(t), float(r), float(c.get("correct", c.get("caption", 0.0))), bool(k))
+                 for t, r, c, k in zip(tag_ids, rewards, comps, keep)]
+        merged = gather_object(local) if self.acc.num_processes > 1 else local
+        all_tags = [t for t, _, _, _ in merged]
+        all_rewards = torch.tensor([r for _, r, _, _ in merged], dtype=torch.float64)
+        all_correct = torch.tensor([c for _, _, c, _ in merged], dtype=torch.float64)
+        all_keep = torch.tensor([k for _, _, _, k in merged])
+        tags = [TAGS[int(t)] for t in all_tags]
+        if cfg.weights.adaptive:
+            self.weights.update(tags, all_rewards.tolist())
+            if cfg.sampling.curriculum == "dynamic":
+                self.sampler.set_weights(self.weights.weights())
+        self.scheduler.step()
+        self.counter.step += 1
+        per_tag: dict[str, list[float]] = {}
+        for tag, value in zip(tags, all_rewards.tolist()):
+            per_tag.setdefault(tag, []).append(value)
+        metrics = {
+            "step": self.counter.step, "reward": float(all_rewards.mean()), "accuracy": float(all_correct.mean()),
+            "reward_per_rmt": {t: sum(v) / len(v) for t, v in sorted(per_tag.items(), key=lambda kv: TAGS.index(kv[0]))},
+            "stratum_weights": self.weights.weights(),
+            "zero_variance_fraction": float(1 - all_keep.double().mean()),
+            "reward_components": {k: sum(c.get(k, 0.0) for c in comps) / len(comps) for k in sorted({*comps[0]})},
+            "lr": float(self.scheduler.get_last_lr()[0]), "prompts": len(batch),
+            "seconds": time.perf_counter() - start, **stats,
+        }
+        if cfg.log_samples_every and self.counter.step % cfg.log_samples_every == 0:
+            metrics["samples"] = [{"item": rec["id"], "completion": texts[k * G]} for k, rec in enumerate(records[:2])]
+        return metrics
+
+    def _update(self, prompts, responses, mask, advantages, strata, keep) -> dict[str, float]:
+        """Old log-probs, then the PPO epochs over minibatches of the kept sequences."""
+        cfg = self.config
+        rows = torch.nonzero(keep).flatten().tolist()
+        totals: Counter = Counter()
+        tokens = torch.tensor(float(mask[rows].sum()) if rows else 0.0, device=self.acc.device)
+        weight_vec = torch.tensor([self.weights.weights()[t] for t in TAGS], dtype=torch.float64)
+        if cfg.algo.stratify_by != "rmt":
+            weight_vec = torch.ones(len(TAGS), dtype=torch.float64)
+        chunks = [rows[i:i + cfg.algo.minibatch_size] for i in range(0, len(rows), cfg.algo.minibatch_size)]
+        n_global = int(self.acc.gather(torch.tensor([len(chunks)], device=self.acc.device)).max())
+        old: list[torch.Tensor] = []
+        self.model.train()
+        with torch.no_grad():
+            for chunk in chunks:
+                logp, _ = token_logprobs(self.acc.unwrap_model(self.model), self._encode([prompts[i] for i in chunk]),
+                                         responses[chunk])
+                old.append(logp)
+        updates = 0
+        for _ in range(cfg.algo.ppo_epochs):
+            for k in range(n_global):  # every rank steps equally often (DDP needs matching collectives)
+                self.optimizer.zero_grad()
+                if k < len(chunks):
+                    chunk = chunks[k]
+                    logp, entropy = token_logprobs(self.model, self._encode([prompts[i] for i in chunk]),
+                                                   responses[chunk])
+                    loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device), mask[chunk].to(logp.device),
+                                          self.loss_config, strata=strata[chunk].to(logp.device),
+                                          stratum_weights=weight_vec.to(logp.device), entropy=entropy)
+                    for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy"):
+                        totals[key] += m.get(key, 0.0)
+                    totals["n"] += 1
+                else:  # nothing kept here: a zero loss keeps the collectives in step
+                    loss = sum(p.sum() * 0.0 for p in self.model.parameters())
+                self.acc.backward(loss)
+                grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
+                self.optimizer.step()
+                totals["grad_norm"] += float(grad_norm)
+                updates += 1
+        n = max(totals.pop("n", 0), 1)
+        out = {key: totals[key] / n for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy")}
+        out["kl"] = out["approx_kl"]
+        out["grad_norm"] = totals["grad_norm"] / max(updates, 1)
+        out["tokens"] = float(self.acc.reduce(tokens, reduction="sum"))
+        out["updates"] = updates
+        return out
+
+    # ------------------------------------------------------------ loop
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        if self.acc.is_main_process:
+            with (self.out / METRICS).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+
+    def save_final(self) -> Path:
+        final = self.out / "final"
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            self.acc.unwrap_model(self.model).save_pretrained(final)
+            for name in MODEL_FILES:
+                source = Path(self.config.model.path) / name
+                if source.exists():
+                    shutil.copy(source, final / name)
+        return final
+
+    def format_warmup(self) -> list[float]:
+        """Supervised warm-up on ``Answer: <letter>`` with a *random* option letter per
+        prompt: it teaches the answer format only (the letter carries no information), so
+        RL starts from a policy whose answers can be parsed. Returns the losses."""
+        from maple_data.answers import option_letter
+
+        cfg = self.config
+        model = self.model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.format_warmup_lr)
+        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        tokenizer = self.encoder.tokenizer
+        losses = []
+        model.train()
+        for _ in range(cfg.format_warmup_steps):
+            picks = torch.randint(len(self.items), (cfg.sampling.batch_size,), generator=generator).tolist()
+            records = [self.items[i] for i in picks[self.acc.process_index::self.acc.num_processes]]
+            targets = [f"Answer: {option_letter(int(torch.randint(len(r['options'] or ['x']), (1,), generator=generator)))}"
+                       f"<|im_end|>" for r in records]
+            ids = tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
+            responses = ids["input_ids"].to(self.acc.device)
+            logp, _ = token_logprobs(model, self._encode([self._prompt(r) for r in records]), responses)
+            mask = ids["attention_mask"].to(logp.device).to(logp.dtype)
+            loss = -(logp * mask).sum() / mask.sum()
+            optimizer.zero_grad()
+            self.acc.backward(loss)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        return losses
+
+    def run(self, on_step=None) -> Path:
+        """Train to ``config.steps``; returns the final model folder (a checkpoint is
+        written and the run stops cleanly on SIGINT)."""
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            if self.counter.step == 0 and self.config.format_warmup_steps:
+                self.log({"step": 0, "format_warmup_loss": self.format_warmup()})
+            while self.counter.step < self.config.steps:
+                metrics = self.train_step()
+                self.log(metrics)
+                if on_step is not None:
+                    on_step(metrics)
+                at_save = self.config.save_every and self.counter.step % self.config.save_every == 0
+                if at_save or self.interrupted:
+                    self.save_checkpoint()
+                if self.interrupted:
+                    raise KeyboardInterrupt
+            self.save_checkpoint()
+            return self.save_final()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, *_: Any) -> None:
+        self.interrupted = True
