@@ -4,9 +4,11 @@ PIP := $(PYTHON) -m pip
 
 .PHONY: install test
 
-install:  ## project + test extras; torch first so pip takes the local CPU wheel
+install:  ## project + test extras; torch first so pip takes the local CPU wheel; Debian's chromium for the review page tests
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev]"
+	command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
 test:  ## the default test run (CPU, offline)
 	$(PYTHON) -m pytest -q

@@ -303,6 +303,105 @@ def propose(
     _print_proposals(work, config)
 
 
+@app.command()
+def review(
+    work: Annotated[Path, typer.Argument(help="Work folder with proposals.jsonl and extracted media.")],
+    reviewer: Annotated[str, typer.Option(help="Your name, stored with every decision.")],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback requires a token.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free one).")] = 0,
+    token: Annotated[str | None, typer.Option(help="Access token [default: generated for non-loopback binds].")]
+    = None,
+    order: Annotated[str, typer.Option(help="Queue order after unreviewed-first: confidence (flagged and "
+                                            "least confident first) or id.")] = "confidence",
+    accept_confident: Annotated[float | None, typer.Option(help="Bulk triage instead of serving: record accept "
+                                                                "(marked bulk) for proposals at or above this "
+                                                                "confidence, then exit.")] = None,
+) -> None:
+    """Review proposals in a local web page: watch and hear what the model got, compare the
+    per-subset evidence, accept / override (V, A, S toggles) / mark unanswerable / reject,
+    with keyboard shortcuts. Every decision is fsynced to WORK/decisions.jsonl before the
+    page is told it is saved; restarting resumes at the first unreviewed item."""
+    from maple_data.review import accept_confident as bulk_accept
+    from maple_data.review import serve
+
+    try:
+        if accept_confident is not None:
+            n = bulk_accept(work, reviewer, accept_confident)
+            console.print(f"recorded {n} bulk accept decision(s) as {reviewer} (confidence >= {accept_confident})")
+            return
+        server, url, _ = serve(work, reviewer, host, port, token, order)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"review page: {url}  (Ctrl-C to stop)", err=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command("review-stats")
+def review_stats(
+    work: Annotated[Path, typer.Argument(help="Work folder with proposals.jsonl and decisions.jsonl.")],
+) -> None:
+    """Proposal-vs-verdict confusion per RMT, acceptance rate, and Cohen's kappa between
+    reviewers on items decided by both."""
+    import json
+
+    from maple_data import decisions as journal
+    from maple_data.review_stats import confusion, pairwise_kappa
+
+    proposals = {p["id"]: p["rmt"] or p["status"] for p in
+                 map(json.loads, (work / "proposals.jsonl").read_text(encoding="utf-8").splitlines())}
+    faults: list = []
+    decisions = journal.read(work / journal.DECISIONS, faults)
+    for fault in faults:
+        typer.echo(str(fault))
+    table = confusion(proposals, decisions)
+    labels = sorted({k for c in table.values() for k in c}, key=lambda k: (len(k) > 3, k))
+    out = Table("proposed \\ verdict", *labels, "accepted", title="proposal vs latest decision")
+    accepted = total = 0
+    for proposed in sorted(table, key=lambda k: (len(k) > 3, k)):
+        row = table[proposed]
+        same = row.get(proposed, 0)
+        accepted, total = accepted + same, total + sum(row.values())
+        out.add_row(proposed, *(str(row.get(k, 0)) for k in labels), f"{same / sum(row.values()):.0%}")
+    console.print(out)
+    console.print(f"acceptance rate: {accepted / total:.1%} of {total} decided item(s)" if total else "no decisions")
+    for (a, b), (kappa, n) in pairwise_kappa(decisions).items():
+        console.print(f"Cohen's kappa {a} vs {b}: {kappa:.4f} on {n} shared item(s)")
+
+
+@app.command("export-labelstudio")
+def export_labelstudio(
+    work: Annotated[Path, typer.Argument(help="Work folder with proposals.jsonl.")],
+    media_url: Annotated[str, typer.Option(help="Prefix of preview URLs as Label Studio serves the work folder.")]
+    = "/data/local-files/?d=",
+) -> None:
+    """Write WORK/labelstudio/tasks.json (proposals as predictions) and labeling_config.xml."""
+    from maple_data.labelstudio import export_tasks
+
+    console.print(f"wrote {export_tasks(work, media_url)}/tasks.json and labeling_config.xml")
+
+
+@app.command("import-labelstudio")
+def import_labelstudio(
+    work: Annotated[Path, typer.Argument(help="Work folder.")],
+    export: Annotated[Path, typer.Argument(help="Label Studio JSON export with annotations.")],
+) -> None:
+    """Append completed Label Studio annotations to WORK/decisions.jsonl."""
+    from maple_data.labelstudio import import_annotations
+
+    added, faults = import_annotations(work, export)
+    for fault in faults:
+        typer.echo(str(fault))
+    console.print(f"imported {added} decision(s)")
+    if faults:
+        raise typer.Exit(1)
+
+
 @app.command("build-bench")
 def build_bench_command(
     work: Annotated[Path, typer.Argument(help="Work folder (extracted/, proposals.jsonl, decisions.jsonl).")],

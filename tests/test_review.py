@@ -1,0 +1,223 @@
+"""`maple-data review`: the page in a real headless Chromium, crash safety of the journal,
+request hardening, review statistics, bulk triage and Label Studio round trips."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from maple_data import decisions as journal
+from maple_data.cli import app
+from maple_data.labelstudio import export_tasks, import_annotations
+from maple_data.review import serve
+from maple_data.review_stats import cohen_kappa
+from tests.doubles import annotated_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def source_work(tmp_path_factory) -> Path:
+    work, _, _ = annotated_synthetic(tmp_path_factory.mktemp("review-src"), n=7, seed=4)
+    return work
+
+
+@pytest.fixture
+def work(source_work, tmp_path) -> Path:
+    copy = tmp_path / "work"
+    shutil.copytree(source_work, copy)
+    return copy
+
+
+@pytest.fixture
+def server(work):
+    srv, url, _ = serve(work, "alice")
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, url
+    srv.shutdown()
+    srv.server_close()
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+            host: str = "127.0.0.1") -> tuple[int, dict]:
+    """A raw request (the path is sent as is: no client-side normalisation of '..')."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(data)
+    except json.JSONDecodeError:
+        return response.status, {"raw": data[:100]}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install installs it)")
+def test_page_in_headless_chromium(server, work):
+    playwright = pytest.importorskip("playwright.sync_api")
+    srv, url = server
+    port = srv.server_address[1]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#item-id').textContent.length > 0")
+        page.wait_for_function("document.querySelector('#video').readyState >= 1", timeout=20_000)
+        assert page.evaluate("document.querySelector('#video').textTracks.length") == 1
+        assert page.evaluate("document.querySelector('#video track').src").endswith(".vtt")
+        assert page.evaluate("document.querySelector('#video').duration") > 3.5
+        first = page.inner_text("#item-id")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "review-page.png"))
+        page.click("#accept")  # accept via click
+        page.wait_for_function(f"document.querySelector('#item-id').textContent !== '{first}'")
+        second = page.inner_text("#item-id")
+        proposed = request(port, "GET", f"/api/item/{second}")[1]["rmt"] or ""
+        toggled = set(proposed) ^ {"S"}  # keyboard: toggle S, then save the override
+        page.keyboard.press("s")
+        page.keyboard.press("o")
+        page.wait_for_function(f"document.querySelector('#item-id').textContent !== '{second}'")
+        page.reload()
+        page.wait_for_function("document.querySelector('#progress').textContent.startsWith('2 /')")
+        browser.close()
+    decisions = journal.read(work / journal.DECISIONS)
+    assert [(d.item, d.verdict, d.reviewer) for d in decisions][0] == (first, "accept", "alice")
+    expected = "".join(m for m in "VAS" if m in toggled)
+    assert (decisions[1].item, decisions[1].rmt) == (second, expected)
+    assert decisions[1].verdict == ("accept" if expected == proposed else "override")
+    assert len(decisions) == 2
+
+
+def test_acknowledged_decision_survives_sigkill_and_restart_resumes(work):
+    command = [sys.executable, "-c", "from maple_data.cli import main; main()", "review", str(work), "--reviewer",
+               "bob"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start() -> tuple[subprocess.Popen, int]:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline()
+        return proc, int(re.search(r":(\d+)/", line).group(1))
+
+    proc, port = start()
+    queue = request(port, "GET", "/api/queue")[1]
+    first = queue["items"][0]
+    status, reply = request(port, "POST", "/api/decide", json.dumps({"item": first, "verdict": "reject"}).encode())
+    assert status == 200 and reply["ok"]
+    proc.send_signal(signal.SIGKILL)  # right after the acknowledgement
+    proc.wait()
+    assert [(d.item, d.verdict) for d in journal.read(work / journal.DECISIONS)] == [(first, "reject")]
+    proc, port = start()
+    try:
+        queue = request(port, "GET", "/api/queue")[1]
+        assert queue["reviewed"] == 1 and queue["items"][0] != first and queue["items"][-1] == first
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_requests_are_hardened(server, work, tmp_path):
+    srv, _ = server
+    port = srv.server_address[1]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("no")
+    (work / "review" / "media").mkdir(parents=True, exist_ok=True)
+    (work / "review" / "media" / "escape.vtt").symlink_to(secret)
+    for path in ("/media/../decisions.jsonl", "/media/%2e%2e/proposals.jsonl", "/media//etc/passwd",
+                 "/media/escape.vtt"):
+        status, reply = request(port, "GET", path)
+        assert status == 403, (path, status, reply)
+    assert request(port, "GET", "/media/nothing.webm")[0] == 404
+    item = request(port, "GET", "/api/queue")[1]["items"][0]
+    for body, message in ((b"not json", "not JSON"), (json.dumps({"item": "nope", "verdict": "accept"}).encode(),
+                                                       "unknown item"),
+                          (json.dumps({"item": item, "verdict": "override", "rmt": "VX"}).encode(), "valid RMT"),
+                          (json.dumps({"item": item, "verdict": "maybe"}).encode(), "unknown verdict")):
+        status, reply = request(port, "POST", "/api/decide", body)
+        assert status == 400 and message in reply["error"]
+    assert not (work / journal.DECISIONS).exists()
+
+
+def test_non_loopback_bind_requires_the_token(work):
+    srv, url, token = serve(work, "carol", host="0.0.0.0", port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = srv.server_address[1]
+        assert token and f"token={token}" in url
+        assert request(port, "GET", "/api/queue")[0] == 401
+        assert request(port, "GET", "/api/queue", headers={"X-Maple-Token": "wrong"})[0] == 401
+        assert request(port, "GET", f"/api/queue?token={token}")[0] == 200
+        assert request(port, "GET", "/api/queue", headers={"X-Maple-Token": token})[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_kappa_and_review_stats_by_hand(work):
+    # two raters, 6 items: labels a=[V,V,A,A,S,S], b=[V,A,A,A,S,V]
+    a, b = ["V", "V", "A", "A", "S", "S"], ["V", "A", "A", "A", "S", "V"]
+    # p_o = 4/6; p_e = (2*2 + 2*3 + 2*1) / 36 = 12/36; kappa = (4/6 - 1/3) / (1 - 1/3) = 0.5
+    assert cohen_kappa(a, b) == pytest.approx(0.5)
+    items = [json.loads(x)["id"] for x in (work / "proposals.jsonl").read_text().splitlines()][:6]
+    decisions = []
+    for item, la, lb in zip(items, a, b):
+        decisions.append(journal.Decision(item, "ann", "override", la, time="2026-01-01T00:00:00Z"))
+        decisions.append(journal.Decision(item, "ben", "override", lb, time="2026-01-02T00:00:00Z"))
+    journal.append(work / journal.DECISIONS, decisions)
+    result = CliRunner().invoke(app, ["review-stats", str(work)])
+    assert result.exit_code == 0, result.output
+    assert "Cohen's kappa ann vs ben: 0.5000 on 6 shared item(s)" in result.output
+    assert "acceptance rate" in result.output
+
+
+def test_bulk_accept_marks_only_confident_proposals(work):
+    proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
+    result = CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])
+    assert result.exit_code == 0, result.output
+    decisions = journal.read(work / journal.DECISIONS)
+    expected = {p["id"] for p in proposals if p["status"] == "proposed" and p["confidence"] >= 0.5}
+    assert {d.item for d in decisions} == expected and expected
+    assert all(d.bulk and d.verdict == "accept" and d.reviewer == "triage" for d in decisions)
+    CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])
+    assert len(journal.read(work / journal.DECISIONS)) == len(decisions)  # nothing twice
+
+
+def test_labelstudio_export_then_import_round_trips(work, source_work, tmp_path):
+    out = export_tasks(work)
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert "<Choices name=\"rmt\"" in (out / "labeling_config.xml").read_text()
+    assert all(t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks)
+    # annotators answer in Label Studio: take the prediction for even tasks, override odd ones to VAS
+    decided = []
+    for k, task in enumerate(tasks):
+        choice = task["predictions"][0]["result"][0]["value"]["choices"][0] if k % 2 == 0 else "VAS"
+        task["annotations"] = [{"completed_by": {"email": "dana@example.org"}, "updated_at": f"2026-02-0{1 + k % 5}",
+                                "result": [{"from_name": "rmt", "to_name": "video", "type": "choices",
+                                            "value": {"choices": [choice]}}]}]
+        decided.append((task["data"]["item_id"], choice))
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    added, faults = import_annotations(work, export)
+    assert (added, faults) == (len(tasks), [])
+    got = {d.item: (d.verdict, d.rmt, d.reviewer) for d in journal.read(work / journal.DECISIONS)}
+    proposals = {p["id"]: p for p in map(json.loads, (work / "proposals.jsonl").read_text().splitlines())}
+    for item, choice in decided:
+        if choice in ("unanswerable", "reject"):
+            assert got[item][:2] == (choice, None)
+        else:
+            assert got[item] == ("accept" if choice == proposals[item]["rmt"] else "override", choice,
+                                 "dana@example.org")
