@@ -106,22 +106,26 @@ def select_items(proposals: list[dict[str, Any]], decided: Mapping[str, journal.
 
 def assign_splits(items: list[dict[str, Any]], ratios: tuple[float, float, float], seed: int) -> dict[str, str]:
     """``video id -> split``: videos in seeded order, each to the split with the largest
-    unmet quota for its items' tags (quota = ratio x items of that tag)."""
+    unmet quota for its items' tags (quota = ratio x items of that tag), ties broken by the
+    split's overall unmet quota (so tags with one item each still fill every split)."""
     per_video: dict[str, Counter] = {}
     for item in items:
         per_video.setdefault(item["video_id"], Counter())[item["rmt"]] += 1
     totals = Counter(item["rmt"] for item in items)
     share = [r / sum(ratios) for r in ratios]
     filled = {split: Counter() for split in SPLITS}
+    total = sum(totals.values())
     assignment = {}
     for video in sorted(per_video, key=lambda v: _draw(seed, "split", v)):
         tags = per_video[video]
 
-        def need(k: int) -> float:
+        def need(k: int) -> tuple[float, float, int]:
+            """Unmet quota of this video's tags, then of the whole split (ties: earlier split)."""
             split = SPLITS[k]
-            return sum(n * (share[k] * totals[t] - filled[split][t]) / max(totals[t], 1) for t, n in tags.items())
+            by_tag = sum(n * (share[k] * totals[t] - filled[split][t]) / max(totals[t], 1) for t, n in tags.items())
+            return by_tag, share[k] * total - sum(filled[split].values()), -k
 
-        best = max((k for k in range(3) if share[k] > 0), key=lambda k: (need(k), -k))
+        best = max((k for k in range(3) if share[k] > 0), key=need)
         assignment[video] = SPLITS[best]
         filled[SPLITS[best]].update(tags)
     return assignment

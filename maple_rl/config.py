@@ -108,8 +108,9 @@ class TrainConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 100
-    format_warmup_steps: int = 0  # supervised steps on "Answer: <random letter>" before RL (same for every arm)
+    format_warmup_steps: int = 0  # supervised steps on "Answer: <letter>" before RL (same for every arm)
     format_warmup_lr: float = 1e-3
+    format_warmup_target: Literal["random", "answer"] = "random"  # random letter: format only; answer: SFT
     save_every: int = 50
     log_samples_every: int = 10
     output_dir: str = "runs/maple"

@@ -325,9 +325,11 @@ class Trainer:
         return final
 
     def format_warmup(self) -> list[float]:
-        """Supervised warm-up on ``Answer: <letter>`` with a *random* option letter per
-        prompt: it teaches the answer format only (the letter carries no information), so
-        RL starts from a policy whose answers can be parsed. Returns the losses."""
+        """Supervised warm-up on ``Answer: <letter>``. With ``format_warmup_target:
+        random`` the letter is a random option's: it teaches the answer format only (the
+        letter carries no information), so RL starts from a policy whose answers can be
+        parsed. With ``answer`` it is the correct option's (plain supervised fine-tuning).
+        Returns the losses."""
         from maple_data.answers import option_letter
 
         cfg = self.config
@@ -340,8 +342,10 @@ class Trainer:
         for _ in range(cfg.format_warmup_steps):
             picks = torch.randint(len(self.items), (cfg.sampling.batch_size,), generator=generator).tolist()
             records = [self.items[i] for i in picks[self.acc.process_index::self.acc.num_processes]]
-            targets = [f"Answer: {option_letter(int(torch.randint(len(r['options'] or ['x']), (1,), generator=generator)))}"
-                       f"<|im_end|>" for r in records]
+            letters = [int(torch.randint(len(r["options"] or ["x"]), (1,), generator=generator)) for r in records]
+            if cfg.format_warmup_target == "answer":
+                letters = [r["options"].index(r["answer"]) for r in records]
+            targets = [f"Answer: {option_letter(k)}<|im_end|>" for k in letters]
             ids = tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
             responses = ids["input_ids"].to(self.acc.device)
             logp, _ = token_logprobs(model, self._encode([self._prompt(r) for r in records]), responses)
