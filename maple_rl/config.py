@@ -35,7 +35,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: Literal["hf", "vllm"] = "hf"  # vllm: not implemented yet (the trainer says so and stops)
     group_size: int = 8  # G responses per prompt
     temperature: float = 1.0
     max_new_tokens: int = 16
@@ -114,6 +114,8 @@ class TrainConfig:
     save_every: int = 50
     log_samples_every: int = 10
     output_dir: str = "runs/maple"
+    tensorboard: bool = False  # also log scalars to OUTPUT_DIR/tensorboard (needs the tensorboard package)
+    wandb: bool = False  # also log to Weights & Biases (needs wandb and a login)
     seed: int = 0
     name: str = ""
 

@@ -111,6 +111,8 @@ class Trainer:
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         self.config = config
+        if config.rollout.engine != "hf":
+            raise ValueError("rollout.engine=vllm is not implemented yet: use hf (vLLM is used for annotation)")
         self.acc = Accelerator(cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(config.seed)
@@ -308,10 +310,41 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
 
+    def _open_loggers(self) -> list:
+        """TensorBoard / wandb writers when enabled (rank 0 only)."""
+        loggers: list = []
+        if not self.acc.is_main_process:
+            return loggers
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise RuntimeError("tensorboard=true needs the tensorboard package: pip install tensorboard") from exc
+            loggers.append(("tensorboard", SummaryWriter(str(self.out / "tensorboard"))))
+        if self.config.wandb:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise RuntimeError("wandb=true needs wandb: pip install wandb (and wandb login)") from exc
+            loggers.append(("wandb", wandb.init(project="maple", name=self.config.name or None,
+                                                config=to_dict(self.config), dir=str(self.out))))
+        return loggers
+
     def log(self, metrics: dict[str, Any]) -> None:
-        if self.acc.is_main_process:
-            with (self.out / METRICS).open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(metrics) + "\n")
+        """metrics.jsonl (every field), plus the numeric scalars to TensorBoard / wandb."""
+        if not self.acc.is_main_process:
+            return
+        with (self.out / METRICS).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
+        scalars.update({f"reward/{t}": v for t, v in metrics.get("reward_per_rmt", {}).items()})
+        scalars.update({f"weight/{t}": v for t, v in metrics.get("stratum_weights", {}).items()})
+        for kind, logger in getattr(self, "loggers", []):
+            if kind == "tensorboard":
+                for key, value in scalars.items():
+                    logger.add_scalar(key, value, metrics["step"])
+            else:
+                logger.log(scalars, step=metrics["step"])
 
     def save_final(self) -> Path:
         final = self.out / "final"
@@ -361,6 +394,7 @@ class Trainer:
         """Train to ``config.steps``; returns the final model folder (a checkpoint is
         written and the run stops cleanly on SIGINT)."""
         previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self.loggers = self._open_loggers()
         try:
             if self.counter.step == 0 and self.config.format_warmup_steps:
                 self.log({"step": 0, "format_warmup_loss": self.format_warmup()})
@@ -378,6 +412,8 @@ class Trainer:
             return self.save_final()
         finally:
             signal.signal(signal.SIGINT, previous)
+            for kind, logger in self.loggers:
+                logger.close() if kind == "tensorboard" else logger.finish()
 
     def _on_sigint(self, *_: Any) -> None:
         self.interrupted = True

@@ -66,6 +66,8 @@ def test_config_recipes_overrides_and_errors():
         load_config(None, ["sampling.curriculum=sometimes"])
     with pytest.raises(ValueError, match="expected int"):
         load_config(None, ["steps=many"])
+    with pytest.raises(ValueError, match="vllm is not implemented"):
+        Trainer(load_config(None, ["rollout.engine=vllm"]))
 
 
 def test_schedule_and_response_mask_by_hand():
