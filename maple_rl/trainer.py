@@ -88,14 +88,26 @@ def response_mask(responses: torch.Tensor, eos_id: int, pad_id: int) -> torch.Te
     return mask | ((responses == eos_id) & (ended_before == 0))
 
 
-def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def load_policy(path: str, dtype: torch.dtype):
+    """A Qwen2.5-Omni Thinker for omni checkpoints, else any causal LM; and the extra
+    forward arguments the model takes (audio as a separate stream for omni models)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, Qwen2_5OmniThinkerForConditionalGeneration
+
+    if AutoConfig.from_pretrained(path).model_type.startswith("qwen2_5_omni"):
+        return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype), {
+            "use_audio_in_video": False}
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), {}
+
+
+def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, **extra: Any
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs ``(N, T)`` of ``responses`` after the prompts in ``inputs``, and the
     entropy of each position's distribution."""
     prompt_len = inputs["input_ids"].shape[1]
     full = dict(inputs)
     full["input_ids"] = torch.cat([inputs["input_ids"], responses], dim=1)
     full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(responses)], dim=1)
-    logits = model(**full, use_audio_in_video=False).logits[:, prompt_len - 1:-1, :].float()
+    logits = model(**full, **extra).logits[:, prompt_len - 1:-1, :].float()
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -108,7 +120,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         self.config = config
         if config.rollout.engine != "hf":
@@ -120,7 +131,7 @@ class Trainer:
         self.items = load_items(config.data.path, config.data.config, config.data.split, config.data.task)
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(config.model.path, dtype=dtype)
+        model, self.forward_args = load_policy(config.model.path, dtype)
         if config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.encoder = OmniEncoder(config.model.path)
@@ -194,8 +205,8 @@ class Trainer:
         model.eval()
         with torch.no_grad():
             out = model.generate(**inputs, do_sample=r.temperature > 0, temperature=r.temperature or None,
-                                 top_p=None, top_k=None, max_new_tokens=r.max_new_tokens, use_audio_in_video=False,
-                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+                                 top_p=None, top_k=None, max_new_tokens=r.max_new_tokens,
+                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id, **self.forward_args)
         responses = out[:, inputs["input_ids"].shape[1]:]
         if responses.shape[1] == 0:
             responses = torch.full((len(prompts), 1), self.eos_id, dtype=torch.long, device=out.device)
@@ -277,7 +288,7 @@ class Trainer:
         with torch.no_grad():
             for chunk in chunks:
                 logp, _ = token_logprobs(self.acc.unwrap_model(self.model), self._encode([prompts[i] for i in chunk]),
-                                         responses[chunk])
+                                         responses[chunk], **self.forward_args)
                 old.append(logp)
         updates = 0
         for _ in range(cfg.algo.ppo_epochs):
@@ -286,7 +297,7 @@ class Trainer:
                 if k < len(chunks):
                     chunk = chunks[k]
                     logp, entropy = token_logprobs(self.model, self._encode([prompts[i] for i in chunk]),
-                                                   responses[chunk])
+                                                   responses[chunk], **self.forward_args)
                     loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device), mask[chunk].to(logp.device),
                                           self.loss_config, strata=strata[chunk].to(logp.device),
                                           stratum_weights=weight_vec.to(logp.device), entropy=entropy)
@@ -381,7 +392,8 @@ class Trainer:
             targets = [f"Answer: {option_letter(k)}<|im_end|>" for k in letters]
             ids = tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
             responses = ids["input_ids"].to(self.acc.device)
-            logp, _ = token_logprobs(model, self._encode([self._prompt(r) for r in records]), responses)
+            logp, _ = token_logprobs(model, self._encode([self._prompt(r) for r in records]), responses,
+                                     **self.forward_args)
             mask = ids["attention_mask"].to(logp.device).to(logp.dtype)
             loss = -(logp * mask).sum() / mask.sum()
             optimizer.zero_grad()

@@ -226,3 +226,19 @@ def test_demo_runs_end_to_end_reduced(tmp_path):
         assert Path(summary["arms"][arm]["report"]).exists()
         assert (tmp_path / "demo" / "runs" / arm / "final" / "model.safetensors").exists()
     assert Path(summary["card"]).exists() and "where everything is" in result.output
+
+
+def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
+    """The trainer also drives a plain causal LM (the vs_trl benchmark's setting)."""
+    from benchmarks.vs_trl import make_items, write_shards
+    from maple_data.backends.tiny_omni import build_tiny_text_lm
+
+    items = make_items(16, seed=1)
+    model = build_tiny_text_lm(tmp_path / "lm", [it["question"] for it in items])
+    config = load_config(None, [f"model.path={model}", f"data.path={write_shards(items, tmp_path / 'shards')}",
+                                f"output_dir={tmp_path / 'run'}", "steps=2", "rollout.group_size=4",
+                                "rollout.max_new_tokens=4", "sampling.batch_size=4", "algo.early_filter=false",
+                                "save_every=0"])
+    trainer = Trainer(config)
+    metrics = [trainer.train_step() for _ in range(2)]
+    assert all(math.isfinite(m["loss"]) and m["updates"] == 1 for m in metrics)

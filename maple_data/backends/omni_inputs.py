@@ -37,7 +37,10 @@ class OmniEncoder:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
-        self.features = WhisperFeatureExtractor.from_pretrained(model)
+        try:
+            self.features = WhisperFeatureExtractor.from_pretrained(model)
+        except OSError:  # a text-only model: prompts must not carry audio
+            self.features = None
         config_path = Path(model) / "preprocessor_config.json"
         raw: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
         self.vision = VisionSpec.from_config(raw)
@@ -57,6 +60,9 @@ class OmniEncoder:
                 seconds.append(video.second_per_grid)
                 video_tokens = video.n_tokens
             if prompt.audio is not None:
+                if self.features is None:
+                    raise ValueError("this model has no audio feature extractor (a text-only model?): the prompt "
+                                     "carries audio")
                 feats = self.features(prompt.audio, sampling_rate=AUDIO_SAMPLE_RATE, return_attention_mask=True,
                                       padding="max_length", return_tensors="np")
                 mels.append(feats["input_features"][0])

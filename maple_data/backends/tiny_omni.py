@@ -77,3 +77,26 @@ def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: i
     vision = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.__dict__.items()}
     (out / "preprocessor_config.json").write_text(json.dumps({**features, **vision}, indent=1), encoding="utf-8")
     return out
+
+
+def build_tiny_text_lm(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: int = 64, layers: int = 2,
+                       seed: int = 0) -> Path:
+    """A tiny text-only causal LM (Qwen2 architecture, random weights) with the same
+    tokenizer recipe, for comparisons with text-only trainers."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(texts)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
