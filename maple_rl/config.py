@@ -48,7 +48,8 @@ class AlgoConfig:
     stratify_by: Literal["rmt", "none"] = "rmt"  # strata in advantages and loss averaging
     early_filter: bool = True  # drop zero-variance groups before any log-prob work
     ppo_epochs: int = 1  # mu
-    minibatch_size: int = 16  # sequences per optimizer step
+    minibatch_size: int = 16  # sequences per forward/backward pass
+    gradient_accumulation_steps: int = 1  # minibatches per optimizer step
     clip_low: float = 0.2
     clip_high: float = 0.28
     dual_clip: float | None = None

@@ -12,7 +12,8 @@ One step:
    estimator registry, with RMT strata;
 5. old log-probs are recomputed by the trainer, then ``ppo_epochs`` passes over
    minibatches of the policy loss (per-stratum averaging with the stratum weights),
-   AdamW with grad clipping; the LR schedule steps once per step;
+   AdamW with grad clipping every ``gradient_accumulation_steps`` minibatches; the LR
+   schedule steps once per step;
 6. adaptive weights and the curriculum are updated from the step's rewards.
 Checkpoints (model, optimizer, scheduler, sampler, weights, tracker, step, RNG states)
 every ``save_every`` steps, at the end, and on SIGINT; ``resume`` continues from the last.
@@ -290,23 +291,26 @@ class Trainer:
                 logp, _ = token_logprobs(self.acc.unwrap_model(self.model), self._encode([prompts[i] for i in chunk]),
                                          responses[chunk], **self.forward_args)
                 old.append(logp)
-        updates = 0
+        updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
-            for k in range(n_global):  # every rank steps equally often (DDP needs matching collectives)
+            for first in range(0, n_global, accum):  # every rank steps equally often (DDP collectives match)
+                group = range(first, min(first + accum, n_global))
                 self.optimizer.zero_grad()
-                if k < len(chunks):
-                    chunk = chunks[k]
-                    logp, entropy = token_logprobs(self.model, self._encode([prompts[i] for i in chunk]),
-                                                   responses[chunk], **self.forward_args)
-                    loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device), mask[chunk].to(logp.device),
-                                          self.loss_config, strata=strata[chunk].to(logp.device),
-                                          stratum_weights=weight_vec.to(logp.device), entropy=entropy)
-                    for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy"):
-                        totals[key] += m.get(key, 0.0)
-                    totals["n"] += 1
-                else:  # nothing kept here: a zero loss keeps the collectives in step
-                    loss = sum(p.sum() * 0.0 for p in self.model.parameters())
-                self.acc.backward(loss)
+                for k in group:
+                    if k < len(chunks):
+                        chunk = chunks[k]
+                        logp, entropy = token_logprobs(self.model, self._encode([prompts[i] for i in chunk]),
+                                                       responses[chunk], **self.forward_args)
+                        loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device),
+                                              mask[chunk].to(logp.device), self.loss_config,
+                                              strata=strata[chunk].to(logp.device),
+                                              stratum_weights=weight_vec.to(logp.device), entropy=entropy)
+                        for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy"):
+                            totals[key] += m.get(key, 0.0)
+                        totals["n"] += 1
+                    else:  # nothing kept here: a zero loss keeps the collectives in step
+                        loss = sum(p.sum() * 0.0 for p in self.model.parameters())
+                    self.acc.backward(loss / len(group))
                 grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
                 self.optimizer.step()
                 totals["grad_norm"] += float(grad_norm)

@@ -135,12 +135,14 @@ def annotate_args(corpus: Path, qa: Path, work: Path, model: Path, *extra: str) 
             "--samples", "2", "--max-new-tokens", "3", "--frames", "4", "--batch-size", "16", *extra]
 
 
-def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, seven_items, tiny_omni, tmp_path):
+def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, tiny_omni, tmp_path):
+    """All 28 items (QA and caption) of the 14 synthetic videos."""
     work = tmp_path / "work"
-    result = CliRunner().invoke(app, annotate_args(synth_corpus, seven_items, work, tiny_omni))
+    result = CliRunner().invoke(app, annotate_args(synth_corpus, synth_corpus / "videos" / "qa.jsonl", work,
+                                                   tiny_omni))
     assert result.exit_code == 0, result.output
     proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
-    assert len(proposals) == 7
+    assert len(proposals) == 28 and {p["task"] for p in proposals} == {"qa", "caption"}
     for p in proposals:
         assert p["status"] in ("proposed", "unanswerable")
         assert [e["subset"] for e in p["ablation"]["results"]] == ["V", "A", "S", "VA", "VS", "AS", "VAS"]

@@ -228,6 +228,12 @@ def test_demo_runs_end_to_end_reduced(tmp_path):
     assert Path(summary["card"]).exists() and "where everything is" in result.output
 
 
+def config_overrides(config) -> list[str]:
+    """The model/data/rollout settings of ``config`` as overrides."""
+    return [f"model.path={config.model.path}", f"data.path={config.data.path}", "steps=2", "rollout.group_size=4",
+            "rollout.max_new_tokens=4", "sampling.batch_size=4", "algo.early_filter=false", "save_every=0"]
+
+
 def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
     """The trainer also drives a plain causal LM (the vs_trl benchmark's setting)."""
     from benchmarks.vs_trl import make_items, write_shards
@@ -242,3 +248,7 @@ def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
     trainer = Trainer(config)
     metrics = [trainer.train_step() for _ in range(2)]
     assert all(math.isfinite(m["loss"]) and m["updates"] == 1 for m in metrics)
+    # 16 sequences in minibatches of 4, two per optimizer step: 2 updates per step
+    accumulated = Trainer(load_config(None, [*config_overrides(config), "algo.minibatch_size=4",
+                                             "algo.gradient_accumulation_steps=2", f"output_dir={tmp_path / 'acc'}"]))
+    assert accumulated.train_step()["updates"] == 2
