@@ -196,7 +196,8 @@ def demo(
     for tag in TAGS:
         table.add_row(tag, *("-" if arm.get(tag) is None else f"{arm[tag]:.3f}" for arm in (mupo, mapo)))
     console.print(table)
-    paths = Table("artifact", "path", title="where everything is")
+    paths = Table("artifact", title="where everything is")
+    paths.add_column("path", overflow="fold")  # full paths, wrapped, never cut
     paths.add_row("proposal agreement with ground truth",
                   f"{summary['proposal_agreement']:.1%} of {summary['proposals']} held-out items")
     paths.add_row("review", f"{summary['review']['bulk']} bulk-accepted, {summary['review']['scripted']} by the "
