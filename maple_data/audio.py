@@ -8,11 +8,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, open_media
+from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
 
-def decode_audio_track(probe: Probe, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.ndarray | None:
+def decode_audio_track(probe: Probe, sample_rate: int = AUDIO_SAMPLE_RATE, container=None) -> np.ndarray | None:
     """Samples ``(n,)`` float32 in [-1, 1] of the default audio stream, or None when the
     file has no audio stream. Leading silence is kept: sample 0 is time 0 of the file
     when the stream starts later than the container (its start time is padded), and
@@ -22,9 +22,10 @@ def decode_audio_track(probe: Probe, sample_rate: int = AUDIO_SAMPLE_RATE) -> np
         return None
     chunks: list[np.ndarray] = []
     try:
-        with open_media(Path(probe.path)) as container:
+        with media_container(Path(probe.path), container) as container:
             stream = container.streams[info.index]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            # one-second output frames: 30 conversions for 30 s instead of one per AAC frame
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=sample_rate)
             first_time = None
             declared = float(stream.duration * stream.time_base) if stream.duration else None
             for frame in container.decode(stream):

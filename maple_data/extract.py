@@ -32,7 +32,7 @@ import pyarrow as pa
 from maple_data.audio import decode_audio_track
 from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_times
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
-from maple_data.probe import MediaError, Probe, probe
+from maple_data.probe import MediaError, Probe, open_media, probe
 from maple_data.schema import RecordSchema, load_schema
 from maple_data.shards import ShardWriter, list_shards, open_stream, stats_path
 from maple_data.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
@@ -127,7 +127,8 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _subtitles(info: Probe, audio, settings: ExtractSettings, notes: list[str]) -> tuple[list[dict], str]:
+def _subtitles(info: Probe, audio, settings: ExtractSettings, notes: list[str], container=None
+               ) -> tuple[list[dict], str]:
     """Segments and their source, by the configured preference (ASR last)."""
     if settings.asr != "always":
         for source in settings.subtitle_sources:
@@ -139,7 +140,7 @@ def _subtitles(info: Probe, audio, settings: ExtractSettings, notes: list[str]) 
                     if parsed.skipped:
                         notes.append(f"malformed-cues: {parsed.skipped} cue(s) of {sidecar.name} skipped")
             else:
-                parsed, stream_notes = read_embedded(info, settings.languages)
+                parsed, stream_notes = read_embedded(info, settings.languages, container)
                 notes += stream_notes
                 if parsed is not None and parsed.skipped:
                     notes.append(f"malformed-cues: {parsed.skipped} embedded cue(s) skipped")
@@ -166,15 +167,15 @@ def extract_video(path: str | Path, videos_dir: str | Path, settings: ExtractSet
         except OSError as exc:
             raise MediaError("unreadable", f"cannot read file ({exc.strerror or exc})") from exc
         outcome.key = settings.key(outcome.sha256)
-        info = probe(path)
-        spec = settings.frames
-        index = nearest_frames(info.frame_times, sample_times(info.duration, spec))
-        frames = decode_frames(info, info.frame_pts[index], spec.max_pixels)
-        audio = decode_audio_track(info)
-        notes = outcome.notes
-        if audio is None:
-            notes.append("no-audio: the file has no audio stream, A unavailable")
-        segments, source = _subtitles(info, audio, settings, notes)
+        spec, notes = settings.frames, outcome.notes
+        with open_media(path) as container:  # one open serves every step
+            info = probe(path, container=container)
+            index = nearest_frames(info.frame_times, sample_times(info.duration, spec))
+            frames = decode_frames(info, info.frame_pts[index], spec.max_pixels, container=container)
+            audio = decode_audio_track(info, container=container)
+            if audio is None:
+                notes.append("no-audio: the file has no audio stream, A unavailable")
+            segments, source = _subtitles(info, audio, settings, notes, container)
         audio_info = info.default_stream("audio")
         height, width = frames.images[0].shape[:2]
         tag = "V" + ("A" if audio is not None and len(audio) else "") + ("S" if segments else "")

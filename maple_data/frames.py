@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, open_media
+from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,11 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, quarter)) if quarter else rgb
 
 
-def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: int = 1) -> Frames:
+def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: int = 1, container=None) -> Frames:
     """Decode the frames whose presentation timestamps are ``wanted`` (int64 pts, from
     ``probe.frame_pts``; repeats allowed). A wanted frame the decoder does not emit
-    (an open-GOP leading frame after a seek) is replaced by the nearest frame it emits."""
+    (an open-GOP leading frame after a seek) is replaced by the nearest frame it emits.
+    ``container``: an already open container of the file (else one is opened)."""
     order = np.unique(wanted)
     wanted_set = set(order.tolist())
     keys = probe.keyframe_pts
@@ -101,7 +102,7 @@ def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: in
     got: dict[int, tuple[int, np.ndarray]] = {}
     rotation = 0
     try:
-        with open_media(Path(probe.path)) as container:
+        with media_container(Path(probe.path), container) as container:
             cursor = _Cursor(container, wanted_set, threads)
             for target in order.tolist():
                 start = int(keys[max(0, np.searchsorted(keys, target, side="right") - 1)]) if len(keys) else target

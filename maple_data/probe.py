@@ -9,6 +9,8 @@ wrong. Keyframe times tell the frame decoder where it may start.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -82,6 +84,19 @@ def open_media(path: Path) -> av.container.InputContainer:
         raise MediaError("not-media", f"not a readable media file ({error_line(exc)})") from exc
 
 
+@contextmanager
+def media_container(path: Path, container: av.container.InputContainer | None = None
+                    ) -> Iterator[av.container.InputContainer]:
+    """``container`` rewound to the start when given (it stays open: one open serves a
+    whole extraction), else a freshly opened one that is closed afterwards."""
+    if container is not None:
+        container.seek(0)
+        yield container
+        return
+    with open_media(path) as fresh:
+        yield fresh
+
+
 def error_line(exc: BaseException) -> str:
     """One line without the file name (the report names the file already)."""
     if isinstance(exc, av.error.FFmpegError) and exc.strerror:
@@ -90,7 +105,8 @@ def error_line(exc: BaseException) -> str:
     return text
 
 
-def probe(path: str | Path, *, truncation_tolerance: float = 0.1) -> Probe:
+def probe(path: str | Path, *, truncation_tolerance: float = 0.1,
+          container: av.container.InputContainer | None = None) -> Probe:
     """Probe ``path``; raise :class:`MediaError` for files that cannot be extracted.
 
     A file whose video packets end well before the duration its header declares for the
@@ -98,7 +114,7 @@ def probe(path: str | Path, *, truncation_tolerance: float = 0.1) -> Probe:
     truncated (a cut download whose index survived).
     """
     path = Path(path)
-    with open_media(path) as container:
+    with media_container(path, container) as container:
         streams = tuple(_stream_info(s) for s in container.streams)
         video = container.streams.video[0] if container.streams.video else None
         if video is None:

@@ -16,6 +16,7 @@ resumed job which ids are already safely stored so it redoes only the rest.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -108,6 +109,32 @@ def _record_size(record: Mapping[str, Any]) -> int:
     return size
 
 
+class _HashingFile(io.RawIOBase):
+    """A binary file that hashes what is written to it (no re-read to fill the sidecar)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()  # flushes while the file is still open
+            self._file.close()
+
+
 class ShardWriter:
     """Stream records into rotating, atomically published shards.
 
@@ -143,7 +170,8 @@ class ShardWriter:
         existing = list_shards(self.folder, prefix)
         self._next_index = int(_SHARD_RE.match(existing[-1].name)["index"]) + 1 if existing else 0
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
-        self._sink: pa.OSFile | None = None
+        self._sink: _HashingFile | None = None
+        self._arrow_sink: pa.PythonFile | None = None
         self._path: Path | None = None
         self._buffer: list[dict[str, Any]] = []
         self._rows = self._bytes = 0
@@ -188,8 +216,9 @@ class ShardWriter:
     def _open(self) -> None:
         name = f"{self.prefix}-{self._next_index:05d}{SHARD_SUFFIX}"
         self._path = self.folder / name
-        self._sink = pa.OSFile(str(self.folder / f".{name}{PARTIAL_SUFFIX}"), "wb")
-        self._stream = pa.ipc.new_stream(self._sink, self._arrow_schema)
+        self._sink = _HashingFile(self.folder / f".{name}{PARTIAL_SUFFIX}")
+        self._arrow_sink = pa.PythonFile(self._sink, mode="w")  # kept: collecting it would close the file
+        self._stream = pa.ipc.new_stream(self._arrow_sink, self._arrow_schema)
 
     def _drain(self) -> None:
         if self._buffer and self._stream is not None:
@@ -205,6 +234,7 @@ class ShardWriter:
         self._stream.close()
         self._sink.flush()
         os.fsync(self._sink.fileno())
+        digest = self._sink.digest.hexdigest()
         self._sink.close()
         partial = self.folder / f".{self._path.name}{PARTIAL_SUFFIX}"
         stats = {
@@ -212,7 +242,7 @@ class ShardWriter:
             "schema_version": self.schema.version,
             "rows": self._rows,
             "bytes": partial.stat().st_size,
-            "sha256": file_sha256(partial),
+            "sha256": digest,
             "counts": {key: dict(sorted(c.items())) for key, c in self._counts.items()},
         }
         _write_atomic(stats_path(self._path), json.dumps(stats, indent=1).encode())
@@ -221,7 +251,7 @@ class ShardWriter:
         published = self._path
         self.published.append(published)
         self._next_index += 1
-        self._stream = self._sink = self._path = None
+        self._stream = self._sink = self._arrow_sink = self._path = None
         self._rows = self._bytes = 0
         self._counts = {}
         return published

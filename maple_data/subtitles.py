@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, open_media
+from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
 
 SIDECAR_SUFFIXES = (".srt", ".vtt")
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
@@ -115,7 +115,7 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
-def read_embedded(probe: Probe, languages: tuple[str, ...] = ()) -> tuple[Parsed | None, list[str]]:
+def read_embedded(probe: Probe, languages: tuple[str, ...] = (), container=None) -> tuple[Parsed | None, list[str]]:
     """Segments of the best embedded *text* subtitle stream (preferred language, then the
     default stream, then the first), and notes about bitmap streams that were skipped.
     Returns ``(None, notes)`` when the file has no text subtitle stream."""
@@ -129,7 +129,7 @@ def read_embedded(probe: Probe, languages: tuple[str, ...] = ()) -> tuple[Parsed
     chosen = ranked[0]
     out = Parsed()
     try:
-        with open_media(Path(probe.path)) as container:
+        with media_container(Path(probe.path), container) as container:
             stream = container.streams[chosen.index]
             tb = float(stream.time_base)
             for packet in container.demux(stream):
