@@ -128,6 +128,9 @@ class Trainer:
         self.acc = Accelerator(cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(config.seed)
+        if config.sampling.batch_size < self.acc.num_processes:
+            raise ValueError(f"sampling.batch_size ({config.sampling.batch_size}) must be at least the number of "
+                             f"processes ({self.acc.num_processes}): every rank needs a prompt per step")
         self.out = Path(config.output_dir)
         self.items = load_items(config.data.path, config.data.config, config.data.split, config.data.task)
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -308,8 +311,10 @@ class Trainer:
                         for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy"):
                             totals[key] += m.get(key, 0.0)
                         totals["n"] += 1
-                    else:  # nothing kept here: a zero loss keeps the collectives in step
-                        loss = sum(p.sum() * 0.0 for p in self.model.parameters())
+                    else:  # nothing left here: a forward with zero loss keeps DDP's collectives in step
+                        logp, _ = token_logprobs(self.model, self._encode(prompts[:1]), responses[:1],
+                                                 **self.forward_args)
+                        loss = logp.sum() * 0.0
                     self.acc.backward(loss / len(group))
                 grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
                 self.optimizer.step()
