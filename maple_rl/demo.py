@@ -38,7 +38,9 @@ from maple_rl.evaluate import evaluate
 from maple_rl.trainer import Trainer
 
 SCRIPTED_REVIEWER = "scripted-reviewer (synthetic ground truth)"
-RECIPES = Path(__file__).resolve().parent.parent / "pipelines"
+# the recipes: shipped in the wheel as maple_rl/_pipelines, or the repository's pipelines/
+RECIPES = next(p for p in (Path(__file__).resolve().parent / "_pipelines",
+                           Path(__file__).resolve().parent.parent / "pipelines") if p.is_dir())
 
 
 @dataclass(frozen=True)
