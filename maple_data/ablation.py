@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
 from maple_data.backends import Backend
-from maple_data.extract import EXTRACTED, SHARD_PREFIX, Journal, media_schema
+from maple_data.extract import EXTRACTED, Journal, media_schema, newest_rows
 from maple_data.prompts import Prompt, build_prompt
 from maple_data.proposal import (ProposalConfig, SearchMode, SubsetResult, chunks, fail_decided,
                                  pass_threshold, propose, search_stages, stage_needed)
 from maple_data.qa_input import QAItem
 from maple_data.rmt import TAGS, is_subset
-from maple_data.shards import list_shards, open_stream
+from maple_data.shards import open_stream
 
 ABLATION = "ablation"
 PROPOSALS = "proposals.jsonl"
@@ -194,17 +194,12 @@ def media_rows(work_dir: Path, wanted: set[str]) -> Iterator[dict[str, Any]]:
     """Media rows whose id is in ``wanted``, shard by shard (memory stays one batch);
     for a video extracted twice the newest row wins (later rows replace earlier ones)."""
     schema = media_schema()
-    shards = list_shards(work_dir / EXTRACTED, SHARD_PREFIX)
-    last: dict[str, tuple[int, int]] = {}
-    for s_index, shard in enumerate(shards):
-        for r_index, vid in enumerate(v for b in open_stream(shard, schema) for v in b.column("id").to_pylist()):
-            if vid in wanted:
-                last[vid] = (s_index, r_index)
+    shards, newest = newest_rows(work_dir / EXTRACTED, wanted)
     for s_index, shard in enumerate(shards):
         start = 0
         for batch in open_stream(shard, schema):
             for i, row_id in enumerate(batch.column("id").to_pylist()):
-                if last.get(row_id) == (s_index, start + i):
+                if newest.get(row_id) == (s_index, start + i):
                     yield batch.slice(i, 1).to_pylist()[0]
             start += batch.num_rows
 

@@ -34,7 +34,7 @@ from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_t
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.probe import MediaError, Probe, open_media, probe
 from maple_data.schema import RecordSchema, load_schema
-from maple_data.shards import ShardWriter, list_shards, open_stream, stats_path
+from maple_data.shards import ShardStats, ShardWriter, file_sha256, list_shards, open_stream, stats_path
 from maple_data.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
@@ -92,9 +92,13 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     record: dict[str, Any] | None = field(default=None, repr=False)
 
-    def journal_entry(self, shard: str | None = None) -> dict[str, Any]:
+    def journal_entry(self, root: Path, shard: str | None = None) -> dict[str, Any]:
+        """The journal line: outcome, shard, time, and the file's size and mtime (so an
+        unchanged file is not hashed again on the next run)."""
         entry = {k: v for k, v in asdict(self).items() if k != "record"}
-        return entry | {"shard": shard, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        stat = _stat_key(root / self.path)
+        return entry | {"shard": shard, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | (
+            {"size": stat[1], "mtime_ns": stat[2]} if stat else {})
 
 
 def discover(videos_dir: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
@@ -117,14 +121,6 @@ def discover(videos_dir: str | Path, extensions: Iterable[str] = VIDEO_EXTENSION
 def video_id_of(path: Path, root: Path) -> str:
     """The id of a video: its path relative to the videos folder, without extension."""
     return path.relative_to(root).with_suffix("").as_posix()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _subtitles(info: Probe, audio, settings: ExtractSettings, notes: list[str], container=None
@@ -308,27 +304,27 @@ def run_extract(
             if outcome.status == "done":
                 if outcome.video_id in stored and stored[outcome.video_id][0] == outcome.key:
                     summary.skipped += 1  # unchanged file whose stat changed (copied, touched)
-                    journal.append([outcome.journal_entry(stored[outcome.video_id][1].name) | _stat(root, outcome)])
+                    journal.append([outcome.journal_entry(root, stored[outcome.video_id][1].name)])
                 else:
                     published = len(writer.published)
                     writer.write(outcome.record)
                     pending.append(outcome)
                     if len(writer.published) > published:
-                        journal.append(o.journal_entry(writer.published[-1].name) | _stat(root, o) for o in pending)
+                        journal.append(o.journal_entry(root, writer.published[-1].name) for o in pending)
                         pending = []
                     summary.done += 1
                     summary.warnings.update(note.split(":")[0] for note in outcome.notes)
             else:
                 summary.failed[outcome.path] = outcome.message or outcome.reason or "failed"
                 summary.reasons[outcome.reason or "error"] += 1
-                journal.append([outcome.journal_entry() | _stat(root, outcome)])
+                journal.append([outcome.journal_entry(root)])
             outcome.record = None
             if on_outcome is not None:
                 on_outcome(outcome)
     finally:
         shard = writer.flush()
         if pending and shard is not None:
-            journal.append(o.journal_entry(shard.name) | _stat(root, o) for o in pending)
+            journal.append(o.journal_entry(root, shard.name) for o in pending)
         journal.close()
     summary.compacted = compact(out_dir)
     return summary
@@ -340,11 +336,6 @@ def _stat_key(path: Path) -> tuple[str, int, int] | None:
     except OSError:
         return None
     return str(path.resolve()), st.st_size, st.st_mtime_ns
-
-
-def _stat(root: Path, outcome: Outcome) -> dict[str, Any]:
-    key = _stat_key(root / outcome.path)
-    return {"size": key[1], "mtime_ns": key[2]} if key else {}
 
 
 def _known_hashes(entries: list[dict[str, Any]], root: Path) -> dict[tuple[str, int, int], str]:
@@ -380,22 +371,32 @@ def _outcomes(todo: list[tuple[Path, str | None]], root: Path, settings: Extract
                 yield future.result()
 
 
+def newest_rows(out_dir: Path, wanted: set[str] | None = None) -> tuple[list[Path], dict[str, tuple[int, int]]]:
+    """The media shards and ``video id -> (shard index, row index)`` of each video's newest
+    row (a later shard, then a later row, wins); reads only the id column."""
+    schema = media_schema()
+    shards = list_shards(out_dir, SHARD_PREFIX)
+    newest: dict[str, tuple[int, int]] = {}
+    for s_index, shard in enumerate(shards):
+        for r_index, vid in enumerate(v for b in open_stream(shard, schema) for v in b.column("id").to_pylist()):
+            if wanted is None or vid in wanted:
+                newest[vid] = (s_index, r_index)
+    return shards, newest
+
+
 def compact(out_dir: Path) -> int:
     """Drop rows superseded by a newer row of the same video (a re-extraction); returns
     how many rows were dropped. Each affected shard is rewritten as a new shard, then the
-    old one is removed; a crash in between leaves duplicates that the next run drops."""
+    old one is removed; a crash in between leaves duplicates that the next run drops.
+    Shards without a stale row are not read beyond their ids."""
     schema = media_schema()
-    shards = list_shards(out_dir, SHARD_PREFIX)
-    latest: dict[str, tuple[int, int]] = {}
-    for s_index, shard in enumerate(shards):
-        for r_index, vid in enumerate(v for b in open_stream(shard, schema) for v in b.column("id").to_pylist()):
-            latest[vid] = (s_index, r_index)
+    shards, newest = newest_rows(out_dir)
+    kept = Counter(s for s, _ in newest.values())
     dropped = 0
-    for s_index, shard in enumerate(shards):
+    for s_index in [s for s, shard in enumerate(shards) if kept[s] < ShardStats.load(shard).rows]:
+        shard = shards[s_index]
         table = pa.Table.from_batches(list(open_stream(shard, schema)), schema=schema.arrow_schema)
-        keep = [latest[vid] == (s_index, r) for r, vid in enumerate(table.column("id").to_pylist())]
-        if all(keep):
-            continue
+        keep = [newest[vid] == (s_index, r) for r, vid in enumerate(table.column("id").to_pylist())]
         with ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=max(1, len(keep)), schema=schema) as writer:
             writer.write_many(table.filter(pa.array(keep)).to_pylist())
         shard.unlink()

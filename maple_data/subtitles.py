@@ -10,6 +10,7 @@ no text) is skipped and counted.
 
 from __future__ import annotations
 
+import glob
 import html
 import re
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ def find_sidecar(video: str | Path, languages: tuple[str, ...] = ()) -> Path | N
     (alphabetically). ``.srt`` before ``.vtt`` for the same name."""
     video = Path(video)
     candidates: dict[str, list[Path]] = {}
-    for path in video.parent.glob(f"{glob_escape(video.stem)}.*"):
+    for path in video.parent.glob(f"{glob.escape(video.stem)}.*"):
         if path.suffix.lower() not in SIDECAR_SUFFIXES or not path.is_file():
             continue
         middle = path.name[len(video.stem):-len(path.suffix)]
@@ -108,11 +109,6 @@ def find_sidecar(video: str | Path, languages: tuple[str, ...] = ()) -> Path | N
         if key in candidates:
             return min(candidates[key], key=lambda p: SIDECAR_SUFFIXES.index(p.suffix.lower()))
     return None
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def read_embedded(probe: Probe, languages: tuple[str, ...] = (), container=None) -> tuple[Parsed | None, list[str]]:

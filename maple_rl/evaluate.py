@@ -40,7 +40,7 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
     ``answer``) and ``k`` model answers per row. Pure: tested on hand-made answers."""
     per_rmt, per_condition = defaultdict(list), defaultdict(list)
     by_item_input: dict[tuple[str, str], float] = {}
-    said_none = right_none = is_none = found_none = 0
+    said_none = right_none = is_none = 0
     for row, texts in zip(rows, answers):
         picks = [parse_choice(t, row["options"] or ()) for t in texts]
         chosen = [row["options"][p] if p is not None else None for p in picks]
@@ -54,7 +54,6 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
             said_none += c == NONE
             right_none += c == NONE and row["answer"] == NONE
             is_none += row["answer"] == NONE
-            found_none += c == NONE and row["answer"] == NONE
     tags = {t: _mean(v) for t, v in per_rmt.items()}
     uni = [a for t, a in tags.items() if tag_size(t) == 1]
     multi = [a for t, a in tags.items() if tag_size(t) > 1]
@@ -73,7 +72,7 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
         "modality_gap": (max(tags.values()) - min(tags.values())) if tags else None,
         "fusion_gain": _mean(gains),
         "none_precision": right_none / said_none if said_none else None,
-        "none_recall": found_none / is_none if is_none else None,
+        "none_recall": right_none / is_none if is_none else None,
     }
 
 
