@@ -11,9 +11,11 @@ each corpus, side by side in one run on the same files:
 - `maple-data extract` (16 and 32 frames + 16 kHz audio + subtitles), 1 worker;
 - the same with 2 worker processes.
 
-Throughput is video-seconds per wall-second. Targets: extract / full decode >= 1.0;
-2 workers / 1 worker >= 1.7.
-Run: python benchmarks/extract_throughput.py [--videos 40 --seconds 30]
+Throughput is video-seconds per wall-second. Every pass runs `--repeats` times, the
+passes interleaved (full decode, then each extraction, then again), and each pass's
+median wall time is reported, so a noisy neighbour slowing one moment of the run does
+not decide a ratio. Targets: extract / full decode >= 1.0; 2 workers / 1 worker >= 1.7.
+Run: python benchmarks/extract_throughput.py [--videos 40 --seconds 30 --repeats 3]
 """
 
 from __future__ import annotations
@@ -96,15 +98,19 @@ def measure(corpus: Path, args: argparse.Namespace, keyint: int | None, scratch:
     video_seconds = args.videos * args.seconds
     extract_video(paths[0], corpus, ExtractSettings())  # warm-up: imports and codec tables, outside the timings
     full_decode(paths[:1])
-    rows: dict[str, float] = {"full decode (PyAV, every frame, 1 thread)": timed(lambda: full_decode(paths))}
-    for count in (16, 32):
-        settings = ExtractSettings(frames=FrameSpec(count=count))
-        for workers in (1, 2):
-            out = scratch / f"work-{count}-{workers}"
-            rows[f"extract {count} frames + audio + subs, {workers} worker(s)"] = timed(
-                lambda: run_extract(corpus, out, settings, workers=workers))
-            shutil.rmtree(out)
+    samples: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        samples.setdefault("full decode (PyAV, every frame, 1 thread)", []).append(timed(lambda: full_decode(paths)))
+        for count in (16, 32):
+            settings = ExtractSettings(frames=FrameSpec(count=count))
+            for workers in (1, 2):
+                out = scratch / f"work-{count}-{workers}"
+                samples.setdefault(f"extract {count} frames + audio + subs, {workers} worker(s)", []).append(
+                    timed(lambda: run_extract(corpus, out, settings, workers=workers)))
+                shutil.rmtree(out)
+    rows = {name: float(np.median(times)) for name, times in samples.items()}
     floor = rows["full decode (PyAV, every frame, 1 thread)"]
+    print(f"median of {args.repeats} interleaved repeat(s)")
     print(f"{'pass':<48}{'wall s':>8}{'video-s/s':>11}{'vs full decode':>16}")
     for name, elapsed in rows.items():
         print(f"{name:<48}{elapsed:>8.2f}{video_seconds / elapsed:>11.1f}{floor / elapsed:>15.2f}x")
@@ -122,6 +128,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every pass (median reported)")
     parser.add_argument("--corpus", type=Path, help="keep the generated corpora here and reuse them next time")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="maple-bench-"))

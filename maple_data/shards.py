@@ -144,6 +144,9 @@ class ShardWriter:
         max_rows: rotate after this many records.
         max_bytes: rotate once the records of a shard reach about this many bytes.
         batch_rows: records buffered in memory before they go to the open stream.
+        batch_bytes: ... or fewer, once the buffered records reach about this many bytes
+            (media records are megabytes each: small batches keep memory flat, and the
+            conversion reuses the same allocations instead of first-touching new ones).
         schema: the record schema (default: current version); every record is validated.
 
     Use as a context manager; on exit (also on an exception) the open shard is published.
@@ -157,13 +160,15 @@ class ShardWriter:
         max_rows: int = 1000,
         max_bytes: int = 256 * 1024 * 1024,
         batch_rows: int = 64,
+        batch_bytes: int = 8 * 1024 * 1024,
         schema: RecordSchema | None = None,
     ) -> None:
-        if max_rows < 1 or max_bytes < 1 or batch_rows < 1:
-            raise ValueError("max_rows, max_bytes and batch_rows must be positive")
+        if min(max_rows, max_bytes, batch_rows, batch_bytes) < 1:
+            raise ValueError("max_rows, max_bytes, batch_rows and batch_bytes must be positive")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.prefix, self.max_rows, self.max_bytes, self.batch_rows = prefix, max_rows, max_bytes, batch_rows
+        self.prefix, self.max_rows, self.max_bytes = prefix, max_rows, max_bytes
+        self.batch_rows, self.batch_bytes = batch_rows, batch_bytes
         self.schema = schema or load_schema()
         self._arrow_schema = self.schema.arrow_schema
         self._remove_partials()
@@ -174,7 +179,7 @@ class ShardWriter:
         self._arrow_sink: pa.PythonFile | None = None
         self._path: Path | None = None
         self._buffer: list[dict[str, Any]] = []
-        self._rows = self._bytes = 0
+        self._rows = self._bytes = self._buffered_bytes = 0
         self._counts: dict[str, Counter[str]] = {}
         self.published: list[Path] = []
 
@@ -199,12 +204,14 @@ class ShardWriter:
         if self._stream is None:
             self._open()
         self._buffer.append(full)
+        size = _record_size(full)
         self._rows += 1
-        self._bytes += _record_size(full)
+        self._bytes += size
+        self._buffered_bytes += size
         for key in COUNTED_FIELDS:
             if key in full:
                 self._counts.setdefault(key, Counter())[str(full[key])] += 1
-        if len(self._buffer) >= self.batch_rows:
+        if len(self._buffer) >= self.batch_rows or self._buffered_bytes >= self.batch_bytes:
             self._drain()
         if self._rows >= self.max_rows or self._bytes >= self.max_bytes:
             self.flush()
@@ -223,7 +230,7 @@ class ShardWriter:
     def _drain(self) -> None:
         if self._buffer and self._stream is not None:
             self._stream.write_table(pa.Table.from_pylist(self._buffer, schema=self._arrow_schema))
-            self._buffer = []
+            self._buffer, self._buffered_bytes = [], 0
 
     def flush(self) -> Path | None:
         """Publish the open shard (if it has rows); returns its path."""
@@ -252,7 +259,7 @@ class ShardWriter:
         self.published.append(published)
         self._next_index += 1
         self._stream = self._sink = self._arrow_sink = self._path = None
-        self._rows = self._bytes = 0
+        self._rows = self._bytes = self._buffered_bytes = 0
         self._counts = {}
         return published
 
