@@ -35,10 +35,12 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["hf", "vllm"] = "hf"  # vllm: not implemented yet (the trainer says so and stops)
+    engine: Literal["hf", "vllm"] = "hf"  # hf: policy.generate; vllm: colocated engine, weights synced per update
     group_size: int = 8  # G responses per prompt
     temperature: float = 1.0
     max_new_tokens: int = 16
+    vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory the colocated engine may take
+    vllm_max_model_len: int = 16384  # prompt + response tokens the engine accepts
 
 
 @dataclass

@@ -6,7 +6,8 @@ One step:
    rank r takes every world_size-th prompt, so ranks never share a sample;
 2. each prompt is built with only its RMT's modalities (``data.input_modalities: rmt``)
    or everything available (``all``), with the annotation prompt convention;
-3. G responses per prompt are sampled (hf generate);
+3. G responses per prompt are sampled (``rollout.engine``: hf generate, or a colocated
+   vLLM engine whose weights are synced from the policy before the next rollout);
 4. rewards (each component logged) -> early zero-variance filter (groups whose G rewards
    are equal are dropped before any log-prob or backward work) -> advantages from the
    estimator registry, with RMT strata;
@@ -42,6 +43,7 @@ from maple_rl.filtering import zero_variance_mask
 from maple_rl.losses import LossConfig, policy_loss
 from maple_rl.mssr import BetaTracker
 from maple_rl.rewards import reward_components, total_reward
+from maple_rl.rollout import HFRollout, RolloutEngine, VLLMRollout
 from maple_rl.sampler import SamplerConfig, StratifiedSampler
 from maple_rl.weighting import AdaptiveWeights, WeightingConfig
 
@@ -123,8 +125,6 @@ class Trainer:
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         self.config = config
-        if config.rollout.engine != "hf":
-            raise ValueError("rollout.engine=vllm is not implemented yet: use hf (vLLM is used for annotation)")
         self.acc = Accelerator(cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(config.seed)
@@ -160,6 +160,8 @@ class Trainer:
         self.loss_config = LossConfig(clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
                                       aggregation=a.aggregation, stratum_average=a.stratum_average,
                                       kl_coef=a.kl_coef, max_response_length=config.rollout.max_new_tokens)
+        self.engine = self._rollout_engine()
+        self.engine_stale = True  # the policy changed since the engine last got its weights
         self.interrupted = False
         if resume:
             self._resume()
@@ -192,6 +194,18 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
+    def _rollout_engine(self) -> RolloutEngine:
+        r = self.config.rollout
+        if r.engine == "vllm":
+            return VLLMRollout(self.config.model.path, eos_id=self.eos_id, pad_id=self.pad_id,
+                               temperature=r.temperature, max_new_tokens=r.max_new_tokens,
+                               gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+                               max_model_len=r.vllm_max_model_len, rank=self.acc.process_index,
+                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index)
+        return HFRollout(self._encode, lambda: self.acc.unwrap_model(self.model), eos_id=self.eos_id,
+                         pad_id=self.pad_id, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
+                         forward_args=self.forward_args)
+
     def _prompt(self, record: dict[str, Any]):
         given = record["rmt"] if self.config.data.input_modalities == "rmt" else record["available_modalities"]
         return build_prompt(record["question"], record["options"], media_of(record), given,
@@ -202,20 +216,15 @@ class Trainer:
 
     def rollout(self, records: list[dict[str, Any]]) -> tuple[list, torch.Tensor, list[str]]:
         """G sampled responses per record: (prompts, response ids (N*G, T), texts)."""
-        G, r = self.config.rollout.group_size, self.config.rollout
-        prompts = [p for rec in records for p in [self._prompt(rec)] * G]
-        inputs = self._encode(prompts)
-        model = self.acc.unwrap_model(self.model)
-        model.eval()
-        with torch.no_grad():
-            out = model.generate(**inputs, do_sample=r.temperature > 0, temperature=r.temperature or None,
-                                 top_p=None, top_k=None, max_new_tokens=r.max_new_tokens,
-                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id, **self.forward_args)
-        responses = out[:, inputs["input_ids"].shape[1]:]
-        if responses.shape[1] == 0:
-            responses = torch.full((len(prompts), 1), self.eos_id, dtype=torch.long, device=out.device)
+        G = self.config.rollout.group_size
+        if self.engine_stale:
+            self.engine.sync_weights(self.acc.unwrap_model(self.model))
+            self.engine_stale = False
+        unique = [self._prompt(rec) for rec in records]
+        seed = (self.config.seed * 1_000_003 + self.counter.step) * self.acc.num_processes + self.acc.process_index
+        responses = self.engine.generate(unique, G, seed)
         texts = self.encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        return prompts, responses, texts
+        return [p for p in unique for _ in range(G)], responses, texts
 
     def train_step(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
@@ -318,6 +327,7 @@ class Trainer:
                     self.acc.backward(loss / len(group))
                 grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
                 self.optimizer.step()
+                self.engine_stale = True
                 totals["grad_norm"] += float(grad_norm)
                 updates += 1
         n = max(totals.pop("n", 0), 1)
@@ -408,6 +418,7 @@ class Trainer:
             optimizer.zero_grad()
             self.acc.backward(loss)
             optimizer.step()
+            self.engine_stale = True
             losses.append(float(loss.detach()))
         return losses
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,3 +62,79 @@ def annotated_synthetic(root: Path, n: int, seed: int) -> tuple[Path, dict[str, 
     run_annotate(items.values(), work, TableBackend(items, truth), AblationSettings(model="table", samples=16))
     run_propose(work)
     return work, items, [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
+
+
+class FakeVLLM:
+    """Test double of the ``vllm`` module for the colocated rollout engine: ``LLM`` keeps a
+    real copy of the checkpoint's model in a worker built the way vLLM builds one (the
+    ``worker_extension_cls`` mixed into the worker class), answers ``collective_rpc`` by
+    calling the named method on that worker, and samples ``n`` completions per request
+    from a seeded generator (ids only, ending at a stop id when one is drawn). It checks
+    the request format and records every call for the test to inspect."""
+
+    def __init__(self, load_model) -> None:
+        self.load_model = load_model  # path -> torch module (the checkpoint's model)
+        self.engines: list = []
+        fake = self
+
+        class SamplingParams:
+            def __init__(self, **kwargs) -> None:
+                self.__dict__.update(kwargs)
+
+        class LLM:
+            def __init__(self, model: str, **kwargs) -> None:
+                import importlib
+
+                module, _, name = kwargs["worker_extension_cls"].rpartition(".")
+                extension = getattr(importlib.import_module(module), name)
+                worker_cls = type("Worker", (extension,), {})
+                self.worker = worker_cls()
+                self.worker.model_runner = type("ModelRunner", (), {})()
+                self.worker.model_runner.model = _LoadableModel(fake.load_model(model))
+                self.kwargs, self.calls = kwargs, []
+                fake.engines.append(self)
+
+            def collective_rpc(self, method: str, args=()):
+                self.calls.append(("collective_rpc", method))
+                return [getattr(self.worker, method)(*args)]
+
+            def reset_prefix_cache(self) -> None:
+                self.calls.append(("reset_prefix_cache", None))
+
+            def generate(self, requests, params, use_tqdm=True):
+                import torch
+
+                self.calls.append(("generate", len(requests)))
+                vocab = self.worker.model_runner.model.vocab_size
+                generator = torch.Generator().manual_seed(params.seed)
+                outputs = []
+                for request in requests:
+                    assert isinstance(request["prompt"], str) and request["prompt"].endswith("<|im_start|>assistant\n")
+                    completions = []
+                    for _ in range(params.n):
+                        length = int(torch.randint(0, params.max_tokens + 1, (1,), generator=generator))
+                        ids = torch.randint(0, vocab, (length,), generator=generator).tolist()
+                        if length and float(torch.rand(1, generator=generator)) < 0.5:
+                            ids[-1] = params.stop_token_ids[0]
+                        completions.append(type("Completion", (), {"token_ids": ids})())
+                    outputs.append(type("RequestOutput", (), {"outputs": completions})())
+                return outputs
+
+        self.module = types.ModuleType("vllm")
+        self.module.LLM, self.module.SamplingParams = LLM, SamplingParams
+
+
+class _LoadableModel:
+    """The ``load_weights(weights=[(name, tensor)])`` interface of a vLLM model, over a
+    torch module; unknown names are errors (as in vLLM)."""
+
+    def __init__(self, module) -> None:
+        self.module = module
+        self.vocab_size = module.get_output_embeddings().weight.shape[0]
+
+    def load_weights(self, weights) -> None:
+        state = self.module.state_dict()
+        for name, tensor in weights:
+            if name not in state:
+                raise KeyError(f"no parameter {name!r} in the served model")
+            state[name].copy_(tensor)

@@ -66,8 +66,8 @@ def test_config_recipes_overrides_and_errors():
         load_config(None, ["sampling.curriculum=sometimes"])
     with pytest.raises(ValueError, match="expected int"):
         load_config(None, ["steps=many"])
-    with pytest.raises(ValueError, match="vllm is not implemented"):
-        Trainer(load_config(None, ["rollout.engine=vllm"]))
+    with pytest.raises(ValueError, match="not one of"):
+        load_config(None, ["rollout.engine=sglang"])
 
 
 def test_schedule_and_response_mask_by_hand():
@@ -252,3 +252,74 @@ def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
     accumulated = Trainer(load_config(None, [*config_overrides(config), "algo.minibatch_size=4",
                                              "algo.gradient_accumulation_steps=2", f"output_dir={tmp_path / 'acc'}"]))
     assert accumulated.train_step()["updates"] == 2
+
+
+# ---------------------------------------------------------------- vLLM rollouts (pure parts + a double)
+
+
+def test_rollout_padding_sampling_and_launcher_env_by_hand(monkeypatch):
+    from maple_rl.rollout import completion_ids, external_launcher_env, pad_responses, rollout_sampling_kwargs
+
+    eos, pad = 9, 0
+    assert pad_responses([[5, 6, 9], [], [7]], pad, eos).tolist() == [[5, 6, 9], [9, 0, 0], [7, 0, 0]]
+    assert pad_responses([[], []], pad, eos).tolist() == [[9], [9]]
+    out = [type("O", (), {"outputs": [type("C", (), {"token_ids": ids})() for ids in group]})()
+           for group in ([[1], [2, 3]], [[4], []])]
+    assert completion_ids(out) == [[1], [2, 3], [4], []]
+    assert rollout_sampling_kwargs(4, 0.7, 16, eos, 11) == {"n": 4, "temperature": 0.7, "max_tokens": 16, "seed": 11,
+                                                            "stop_token_ids": [eos], "detokenize": False}
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "5")  # set by a launcher: kept
+    assert external_launcher_env(1, 2, 1) == {"RANK": "5", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
+                                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
+
+
+def test_weight_items_names_are_checkpoint_names_and_tied_tensors_are_listed_once(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from maple_data.backends.tiny_omni import build_tiny_text_lm
+    from maple_rl.rollout import weight_items
+
+    path = build_tiny_text_lm(tmp_path / "lm", ["what colour is it"])
+    model = AutoModelForCausalLM.from_pretrained(path)
+    items = dict(weight_items(model))
+    saved = load_file(str(path / "model.safetensors"))
+    assert set(items) == set(saved)  # save_pretrained also writes a tied tensor once
+    assert all(torch.equal(items[k], saved[k]) for k in saved)
+
+
+def test_vllm_engine_samples_and_gets_the_policy_weights_after_every_update(bench_and_model, tmp_path, monkeypatch):
+    from maple_rl.trainer import load_policy
+    from tests.doubles import FakeVLLM
+
+    bench, model = bench_and_model
+    fake = FakeVLLM(lambda path: load_policy(path, torch.float32)[0])
+    monkeypatch.setitem(sys.modules, "vllm", fake.module)
+    config = load_config(ROOT / "pipelines" / "mapo-adaptive.yaml",
+                         quick(bench, model, tmp_path / "v", "rollout.engine=vllm", "format_warmup_steps=2"))
+    trainer = Trainer(config)
+    trainer.run()
+    (engine,) = fake.engines
+    assert engine.kwargs["distributed_executor_backend"] == "external_launcher"
+    assert engine.kwargs["tensor_parallel_size"] == 1
+    steps = [json.loads(x) for x in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()][1:]
+    assert len(steps) == 3 and all(math.isfinite(m["loss"]) for m in steps)
+    # a rollout is preceded by a weight load and a prefix-cache reset exactly when the policy
+    # changed since the last one: after the warm-up, and after each step that made an update
+    changed = [True] + [m["updates"] > 0 for m in steps[:-1]]
+    expected = [k for c in changed for k in (["collective_rpc", "reset_prefix_cache"] if c else []) + ["generate"]]
+    assert [kind for kind, _ in engine.calls] == expected
+    trainer.rollout([trainer.items[0]])  # forces the sync of the last update
+    served = engine.worker.model_runner.model.module.state_dict()
+    policy = trainer.acc.unwrap_model(trainer.model).state_dict()
+    assert all(torch.equal(served[k], policy[k]) for k in policy)
+    assert not torch.equal(served["lm_head.weight"], load_policy(str(model), torch.float32)[0].lm_head.weight)
+
+
+def test_vllm_engine_without_vllm_says_what_to_install(bench_and_model, tmp_path, monkeypatch):
+    bench, model = bench_and_model
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import fails as when vLLM is absent
+    with pytest.raises(RuntimeError, match=r"needs vLLM on a GPU machine: pip install 'maple-omni\[vllm\]'"):
+        Trainer(load_config(None, quick(bench, model, tmp_path / "x", "rollout.engine=vllm")))

@@ -1,0 +1,156 @@
+"""Rollout engines: G sampled responses per prompt, as token ids the trainer scores.
+
+- ``hf``: ``generate`` on the policy itself (CPU or GPU, batched, left-padded prompts).
+- ``vllm``: a colocated vLLM engine in the trainer's process (one per rank, tensor
+  parallel size 1, ``distributed_executor_backend="external_launcher"`` so it joins the
+  ranks accelerate started), sampling ``n = G`` per prompt; after every optimizer step the
+  policy's weights are loaded into it through ``LLM.collective_rpc`` and its prefix cache
+  is reset (cached KV blocks were computed with the old weights). Requests use the same
+  prompt convention as annotation (``maple_data.backends.vllm.build_request``).
+
+Either way the trainer recomputes every log-prob itself; the engine only samples.
+The request building, sampling parameters, response padding and weight listing are pure
+and tested without vLLM; the engine itself needs a GPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from maple_data.backends.vllm import build_request, placeholder_tokens, sampling_kwargs
+from maple_data.prompts import Prompt
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
+        """Response ids ``(len(prompts) * group_size, T)``, prompt-major (the G responses of
+        prompt 0 first), right-padded; ``T >= 1``."""
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the engine sample from ``model``'s current weights."""
+
+
+def pad_responses(token_ids: Sequence[Sequence[int]], pad_id: int, eos_id: int) -> torch.Tensor:
+    """Right-padded ``(N, T)`` int64 ids, ``T = max(1, longest)``; an empty response
+    becomes a lone EOS (it still gets a log-prob and a reward)."""
+    rows = [list(ids) or [eos_id] for ids in token_ids]
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for k, row in enumerate(rows):
+        out[k, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def completion_ids(outputs: Sequence[Any]) -> list[list[int]]:
+    """Token ids of every completion of vLLM ``RequestOutput``s, prompt-major."""
+    return [list(c.token_ids) for out in outputs for c in out.outputs]
+
+
+def rollout_sampling_kwargs(group_size: int, temperature: float, max_new_tokens: int, eos_id: int,
+                            seed: int) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keywords: G samples per prompt that stop at ``eos_id``
+    (the chat turn end, as ``hf`` generation does), ids only (text is decoded once by the
+    trainer's tokenizer, for both engines)."""
+    return sampling_kwargs(group_size, temperature, max_new_tokens, seed) | {
+        "stop_token_ids": [eos_id], "detokenize": False}
+
+
+def weight_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of every parameter and buffer under its checkpoint name (the
+    names ``save_pretrained`` writes, which vLLM's ``load_weights`` maps itself); a
+    tensor shared by two names (tied embeddings) is listed once."""
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        key = tensor.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        yield name, tensor.detach()
+
+
+def external_launcher_env(rank: int, world_size: int, local_rank: int) -> dict[str, str]:
+    """Environment ``external_launcher`` reads when no launcher set it (a single process
+    run without ``accelerate launch``); values already set win."""
+    defaults = {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
+    return {k: os.environ.get(k, v) for k, v in defaults.items()}
+
+
+class WeightLoaderExtension:
+    """Mixed into vLLM's GPU worker (``worker_extension_cls``): loads ``(name, tensor)``
+    pairs into the model it serves."""
+
+    def maple_load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> int:
+        self.model_runner.model.load_weights(weights=weights)  # type: ignore[attr-defined]
+        return len(weights)
+
+
+class HFRollout:
+    """Sampling with ``generate`` on the policy itself.
+
+    ``encode(prompts)`` gives the model inputs (on the model's device), ``policy()`` the
+    unwrapped model, ``forward_args`` the extra arguments it takes."""
+
+    def __init__(self, encode: Callable[[list[Prompt]], dict[str, Any]], policy: Callable[[], torch.nn.Module], *,
+                 eos_id: int, pad_id: int, temperature: float, max_new_tokens: int,
+                 forward_args: dict[str, Any]) -> None:
+        self.encode, self.policy, self.forward_args = encode, policy, forward_args
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
+        """``seed`` is unused: sampling draws from torch's global generator, which
+        checkpoints save and restore."""
+        repeated = [p for p in prompts for _ in range(group_size)]
+        inputs = self.encode(repeated)
+        model = self.policy()
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(**inputs, do_sample=self.temperature > 0, temperature=self.temperature or None,
+                                 top_p=None, top_k=None, max_new_tokens=self.max_new_tokens,
+                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id, **self.forward_args)
+        responses = out[:, inputs["input_ids"].shape[1]:]
+        if responses.shape[1] == 0:
+            responses = torch.full((len(repeated), 1), self.eos_id, dtype=torch.long, device=out.device)
+        return responses
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Nothing to do: generation runs on the policy itself."""
+
+
+class VLLMRollout:
+    """A colocated vLLM engine (see the module docstring); one per rank."""
+
+    def __init__(self, model_path: str, *, eos_id: int, pad_id: int, temperature: float, max_new_tokens: int,
+                 gpu_memory_utilization: float, max_model_len: int, rank: int, world_size: int,
+                 local_rank: int) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise RuntimeError("rollout.engine=vllm needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'"
+                               ) from exc
+        os.environ.update(external_launcher_env(rank, world_size, local_rank))
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.tokens = placeholder_tokens(model_path)
+        self.llm = LLM(model=model_path, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
+                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=rank,
+                       limit_mm_per_prompt={"video": 1, "audio": 1}, enable_prefix_caching=True,
+                       worker_extension_cls=f"{__name__}.WeightLoaderExtension")
+
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
+        from vllm import SamplingParams
+
+        params = SamplingParams(**rollout_sampling_kwargs(group_size, self.temperature, self.max_new_tokens,
+                                                          self.eos_id, seed))
+        outputs = self.llm.generate([build_request(p, self.tokens) for p in prompts], params, use_tqdm=False)
+        return pad_responses(completion_ids(outputs), self.pad_id, self.eos_id)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.llm.collective_rpc("maple_load_weights", args=(list(weight_items(model)),))
+        self.llm.reset_prefix_cache()
+
