@@ -51,12 +51,14 @@ def completion_ids(outputs: Sequence[Any]) -> list[list[int]]:
 
 
 def rollout_sampling_kwargs(group_size: int, temperature: float, max_new_tokens: int, eos_id: int,
-                            seed: int) -> dict[str, Any]:
+                            seed: int, suppressed: Sequence[int] = ()) -> dict[str, Any]:
     """``vllm.SamplingParams`` keywords: G samples per prompt that stop at ``eos_id``
-    (the chat turn end, as ``hf`` generation does), ids only (text is decoded once by the
-    trainer's tokenizer, for both engines)."""
+    (the chat turn end, as ``hf`` generation does), never sample a ``suppressed`` id
+    (logit bias -100, OpenAI's "ban"), ids only (text is decoded once by the trainer's
+    tokenizer, for both engines)."""
     return sampling_kwargs(group_size, temperature, max_new_tokens, seed) | {
-        "stop_token_ids": [eos_id], "detokenize": False}
+        "stop_token_ids": [eos_id], "detokenize": False,
+        "logit_bias": {int(t): -100.0 for t in suppressed} or None}
 
 
 def weight_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -97,8 +99,9 @@ class HFRollout:
 
     def __init__(self, encode: Callable[[list[Prompt]], dict[str, Any]], policy: Callable[[], torch.nn.Module], *,
                  eos_id: int, pad_id: int, temperature: float, max_new_tokens: int,
-                 forward_args: dict[str, Any]) -> None:
+                 forward_args: dict[str, Any], suppressed: Sequence[int] = ()) -> None:
         self.encode, self.policy, self.forward_args = encode, policy, forward_args
+        self.suppressed = list(suppressed)
         self.eos_id, self.pad_id = eos_id, pad_id
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
 
@@ -112,7 +115,8 @@ class HFRollout:
         with torch.no_grad():
             out = model.generate(**inputs, do_sample=self.temperature > 0, temperature=self.temperature or None,
                                  top_p=None, top_k=None, max_new_tokens=self.max_new_tokens,
-                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id, **self.forward_args)
+                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                                 suppress_tokens=self.suppressed or None, **self.forward_args)
         responses = out[:, inputs["input_ids"].shape[1]:]
         if responses.shape[1] == 0:
             responses = torch.full((len(repeated), 1), self.eos_id, dtype=torch.long, device=out.device)
@@ -127,14 +131,14 @@ class VLLMRollout:
 
     def __init__(self, model_path: str, *, eos_id: int, pad_id: int, temperature: float, max_new_tokens: int,
                  gpu_memory_utilization: float, max_model_len: int, rank: int, world_size: int,
-                 local_rank: int) -> None:
+                 local_rank: int, suppressed: Sequence[int] = ()) -> None:
         try:
             from vllm import LLM
         except ImportError as exc:
             raise RuntimeError("rollout.engine=vllm needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'"
                                ) from exc
         os.environ.update(external_launcher_env(rank, world_size, local_rank))
-        self.eos_id, self.pad_id = eos_id, pad_id
+        self.eos_id, self.pad_id, self.suppressed = eos_id, pad_id, list(suppressed)
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.tokens = placeholder_tokens(model_path)
         self.llm = LLM(model=model_path, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
@@ -146,7 +150,7 @@ class VLLMRollout:
         from vllm import SamplingParams
 
         params = SamplingParams(**rollout_sampling_kwargs(group_size, self.temperature, self.max_new_tokens,
-                                                          self.eos_id, seed))
+                                                          self.eos_id, seed, self.suppressed))
         outputs = self.llm.generate([build_request(p, self.tokens) for p in prompts], params, use_tqdm=False)
         return pad_responses(completion_ids(outputs), self.pad_id, self.eos_id)
 

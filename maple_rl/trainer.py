@@ -29,6 +29,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -102,15 +103,18 @@ def load_policy(path: str, dtype: torch.dtype):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), {}
 
 
-def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, **extra: Any
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, *, suppressed: Sequence[int] = (),
+                   **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs ``(N, T)`` of ``responses`` after the prompts in ``inputs``, and the
-    entropy of each position's distribution."""
+    entropy of each position's distribution; token ids in ``suppressed`` (never sampled)
+    are excluded from the distribution, as the rollout engines exclude them."""
     prompt_len = inputs["input_ids"].shape[1]
     full = dict(inputs)
     full["input_ids"] = torch.cat([inputs["input_ids"], responses], dim=1)
     full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(responses)], dim=1)
     logits = model(**full, **extra).logits[:, prompt_len - 1:-1, :].float()
+    if len(suppressed):
+        logits[..., list(suppressed)] = -1e9  # finite: probability 0 without 0 * -inf in the entropy
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -141,6 +145,7 @@ class Trainer:
         self.encoder = OmniEncoder(config.model.path)
         self.eos_id = self.encoder.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = self.encoder.tokenizer.pad_token_id
+        self.suppressed = self.encoder.media_token_ids()  # never sampled, excluded from log-probs
         o = config.optim
         optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
@@ -201,10 +206,11 @@ class Trainer:
                                temperature=r.temperature, max_new_tokens=r.max_new_tokens,
                                gpu_memory_utilization=r.vllm_gpu_memory_utilization,
                                max_model_len=r.vllm_max_model_len, rank=self.acc.process_index,
-                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index)
+                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index,
+                               suppressed=self.suppressed)
         return HFRollout(self._encode, lambda: self.acc.unwrap_model(self.model), eos_id=self.eos_id,
                          pad_id=self.pad_id, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
-                         forward_args=self.forward_args)
+                         forward_args=self.forward_args, suppressed=self.suppressed)
 
     def _prompt(self, record: dict[str, Any]):
         given = record["rmt"] if self.config.data.input_modalities == "rmt" else record["available_modalities"]
@@ -301,7 +307,7 @@ class Trainer:
         with torch.no_grad():
             for chunk in chunks:
                 logp, _ = token_logprobs(self.acc.unwrap_model(self.model), self._encode([prompts[i] for i in chunk]),
-                                         responses[chunk], **self.forward_args)
+                                         responses[chunk], suppressed=self.suppressed, **self.forward_args)
                 old.append(logp)
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
@@ -312,7 +318,8 @@ class Trainer:
                     if k < len(chunks):
                         chunk = chunks[k]
                         logp, entropy = token_logprobs(self.model, self._encode([prompts[i] for i in chunk]),
-                                                       responses[chunk], **self.forward_args)
+                                                       responses[chunk], suppressed=self.suppressed,
+                                                       **self.forward_args)
                         loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device),
                                               mask[chunk].to(logp.device), self.loss_config,
                                               strata=strata[chunk].to(logp.device),
@@ -322,7 +329,7 @@ class Trainer:
                         totals["n"] += 1
                     else:  # nothing left here: a forward with zero loss keeps DDP's collectives in step
                         logp, _ = token_logprobs(self.model, self._encode(prompts[:1]), responses[:1],
-                                                 **self.forward_args)
+                                                 suppressed=self.suppressed, **self.forward_args)
                         loss = logp.sum() * 0.0
                     self.acc.backward(loss / len(group))
                 grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
@@ -412,7 +419,7 @@ class Trainer:
             ids = tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
             responses = ids["input_ids"].to(self.acc.device)
             logp, _ = token_logprobs(model, self._encode([self._prompt(r) for r in records]), responses,
-                                     **self.forward_args)
+                                     suppressed=self.suppressed, **self.forward_args)
             mask = ids["attention_mask"].to(logp.device).to(logp.dtype)
             loss = -(logp * mask).sum() / mask.sum()
             optimizer.zero_grad()

@@ -113,7 +113,9 @@ class FakeVLLM:
                     completions = []
                     for _ in range(params.n):
                         length = int(torch.randint(0, params.max_tokens + 1, (1,), generator=generator))
-                        ids = torch.randint(0, vocab, (length,), generator=generator).tolist()
+                        banned = [t for t, bias in (params.logit_bias or {}).items() if bias <= -100]
+                        allowed = torch.tensor([t for t in range(vocab) if t not in banned])
+                        ids = allowed[torch.randint(0, len(allowed), (length,), generator=generator)].tolist()
                         if length and float(torch.rand(1, generator=generator)) < 0.5:
                             ids[-1] = params.stop_token_ids[0]
                         completions.append(type("Completion", (), {"token_ids": ids})())

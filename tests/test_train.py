@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
-from maple_rl.trainer import Trainer, lr_lambda, response_mask
+from maple_rl.trainer import Trainer, lr_lambda, response_mask, token_logprobs
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["mupo", "mapo", "mapo-adaptive", "mixed-advantage", "mssr"]
@@ -267,7 +267,9 @@ def test_rollout_padding_sampling_and_launcher_env_by_hand(monkeypatch):
            for group in ([[1], [2, 3]], [[4], []])]
     assert completion_ids(out) == [[1], [2, 3], [4], []]
     assert rollout_sampling_kwargs(4, 0.7, 16, eos, 11) == {"n": 4, "temperature": 0.7, "max_tokens": 16, "seed": 11,
-                                                            "stop_token_ids": [eos], "detokenize": False}
+                                                            "stop_token_ids": [eos], "detokenize": False,
+                                                            "logit_bias": None}
+    assert rollout_sampling_kwargs(1, 1.0, 4, eos, 0, [3, 4])["logit_bias"] == {3: -100.0, 4: -100.0}
     for name in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RANK", "5")  # set by a launcher: kept
@@ -323,3 +325,22 @@ def test_vllm_engine_without_vllm_says_what_to_install(bench_and_model, tmp_path
     monkeypatch.setitem(sys.modules, "vllm", None)  # import fails as when vLLM is absent
     with pytest.raises(RuntimeError, match=r"needs vLLM on a GPU machine: pip install 'maple-omni\[vllm\]'"):
         Trainer(load_config(None, quick(bench, model, tmp_path / "x", "rollout.engine=vllm")))
+
+
+def test_rollouts_never_sample_media_placeholders(bench_and_model, tmp_path):
+    """A random policy at a high temperature samples nearly uniformly; a media placeholder
+    in a response used to break the scoring forward pass (features vs placeholder count)."""
+    bench, model = bench_and_model
+    config = load_config(ROOT / "pipelines" / "mupo.yaml", quick(
+        bench, model, tmp_path / "t", "format_warmup_steps=0", "rollout.temperature=50", "rollout.group_size=8",
+        "rollout.max_new_tokens=8", "steps=1"))
+    trainer = Trainer(config)
+    thinker = trainer.acc.unwrap_model(trainer.model).config
+    assert {thinker.video_token_index, thinker.audio_token_index} <= set(trainer.suppressed)
+    prompts, responses, _ = trainer.rollout([trainer.items[i] for i in range(7)])
+    assert responses.numel() >= 7 * 8 * 4
+    assert not torch.isin(responses, torch.tensor(trainer.suppressed)).any()
+    logp, entropy = token_logprobs(trainer.acc.unwrap_model(trainer.model), trainer._encode(prompts[:2]),
+                                   responses[:2], suppressed=trainer.suppressed)
+    assert torch.isfinite(logp).all() and torch.isfinite(entropy).all()
+    trainer.run()  # scores and updates on such samples

@@ -11,16 +11,20 @@ audio is a separate stream (``use_audio_in_video=False``).
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maple_data.backends.chat import render_chat
+from maple_data.backends.chat import QWEN2_5_OMNI, QWEN3_OMNI, render_chat
 from maple_data.prompts import Prompt
 from maple_data.qwen_video import VisionSpec, preprocess_video
 from maple_data.schema import AUDIO_SAMPLE_RATE
+
+# every media placeholder token of the supported families (and Qwen's image placeholders)
+MEDIA_TOKENS = (*astuple(QWEN2_5_OMNI), *astuple(QWEN3_OMNI), "<|IMAGE|>", "<|image_pad|>")
 
 
 def audio_token_count(feature_frames: int) -> int:
@@ -44,6 +48,13 @@ class OmniEncoder:
         config_path = Path(model) / "preprocessor_config.json"
         raw: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
         self.vision = VisionSpec.from_config(raw)
+
+    def media_token_ids(self) -> list[int]:
+        """Ids of the media placeholder tokens this tokenizer knows. A policy must never
+        emit them: the model counts every one in its input against the media features,
+        so one sampled into a response breaks the forward pass that scores it."""
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab[t] for t in MEDIA_TOKENS if t in vocab)
 
     def encode(self, prompts: Sequence[Prompt]) -> dict[str, Any]:
         """CPU tensors for a batch of prompts (left-padded): ``input_ids``,
