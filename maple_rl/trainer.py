@@ -146,6 +146,7 @@ class Trainer:
         self.eos_id = self.encoder.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.suppressed = self.encoder.media_token_ids()  # never sampled, excluded from log-probs
+        self.prepared: dict = {}  # this step's prepared prompts (OmniEncoder.encode's cache)
         o = config.optim
         optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
@@ -218,7 +219,11 @@ class Trainer:
                             meta={"item": record["id"], "subset": given})
 
     def _encode(self, prompts) -> dict[str, Any]:
-        return to_device(self.encoder.encode(prompts), self.acc.device, self.acc.unwrap_model(self.model).dtype)
+        """Model inputs on the device; each prompt's media features are computed once per
+        step (a step encodes every prompt G times over for rollout, old log-probs and
+        each PPO epoch)."""
+        inputs = self.encoder.encode(prompts, self.prepared)
+        return to_device(inputs, self.acc.device, self.acc.unwrap_model(self.model).dtype)
 
     def rollout(self, records: list[dict[str, Any]]) -> tuple[list, torch.Tensor, list[str]]:
         """G sampled responses per record: (prompts, response ids (N*G, T), texts)."""
@@ -236,6 +241,7 @@ class Trainer:
         cfg, start = self.config, time.perf_counter()
         rank, world = self.acc.process_index, self.acc.num_processes
         batch = self.sampler.next_batch()
+        self.prepared.clear()  # last step's prompts
         mine = batch[rank::world]
         records = [self.items[i] for i in mine]
         G = cfg.rollout.group_size
@@ -410,6 +416,7 @@ class Trainer:
         losses = []
         model.train()
         for _ in range(cfg.format_warmup_steps):
+            self.prepared.clear()
             picks = torch.randint(len(self.items), (cfg.sampling.batch_size,), generator=generator).tolist()
             records = [self.items[i] for i in picks[self.acc.process_index::self.acc.num_processes]]
             letters = [int(torch.randint(len(r["options"] or ["x"]), (1,), generator=generator)) for r in records]

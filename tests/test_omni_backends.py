@@ -130,6 +130,27 @@ def seven_items(synth_corpus, tmp_path) -> Path:
     return path
 
 
+def test_encoder_prepares_each_prompt_object_once_and_batches_like_distinct_copies(tiny_omni, monkeypatch):
+    import copy
+
+    import torch
+
+    from maple_data.backends.omni_inputs import OmniEncoder
+
+    encoder = OmniEncoder(str(tiny_omni))
+    shared, text_only = prompt_with(), prompt_with(frames=False, audio=False)
+    expected = encoder.encode([shared, copy.deepcopy(shared), text_only, copy.deepcopy(shared)])
+    calls = []
+    original = encoder.prepare
+    monkeypatch.setattr(encoder, "prepare", lambda p: calls.append(p) or original(p))
+    cache: dict = {}
+    got = encoder.encode([shared, shared, text_only, shared], cache)
+    assert len(calls) == 2 and set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    encoder.encode([shared, text_only], cache)  # a later call of the same step reuses both
+    assert len(calls) == 2
+
+
 def annotate_args(corpus: Path, qa: Path, work: Path, model: Path, *extra: str) -> list[str]:
     return ["annotate", str(corpus / "videos"), "--qa", str(qa), "-o", str(work), "--model", str(model),
             "--samples", "2", "--max-new-tokens", "3", "--frames", "4", "--batch-size", "16", *extra]

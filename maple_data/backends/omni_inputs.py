@@ -11,7 +11,7 @@ audio is a separate stream (``use_audio_in_video=False``).
 from __future__ import annotations
 
 import json
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,20 @@ def audio_token_count(feature_frames: int) -> int:
     """Tokens the Qwen2.5-Omni audio tower emits for ``feature_frames`` mel frames."""
     after_conv = (feature_frames - 1) // 2 + 1
     return (after_conv - 2) // 2 + 1
+
+
+@dataclass
+class PreparedPrompt:
+    """One prompt's model inputs before batching. ``pixels``: video patches
+    ``(n_patches, patch_dim)`` float32 with ``grid`` (t, h, w) and ``seconds`` per temporal
+    grid step; ``mel``: Whisper log-mel ``(n_mels, frames)`` with its frame mask."""
+
+    text: str
+    pixels: np.ndarray | None = None
+    grid: tuple[int, int, int] | None = None
+    seconds: float | None = None
+    mel: np.ndarray | None = None
+    mel_mask: np.ndarray | None = None
 
 
 class OmniEncoder:
@@ -56,39 +70,54 @@ class OmniEncoder:
         vocab = self.tokenizer.get_vocab()
         return sorted(vocab[t] for t in MEDIA_TOKENS if t in vocab)
 
-    def encode(self, prompts: Sequence[Prompt]) -> dict[str, Any]:
+    def prepare(self, prompt: Prompt) -> PreparedPrompt:
+        """The model inputs of one prompt: rendered text and media features (the costly
+        part: Whisper log-mel features and video patches)."""
+        prepared = PreparedPrompt(text="")
+        video_tokens = audio_tokens = 0
+        if prompt.frames is not None:
+            video = preprocess_video(prompt.frames, prompt.frame_times, self.vision)
+            prepared.pixels, prepared.grid, prepared.seconds = video.pixel_values, video.grid_thw, video.second_per_grid
+            video_tokens = video.n_tokens
+        if prompt.audio is not None:
+            if self.features is None:
+                raise ValueError("this model has no audio feature extractor (a text-only model?): the prompt "
+                                 "carries audio")
+            feats = self.features(prompt.audio, sampling_rate=AUDIO_SAMPLE_RATE, return_attention_mask=True,
+                                  padding="max_length", return_tensors="np")
+            prepared.mel, prepared.mel_mask = feats["input_features"][0], feats["attention_mask"][0]
+            audio_tokens = audio_token_count(int(prepared.mel_mask.sum()))
+        prepared.text = render_chat(prompt, video_tokens, audio_tokens)
+        return prepared
+
+    def encode(self, prompts: Sequence[Prompt], cache: dict[int, tuple[Prompt, PreparedPrompt]] | None = None
+               ) -> dict[str, Any]:
         """CPU tensors for a batch of prompts (left-padded): ``input_ids``,
-        ``attention_mask`` and, when any prompt has them, the video and audio inputs."""
+        ``attention_mask`` and, when any prompt has them, the video and audio inputs.
+
+        A prompt object that occurs several times (a group of G samples) is prepared once;
+        ``cache`` carries prepared prompts across calls (it holds each prompt object, so
+        its ``id`` cannot be reused while the entry lives; clear it to free memory)."""
         import torch
 
-        texts, pixels, grids, seconds, mels, masks = [], [], [], [], [], []
+        cache = {} if cache is None else cache
+        batch_prepared = []
         for prompt in prompts:
-            video_tokens = audio_tokens = 0
-            if prompt.frames is not None:
-                video = preprocess_video(prompt.frames, prompt.frame_times, self.vision)
-                pixels.append(video.pixel_values)
-                grids.append(video.grid_thw)
-                seconds.append(video.second_per_grid)
-                video_tokens = video.n_tokens
-            if prompt.audio is not None:
-                if self.features is None:
-                    raise ValueError("this model has no audio feature extractor (a text-only model?): the prompt "
-                                     "carries audio")
-                feats = self.features(prompt.audio, sampling_rate=AUDIO_SAMPLE_RATE, return_attention_mask=True,
-                                      padding="max_length", return_tensors="np")
-                mels.append(feats["input_features"][0])
-                masks.append(feats["attention_mask"][0])
-                audio_tokens = audio_token_count(int(feats["attention_mask"][0].sum()))
-            texts.append(render_chat(prompt, video_tokens, audio_tokens))
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            if id(prompt) not in cache:
+                cache[id(prompt)] = (prompt, self.prepare(prompt))
+            batch_prepared.append(cache[id(prompt)][1])
+        batch = self.tokenizer([p.text for p in batch_prepared], return_tensors="pt", padding=True,
+                               add_special_tokens=False)
         inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if pixels:
-            inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate(pixels))
-            inputs["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
-            inputs["video_second_per_grid"] = torch.tensor(seconds, dtype=torch.float32)
-        if mels:
-            inputs["input_features"] = torch.from_numpy(np.stack(mels))
-            inputs["feature_attention_mask"] = torch.from_numpy(np.stack(masks)).long()
+        videos = [p for p in batch_prepared if p.pixels is not None]
+        if videos:
+            inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate([p.pixels for p in videos]))
+            inputs["video_grid_thw"] = torch.tensor([p.grid for p in videos], dtype=torch.long)
+            inputs["video_second_per_grid"] = torch.tensor([p.seconds for p in videos], dtype=torch.float32)
+        audios = [p for p in batch_prepared if p.mel is not None]
+        if audios:
+            inputs["input_features"] = torch.from_numpy(np.stack([p.mel for p in audios]))
+            inputs["feature_attention_mask"] = torch.from_numpy(np.stack([p.mel_mask for p in audios])).long()
         return inputs
 
 
