@@ -3,9 +3,9 @@
 - ``hf``: ``generate`` on the policy itself (CPU or GPU, batched, left-padded prompts).
 - ``vllm``: a colocated vLLM engine in the trainer's process (one per rank, tensor
   parallel size 1, ``distributed_executor_backend="external_launcher"`` so it joins the
-  ranks accelerate started), sampling ``n = G`` per prompt; after every optimizer step the
-  policy's weights are loaded into it through ``LLM.collective_rpc`` and its prefix cache
-  is reset (cached KV blocks were computed with the old weights). Requests use the same
+  ranks accelerate started), sampling ``n = G`` per prompt; before a rollout that follows
+  a weight change, the policy's weights are loaded into it through ``LLM.collective_rpc``
+  and its prefix cache is reset (cached KV blocks were computed with the old weights). Requests use the same
   prompt convention as annotation (``maple_data.backends.vllm.build_request``).
 
 Either way the trainer recomputes every log-prob itself; the engine only samples.
@@ -16,6 +16,7 @@ and tested without vLLM; the engine itself needs a GPU machine.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,18 @@ import torch
 
 from maple_data.backends.vllm import build_request, placeholder_tokens, sampling_kwargs
 from maple_data.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How either engine samples: stop at ``eos_id`` (the chat turn end), right-pad with
+    ``pad_id``, never emit a ``suppressed`` id (media placeholders)."""
+
+    temperature: float
+    max_new_tokens: int
+    eos_id: int
+    pad_id: int
+    suppressed: tuple[int, ...] = ()
 
 
 class RolloutEngine(Protocol):
@@ -97,29 +110,26 @@ class HFRollout:
     ``encode(prompts)`` gives the model inputs (on the model's device), ``policy()`` the
     unwrapped model, ``forward_args`` the extra arguments it takes."""
 
-    def __init__(self, encode: Callable[[list[Prompt]], dict[str, Any]], policy: Callable[[], torch.nn.Module], *,
-                 eos_id: int, pad_id: int, temperature: float, max_new_tokens: int,
-                 forward_args: dict[str, Any], suppressed: Sequence[int] = ()) -> None:
-        self.encode, self.policy, self.forward_args = encode, policy, forward_args
-        self.suppressed = list(suppressed)
-        self.eos_id, self.pad_id = eos_id, pad_id
-        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+    def __init__(self, encode: Callable[[list[Prompt]], dict[str, Any]], policy: Callable[[], torch.nn.Module],
+                 spec: SamplingSpec, forward_args: dict[str, Any]) -> None:
+        self.encode, self.policy, self.spec, self.forward_args = encode, policy, spec, forward_args
 
     def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
         """``seed`` is unused: sampling draws from torch's global generator, which
         checkpoints save and restore."""
+        spec = self.spec
         repeated = [p for p in prompts for _ in range(group_size)]
         inputs = self.encode(repeated)
         model = self.policy()
         model.eval()
         with torch.no_grad():
-            out = model.generate(**inputs, do_sample=self.temperature > 0, temperature=self.temperature or None,
-                                 top_p=None, top_k=None, max_new_tokens=self.max_new_tokens,
-                                 pad_token_id=self.pad_id, eos_token_id=self.eos_id,
-                                 suppress_tokens=self.suppressed or None, **self.forward_args)
+            out = model.generate(**inputs, do_sample=spec.temperature > 0, temperature=spec.temperature or None,
+                                 top_p=None, top_k=None, max_new_tokens=spec.max_new_tokens,
+                                 pad_token_id=spec.pad_id, eos_token_id=spec.eos_id,
+                                 suppress_tokens=list(spec.suppressed) or None, **self.forward_args)
         responses = out[:, inputs["input_ids"].shape[1]:]
         if responses.shape[1] == 0:
-            responses = torch.full((len(repeated), 1), self.eos_id, dtype=torch.long, device=out.device)
+            responses = torch.full((len(repeated), 1), spec.eos_id, dtype=torch.long, device=out.device)
         return responses
 
     def sync_weights(self, model: torch.nn.Module) -> None:
@@ -129,17 +139,15 @@ class HFRollout:
 class VLLMRollout:
     """A colocated vLLM engine (see the module docstring); one per rank."""
 
-    def __init__(self, model_path: str, *, eos_id: int, pad_id: int, temperature: float, max_new_tokens: int,
-                 gpu_memory_utilization: float, max_model_len: int, rank: int, world_size: int,
-                 local_rank: int, suppressed: Sequence[int] = ()) -> None:
+    def __init__(self, model_path: str, spec: SamplingSpec, *, gpu_memory_utilization: float, max_model_len: int,
+                 rank: int, world_size: int, local_rank: int) -> None:
         try:
             from vllm import LLM
         except ImportError as exc:
             raise RuntimeError("rollout.engine=vllm needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'"
                                ) from exc
         os.environ.update(external_launcher_env(rank, world_size, local_rank))
-        self.eos_id, self.pad_id, self.suppressed = eos_id, pad_id, list(suppressed)
-        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.spec = spec
         self.tokens = placeholder_tokens(model_path)
         self.llm = LLM(model=model_path, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=rank,
@@ -149,10 +157,11 @@ class VLLMRollout:
     def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
         from vllm import SamplingParams
 
-        params = SamplingParams(**rollout_sampling_kwargs(group_size, self.temperature, self.max_new_tokens,
-                                                          self.eos_id, seed, self.suppressed))
+        spec = self.spec
+        params = SamplingParams(**rollout_sampling_kwargs(group_size, spec.temperature, spec.max_new_tokens,
+                                                          spec.eos_id, seed, spec.suppressed))
         outputs = self.llm.generate([build_request(p, self.tokens) for p in prompts], params, use_tqdm=False)
-        return pad_responses(completion_ids(outputs), self.pad_id, self.eos_id)
+        return pad_responses(completion_ids(outputs), spec.pad_id, spec.eos_id)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.llm.collective_rpc("maple_load_weights", args=(list(weight_items(model)),))

@@ -28,8 +28,8 @@ import shutil
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,7 +44,7 @@ from maple_rl.filtering import zero_variance_mask
 from maple_rl.losses import LossConfig, policy_loss
 from maple_rl.mssr import BetaTracker
 from maple_rl.rewards import reward_components, total_reward
-from maple_rl.rollout import HFRollout, RolloutEngine, VLLMRollout
+from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout
 from maple_rl.sampler import SamplerConfig, StratifiedSampler
 from maple_rl.weighting import AdaptiveWeights, WeightingConfig
 
@@ -145,7 +145,7 @@ class Trainer:
         self.encoder = OmniEncoder(config.model.path)
         self.eos_id = self.encoder.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = self.encoder.tokenizer.pad_token_id
-        self.suppressed = self.encoder.media_token_ids()  # never sampled, excluded from log-probs
+        self.suppressed = tuple(self.encoder.media_token_ids())  # never sampled, excluded from log-probs
         self.prepared: dict = {}  # this step's prepared prompts (OmniEncoder.encode's cache)
         o = config.optim
         optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
@@ -202,16 +202,12 @@ class Trainer:
 
     def _rollout_engine(self) -> RolloutEngine:
         r = self.config.rollout
+        spec = SamplingSpec(r.temperature, r.max_new_tokens, self.eos_id, self.pad_id, self.suppressed)
         if r.engine == "vllm":
-            return VLLMRollout(self.config.model.path, eos_id=self.eos_id, pad_id=self.pad_id,
-                               temperature=r.temperature, max_new_tokens=r.max_new_tokens,
-                               gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+            return VLLMRollout(self.config.model.path, spec, gpu_memory_utilization=r.vllm_gpu_memory_utilization,
                                max_model_len=r.vllm_max_model_len, rank=self.acc.process_index,
-                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index,
-                               suppressed=self.suppressed)
-        return HFRollout(self._encode, lambda: self.acc.unwrap_model(self.model), eos_id=self.eos_id,
-                         pad_id=self.pad_id, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
-                         forward_args=self.forward_args, suppressed=self.suppressed)
+                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index)
+        return HFRollout(self._encode, lambda: self.acc.unwrap_model(self.model), spec, self.forward_args)
 
     def _prompt(self, record: dict[str, Any]):
         given = record["rmt"] if self.config.data.input_modalities == "rmt" else record["available_modalities"]
@@ -224,6 +220,11 @@ class Trainer:
         each PPO epoch)."""
         inputs = self.encoder.encode(prompts, self.prepared)
         return to_device(inputs, self.acc.device, self.acc.unwrap_model(self.model).dtype)
+
+    def _score(self, model, prompts, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``token_logprobs`` of ``responses`` after ``prompts`` with this run's inputs."""
+        return token_logprobs(model, self._encode(prompts), responses, suppressed=self.suppressed,
+                              **self.forward_args)
 
     def rollout(self, records: list[dict[str, Any]]) -> tuple[list, torch.Tensor, list[str]]:
         """G sampled responses per record: (prompts, response ids (N*G, T), texts)."""
@@ -312,8 +313,7 @@ class Trainer:
         self.model.train()
         with torch.no_grad():
             for chunk in chunks:
-                logp, _ = token_logprobs(self.acc.unwrap_model(self.model), self._encode([prompts[i] for i in chunk]),
-                                         responses[chunk], suppressed=self.suppressed, **self.forward_args)
+                logp, _ = self._score(self.acc.unwrap_model(self.model), [prompts[i] for i in chunk], responses[chunk])
                 old.append(logp)
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
@@ -323,9 +323,7 @@ class Trainer:
                 for k in group:
                     if k < len(chunks):
                         chunk = chunks[k]
-                        logp, entropy = token_logprobs(self.model, self._encode([prompts[i] for i in chunk]),
-                                                       responses[chunk], suppressed=self.suppressed,
-                                                       **self.forward_args)
+                        logp, entropy = self._score(self.model, [prompts[i] for i in chunk], responses[chunk])
                         loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device),
                                               mask[chunk].to(logp.device), self.loss_config,
                                               strata=strata[chunk].to(logp.device),
@@ -334,8 +332,7 @@ class Trainer:
                             totals[key] += m.get(key, 0.0)
                         totals["n"] += 1
                     else:  # nothing left here: a forward with zero loss keeps DDP's collectives in step
-                        logp, _ = token_logprobs(self.model, self._encode(prompts[:1]), responses[:1],
-                                                 suppressed=self.suppressed, **self.forward_args)
+                        logp, _ = self._score(self.model, prompts[:1], responses[:1])
                         loss = logp.sum() * 0.0
                     self.acc.backward(loss / len(group))
                 grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
@@ -425,8 +422,7 @@ class Trainer:
             targets = [f"Answer: {option_letter(k)}<|im_end|>" for k in letters]
             ids = tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
             responses = ids["input_ids"].to(self.acc.device)
-            logp, _ = token_logprobs(model, self._encode([self._prompt(r) for r in records]), responses,
-                                     suppressed=self.suppressed, **self.forward_args)
+            logp, _ = self._score(model, [self._prompt(r) for r in records], responses)
             mask = ids["attention_mask"].to(logp.device).to(logp.dtype)
             loss = -(logp * mask).sum() / mask.sum()
             optimizer.zero_grad()

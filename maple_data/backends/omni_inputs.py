@@ -11,8 +11,8 @@ audio is a separate stream (``use_audio_in_video=False``).
 from __future__ import annotations
 
 import json
-from dataclasses import astuple, dataclass
 from collections.abc import Sequence
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
