@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from maple_data.audio import decode_audio_track
+from maple_data.audio import AudioTrackDecoder
 from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_times
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.probe import MediaError, Probe, open_media, probe
@@ -165,10 +165,12 @@ def extract_video(path: str | Path, videos_dir: str | Path, settings: ExtractSet
         outcome.key = settings.key(outcome.sha256)
         spec, notes = settings.frames, outcome.notes
         with open_media(path) as container:  # one open serves every step
-            info = probe(path, container=container)
+            track = AudioTrackDecoder.for_default_stream(container)
+            info = probe(path, container=container, listeners=[track] if track else [])  # audio decodes here
             index = nearest_frames(info.frame_times, sample_times(info.duration, spec))
-            frames = decode_frames(info, info.frame_pts[index], spec.max_pixels, container=container)
-            audio = decode_audio_track(info, container=container)
+            frames = decode_frames(info, info.frame_pts[index], spec.max_pixels, container=container,
+                                   pixel_format="bgr24")
+            audio = track.samples() if track else None
             if audio is None:
                 notes.append("no-audio: the file has no audio stream, A unavailable")
             segments, source = _subtitles(info, audio, settings, notes, container)
@@ -178,7 +180,7 @@ def extract_video(path: str | Path, videos_dir: str | Path, settings: ExtractSet
         outcome.record = {
             "id": outcome.video_id, "video_path": outcome.path, "video_sha256": outcome.sha256,
             "extract_key": outcome.key, "available_modalities": tag,
-            "frames": [media_struct(encode_jpeg(img, spec.jpeg_quality)) for img in frames.images],
+            "frames": [media_struct(encode_jpeg(img, spec.jpeg_quality, order="BGR")) for img in frames.images],
             "frame_timestamps": frames.times,
             "audio": media_struct(encode_flac(audio)) if audio is not None and len(audio) else None,
             "subtitles": segments, "subtitle_source": source,

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
 
@@ -77,7 +79,8 @@ def output_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Frames:
-    """Decoded frames: ``images`` RGB uint8 ``(H, W, 3)`` upright, ``times`` in seconds."""
+    """Decoded frames: ``images`` uint8 ``(H, W, 3)`` upright, channels in the order
+    asked for (RGB or BGR), ``times`` in seconds."""
 
     images: list[np.ndarray]
     times: list[float]
@@ -90,17 +93,23 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, quarter)) if quarter else rgb
 
 
-def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: int = 1, container=None) -> Frames:
+def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: int = 1, container=None,
+                  pixel_format: Literal["rgb24", "bgr24"] = "rgb24") -> Frames:
     """Decode the frames whose presentation timestamps are ``wanted`` (int64 pts, from
     ``probe.frame_pts``; repeats allowed). A wanted frame the decoder does not emit
     (an open-GOP leading frame after a seek) is replaced by the nearest frame it emits.
-    ``container``: an already open container of the file (else one is opened)."""
+    ``container``: an already open container of the file (else one is opened);
+    ``pixel_format``: ``bgr24`` hands OpenCV its own channel order (and swscale's scaled
+    BGR output is about twice as fast as its RGB output)."""
     order = np.unique(wanted)
     wanted_set = set(order.tolist())
     keys = probe.keyframe_pts
     width, height = output_size(probe.width, probe.height, max_pixels)
     got: dict[int, tuple[int, np.ndarray]] = {}
     rotation = 0
+    # one scaler for every frame: a frame's own ``to_ndarray`` builds a new swscale
+    # context (filter tables) per call, which cost more than the scaling itself
+    scaler = VideoReformatter()
     try:
         with media_container(Path(probe.path), container) as container:
             cursor = _Cursor(container, wanted_set, threads)
@@ -112,8 +121,9 @@ def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: in
                 rotation = best.rotation
                 # one swscale pass converts and scales; its bilinear filter widens with the
                 # scale factor (antialiased), and costs less than its area filter
-                got[target] = (best.pts, best.to_ndarray(format="rgb24", width=width, height=height,
-                                                         interpolation="BILINEAR"))
+                image = scaler.reformat(best, format=pixel_format, width=width, height=height,
+                                        interpolation="BILINEAR").to_ndarray()
+                got[target] = (best.pts, image)
     except MEDIA_ERRORS as exc:
         raise MediaError("corrupt", f"video decoding failed ({error_line(exc)})") from exc
     picked = [got[int(w)] for w in wanted]

@@ -8,7 +8,7 @@ structs that ``datasets`` uses for its Image and Audio features.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -22,11 +22,12 @@ def media_struct(data: bytes) -> dict[str, Any]:
     return {"bytes": data, "path": None}
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """JPEG bytes of an RGB ``uint8`` array ``(H, W, 3)``."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+def encode_jpeg(image: np.ndarray, quality: int = 90, order: Literal["RGB", "BGR"] = "RGB") -> bytes:
+    """JPEG bytes of a ``uint8`` array ``(H, W, 3)`` whose channels are in ``order``."""
+    bgr = image if order == "BGR" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise ValueError(f"JPEG encoding failed for an array of shape {rgb.shape}")
+        raise ValueError(f"JPEG encoding failed for an array of shape {image.shape}")
     return buf.tobytes()
 
 

@@ -9,11 +9,12 @@ wrong. Keyframe times tell the frame decoder where it may start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
@@ -65,8 +66,22 @@ class Probe:
 
     def default_stream(self, kind: str) -> StreamInfo | None:
         """The stream flagged default, else the first of that kind."""
-        streams = self.of_kind(kind)
-        return next((s for s in streams if s.default), streams[0] if streams else None)
+        return pick_default(self.streams, kind)
+
+
+def pick_default(streams: Sequence[StreamInfo], kind: str) -> StreamInfo | None:
+    """The stream of ``kind`` flagged default, else the first of that kind."""
+    of_kind = [s for s in streams if s.kind == kind]
+    return next((s for s in of_kind if s.default), of_kind[0] if of_kind else None)
+
+
+class PacketListener(Protocol):
+    """Takes the packets of one stream from the probe's pass over the file (so decoding
+    that stream costs no second read), the end-of-stream flush packet included."""
+
+    stream_index: int
+
+    def feed(self, packet: av.Packet) -> None: ...
 
 
 TEXT_SUBTITLE_CODECS = {"subrip", "srt", "mov_text", "ass", "ssa", "webvtt", "text"}
@@ -106,8 +121,10 @@ def error_line(exc: BaseException) -> str:
 
 
 def probe(path: str | Path, *, truncation_tolerance: float = 0.1,
-          container: av.container.InputContainer | None = None) -> Probe:
+          container: av.container.InputContainer | None = None,
+          listeners: Sequence[PacketListener] = ()) -> Probe:
     """Probe ``path``; raise :class:`MediaError` for files that cannot be extracted.
+    ``listeners`` get their stream's packets from the same pass over the file.
 
     A file whose video packets end well before the duration its header declares for the
     video stream (more than ``max(1 s, truncation_tolerance * declared)``) is reported as
@@ -115,7 +132,7 @@ def probe(path: str | Path, *, truncation_tolerance: float = 0.1,
     """
     path = Path(path)
     with media_container(path, container) as container:
-        streams = tuple(_stream_info(s) for s in container.streams)
+        streams = stream_infos(container)
         video = container.streams.video[0] if container.streams.video else None
         if video is None:
             kinds = ", ".join(s.kind for s in streams) or "no streams"
@@ -123,7 +140,7 @@ def probe(path: str | Path, *, truncation_tolerance: float = 0.1,
         if video.codec_context is None:
             raise MediaError("unsupported-codec", "unsupported video codec (no decoder in PyAV's FFmpeg)")
         try:
-            pts, keys = _frame_index(container, video)
+            pts, keys = _frame_index(container, video, listeners)
         except MEDIA_ERRORS as exc:
             raise MediaError("corrupt", f"cannot read video packets ({error_line(exc)})") from exc
         if len(pts) == 0:
@@ -142,6 +159,11 @@ def probe(path: str | Path, *, truncation_tolerance: float = 0.1,
     return Probe(path, streams, duration, avg_fps, variable, width, height, time_base, pts, keys)
 
 
+def stream_infos(container: av.container.InputContainer) -> tuple[StreamInfo, ...]:
+    """What each stream of an open file holds, in stream order."""
+    return tuple(_stream_info(s) for s in container.streams)
+
+
 def _stream_info(stream: av.stream.Stream) -> StreamInfo:
     ctx = stream.codec_context
     codec = ctx.codec.name if ctx is not None and ctx.codec is not None else "unknown"
@@ -152,11 +174,17 @@ def _stream_info(stream: av.stream.Stream) -> StreamInfo:
                       text)
 
 
-def _frame_index(container: av.container.InputContainer, video: av.video.stream.VideoStream
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted presentation timestamps (int64, stream time base) of all frames and keyframes."""
+def _frame_index(container: av.container.InputContainer, video: av.video.stream.VideoStream,
+                 listeners: Sequence[PacketListener] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted presentation timestamps (int64, stream time base) of all frames and
+    keyframes; other streams' packets go to their listeners."""
     pts, keys = [], []
-    for packet in container.demux(video):
+    by_stream = {listener.stream_index: listener for listener in listeners}
+    for packet in container.demux(video, *(container.streams[i] for i in by_stream)):
+        listener = by_stream.get(packet.stream_index)
+        if listener is not None:
+            listener.feed(packet)
+            continue
         if packet.pts is None or packet.size == 0:
             continue
         pts.append(packet.pts)

@@ -1,7 +1,8 @@
 """Small real media files for the extraction tests, written with PyAV.
 
 Frames carry their own index as a 10-bit bar code (``code_image`` / ``read_code``), so
-a test can tell exactly which frame the extractor decoded.
+a test can tell exactly which frame the extractor decoded, under a pure red band
+(``RED_ROWS`` rows) that shows whether colour channels kept their order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from maple_data.synth import ASS_HEADER
 
-WIDTH, HEIGHT, BITS = 160, 96, 10
+WIDTH, HEIGHT, BITS, RED_ROWS = 160, 96, 10, 8
 
 
 def code_image(k: int) -> np.ndarray:
@@ -24,6 +25,7 @@ def code_image(k: int) -> np.ndarray:
     for b in range(BITS):
         if (k >> b) & 1:
             img[:, b * bar:(b + 1) * bar] = 255
+    img[:RED_ROWS] = (255, 0, 0)
     return img
 
 
@@ -109,3 +111,15 @@ def vfr_times(n: int, seed: int = 0) -> list[int]:
 
 def cfr_times(n: int, fps: float = 30.0) -> list[int]:
     return [round(k * 1000 / fps) for k in range(n)]
+
+
+def garble_audio(path: Path, out: Path, seed: int = 0) -> Path:
+    """A copy of ``path`` whose audio packets hold random bytes (the container stays valid)."""
+    with av.open(str(path)) as container:
+        spans = [(p.pos, p.size) for p in container.demux(container.streams.audio[0]) if p.size]
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos, size in spans:
+        data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    out.write_bytes(bytes(data))
+    return out

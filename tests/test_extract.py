@@ -24,7 +24,7 @@ from maple_data.shards import ShardReader, list_shards
 from maple_data.schema import load_schema
 from maple_data.subtitles import decode_text, find_sidecar, parse_subtitles
 from maple_data.validate import validate_path
-from tests.media_factory import cfr_times, read_code, vfr_times, write_media
+from tests.media_factory import RED_ROWS, cfr_times, garble_audio, read_code, vfr_times, write_media
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,8 @@ def test_sidecar_discovery_prefers_plain_stem_then_languages(tmp_path):
 def test_vfr_bframe_video_gives_the_frames_nearest_the_requested_times(tmp_path):
     frame_ms = vfr_times(240, seed=1)
     path = write_media(tmp_path / "vfr.mp4", frame_ms=frame_ms)  # H.264, B-frames, 20-100 ms steps
-    outcome = extract_video(path, tmp_path, ExtractSettings(frames=FrameSpec(count=12)))
+    spec = FrameSpec(count=12, max_pixels=120 * 72)  # 3/4 of the coded 160x96: the scaling path too
+    outcome = extract_video(path, tmp_path, ExtractSettings(frames=spec))
     assert outcome.status == "done", outcome.message
     record = outcome.record
     meta = record["video_meta"]
@@ -101,7 +102,7 @@ def test_vfr_bframe_video_gives_the_frames_nearest_the_requested_times(tmp_path)
     true_times = np.array(frame_ms) / 1000
     duration = true_times[-1] + np.median(np.diff(true_times))
     assert meta["duration"] == pytest.approx(duration)
-    requested = sample_times(duration, FrameSpec(count=12))
+    requested = sample_times(duration, spec)
     codes = [read_code(decode_image(f["bytes"])) for f in record["frames"]]
     for code, got, want in zip(codes, record["frame_timestamps"], requested):
         assert got == pytest.approx(true_times[code])  # the timestamp is the decoded frame's own
@@ -109,6 +110,10 @@ def test_vfr_bframe_video_gives_the_frames_nearest_the_requested_times(tmp_path)
         assert code == nearest  # exactly the nearest frame, not a neighbour
         period = np.diff(true_times)[max(0, code - 1):code + 1].max()
         assert abs(got - want) <= period
+    image = decode_image(record["frames"][0]["bytes"])
+    assert image.shape == (72, 120, 3)
+    red, green, blue = image[:RED_ROWS * 3 // 4 - 2].mean(axis=(0, 1))
+    assert red > 200 and green < 60 and blue < 60  # RGB stayed RGB through decode, scaling and JPEG
 
 
 def test_audio_is_16khz_mono_with_the_right_duration_and_default_stream(tmp_path):
@@ -206,13 +211,14 @@ def _bad_files(folder: Path) -> dict[str, str]:
     (folder / "cut-faststart.mp4").write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     codec = write_media(folder / "codec.tmp", frame_ms=cfr_times(20), fmt="mp4")
     (folder / "alien-codec.mp4").write_bytes(codec.read_bytes().replace(b"avc1", b"zzz9"))
+    garble_audio(write_media(folder / "audio.tmp", frame_ms=cfr_times(30), fmt="mp4"), folder / "bad-audio.mp4")
     write_media(folder / "audio-only.mp4", frame_ms=None, fmt="mp4")
     (folder / "gone.mp4").symlink_to(folder / "does-not-exist.mp4")
     for tmp in folder.glob("*.tmp"):
         tmp.unlink()
     return {"empty.mp4": "empty", "notes.mp4": "not-media", "cut.mp4": "not-media",
             "cut-faststart.mp4": "truncated", "alien-codec.mp4": "unsupported-codec",
-            "audio-only.mp4": "no-video", "gone.mp4": "unreadable"}
+            "audio-only.mp4": "no-video", "gone.mp4": "unreadable", "bad-audio.mp4": "corrupt"}
 
 
 def test_bad_files_are_reported_and_the_good_ones_complete(tmp_path):
