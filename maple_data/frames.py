@@ -87,10 +87,10 @@ class Frames:
     rotation: int  # display rotation applied, degrees
 
 
-def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display rotation (degrees counter-clockwise, as FFmpeg reports it)."""
     quarter = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, quarter)) if quarter else rgb
+    return np.ascontiguousarray(np.rot90(image, quarter)) if quarter else image
 
 
 def decode_frames(probe: Probe, wanted: np.ndarray, max_pixels: int, threads: int = 1, container=None,
