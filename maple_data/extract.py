@@ -395,8 +395,9 @@ def compact(out_dir: Path) -> int:
     shards, newest = newest_rows(out_dir)
     kept = Counter(s for s, _ in newest.values())
     dropped = 0
-    for s_index in [s for s, shard in enumerate(shards) if kept[s] < ShardStats.load(shard).rows]:
-        shard = shards[s_index]
+    for s_index, shard in enumerate(shards):
+        if kept[s_index] == ShardStats.load(shard).rows:
+            continue  # no stale row: leave the shard unread
         table = pa.Table.from_batches(list(open_stream(shard, schema)), schema=schema.arrow_schema)
         keep = [newest[vid] == (s_index, r) for r, vid in enumerate(table.column("id").to_pylist())]
         with ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=max(1, len(keep)), schema=schema) as writer:

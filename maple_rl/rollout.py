@@ -5,8 +5,9 @@
   parallel size 1, ``distributed_executor_backend="external_launcher"`` so it joins the
   ranks accelerate started), sampling ``n = G`` per prompt; before a rollout that follows
   a weight change, the policy's weights are loaded into it through ``LLM.collective_rpc``
-  and its prefix cache is reset (cached KV blocks were computed with the old weights). Requests use the same
-  prompt convention as annotation (``maple_data.backends.vllm.build_request``).
+  and its prefix cache is reset (cached KV blocks were computed with the old weights).
+  Requests use the same prompt convention as annotation
+  (``maple_data.backends.vllm.build_request``).
 
 Either way the trainer recomputes every log-prob itself; the engine only samples.
 The request building, sampling parameters, response padding and weight listing are pure
@@ -16,8 +17,8 @@ and tested without vLLM; the engine itself needs a GPU machine.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -166,4 +167,3 @@ class VLLMRollout:
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.llm.collective_rpc("maple_load_weights", args=(list(weight_items(model)),))
         self.llm.reset_prefix_cache()
-
