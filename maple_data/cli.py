@@ -59,24 +59,32 @@ def synth(
     codec: Annotated[str, typer.Option(help="Video codec: mpeg4 (byte-reproducible) or h264 (B-frames; "
                                            "not byte-identical across runs).")] = "mpeg4",
     embed_subtitles: Annotated[bool, typer.Option(help="Also embed the cues as a mov_text stream.")] = False,
+    mode: Annotated[str, typer.Option(help="hard: shuffled options and shapes (the benchmark corpus); "
+                                           "learnable: canonical options, static shapes of one colour, "
+                                           "compositions as steps along the colour wheel or word list (a "
+                                           "tiny model can learn it: maple-rl pretrain).")] = "hard",
+    all_tags: Annotated[bool, typer.Option(help="Learnable mode: a QA item of every tag for each video "
+                                                "instead of one per video.")] = False,
 ) -> None:
     """Generate synthetic benchmark videos whose minimal modalities are known.
 
-    Each video gets one QA item (tags V, A, S, VA, VS, AS, VAS in turn) answerable with
-    exactly its tagged modalities and at chance with fewer, plus one caption item.
-    Writes OUT/videos/*.mp4 + .srt, OUT/videos/qa.jsonl and OUT/ground_truth.jsonl.
+    Each video gets one QA item (tags V, A, S, VA, VS, AS, VAS in turn; every tag with
+    --all-tags) answerable with exactly its tagged modalities and at chance with fewer,
+    plus one caption item. Writes OUT/videos/*.mp4 + .srt, OUT/videos/qa.jsonl and
+    OUT/ground_truth.jsonl.
     """
     from maple_data.synth import SynthConfig, generate
 
     try:
         config = SynthConfig(n=n, seed=seed, width=width, height=height, fps=fps, duration=duration,
-                             audio_rate=audio_rate, codec=codec, embed_subtitles=embed_subtitles)
+                             audio_rate=audio_rate, codec=codec, embed_subtitles=embed_subtitles, mode=mode,
+                             all_tags=all_tags)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     with progress_bar() as bar:
         task = bar.add_task("synth", total=n)
         generate(out, config, on_video=lambda _: bar.advance(task))
-    console.print(f"wrote {n} videos and {2 * n} items to [bold]{out}[/] "
+    console.print(f"wrote {n} videos and {(8 if all_tags else 2) * n} items to [bold]{out}[/] "
                   f"(QA file: {out / 'videos' / 'qa.jsonl'}, ground truth: {out / 'ground_truth.jsonl'})")
 
 

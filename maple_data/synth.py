@@ -19,6 +19,32 @@ AS    which listed subtitle word is at the position given by the beeps    word l
 VAS   start at the subtitle's position, move right by the beep count      colours + position + beep count
 ====  ==================================================================  ================================
 
+Two modes (``SynthConfig.mode``), both with these RMT semantics:
+
+- ``hard`` (default; the benchmark corpus and a stress test): the questions above, shapes
+  in random order and moving, options shuffled, subtitle words from a 16-word vocabulary,
+  so an answer must be matched among shuffled option texts and a colour found by shape;
+- ``learnable``: every answer is a class, as in beep counting, and every composition is
+  a step along a fixed cycle (the colour wheel red, green, blue, yellow, or the word
+  list of :data:`LEARNABLE_WORDS`), options always in that canonical order; the four
+  shapes are static, large and share one colour:
+
+  ====  =========================================================================
+  tag   question (learnable mode)
+  ====  =========================================================================
+  V     What colour are the shapes?
+  A     How many beeps are played?
+  S     Which word appears in the subtitles? (one of the four listed words)
+  VA    from the shapes' colour, step along the colour wheel once per beep
+  VS    from the shapes' colour, step along the wheel by the subtitles' number
+  AS    from the subtitles' word, step along the word list once per beep
+  VAS   from the shapes' colour, step by the subtitles' number, then once per beep
+  ====  =========================================================================
+
+  Each value is uniform and independent (colour, beeps 1-4, word, steps 1-4), so
+  without a required modality the answer is uniform. A tiny model trained from random
+  weights on CPU learns this mode (``maple-rl pretrain``).
+
 Output (``OUT``): ``videos/clip-NNNNN.mp4`` (MPEG-4 Part 2 or H.264 video, AAC audio,
 optionally an embedded mov_text subtitle stream), ``videos/clip-NNNNN.srt``,
 ``videos/qa.jsonl`` (the QA input format), ``ground_truth.jsonl`` (true tag and scene
@@ -54,10 +80,13 @@ WORDS = (
     "apple", "river", "stone", "cloud", "tiger", "piano", "candle", "forest",
     "rocket", "garden", "window", "silver", "harbor", "lemon", "castle", "meadow",
 )
+LEARNABLE_WORDS = WORDS[:4]  # the word list of the learnable mode, in canonical option order
+WHEEL = tuple(COLOURS)  # the colour wheel of the learnable mode, in canonical option order
 ORDINALS = ("first", "second", "third", "fourth")
 BEEP_HZ = 880.0
 FILLER = "Watch and listen."  # key subtitle cue of items that do not need S
 CODECS = {"h264": "libx264", "mpeg4": "mpeg4"}
+MODES = ("hard", "learnable")
 ASS_HEADER = (  # minimal ASS header that mov_text and subrip encoders require
     "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
     "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
@@ -82,6 +111,8 @@ class SynthConfig:
     codec: str = "mpeg4"  # mpeg4 (byte-reproducible) or h264 (libx264: real B-frame H.264, but not
     # byte-identical from run to run in the bundled FFmpeg build, even single-threaded)
     embed_subtitles: bool = False  # also mux the cues as a mov_text stream
+    mode: str = "hard"  # hard (the questions of the table, shuffled) or learnable (classes, canonical order)
+    all_tags: bool = False  # learnable mode: a QA item of every tag per video (ids clip-NNNNN-qa-<tag>)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -90,12 +121,20 @@ class SynthConfig:
             raise ValueError("width and height must be even, at least 64x32")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.all_tags and self.mode != "learnable":
+            raise ValueError("all_tags needs the learnable mode (its videos answer every tag's question)")
         if self.duration < 2.0 or self.fps <= 0:
             raise ValueError("duration must be at least 2 s and fps positive")
 
     @property
     def n_frames(self) -> int:
         return round(self.duration * self.fps)
+
+    @property
+    def learnable(self) -> bool:
+        return self.mode == "learnable"
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,7 @@ class Scene:
     colours: tuple[str, ...]
     beeps: int
     cues: tuple[tuple[float, float, str], ...]  # (start s, end s, text)
+    word: str | None = None  # learnable mode: the subtitle word
 
 
 @dataclass(frozen=True)
@@ -183,6 +223,47 @@ QUESTION_BUILDERS: dict[str, QuestionBuilder] = {
 }
 assert tuple(QUESTION_BUILDERS) == TAGS
 
+# ---------------------------------------------------------------- learnable mode
+
+
+def step_along(cycle: tuple[str, ...], start: str, steps: int) -> str:
+    """The value ``steps`` places after ``start`` on ``cycle``, wrapping around."""
+    return cycle[(cycle.index(start) + steps) % len(cycle)]
+
+
+_FROM_COLOUR = "Step forward from the shapes' colour on the colour wheel red, green, blue, yellow"
+_BY_WORD = f"by the position of the subtitles' word in the list {', '.join(LEARNABLE_WORDS)}"
+_REACH = "Which {} do you reach?"
+
+
+def learnable_item(scene: Scene, tag: str) -> Item:
+    """The learnable mode's question of ``tag`` about ``scene`` (its colour, beeps and
+    subtitle word; the word's position in :data:`LEARNABLE_WORDS` counts from 1)."""
+    colour, beeps, word = scene.colours[0], scene.beeps, scene.word
+    if word is None:
+        raise ValueError("a learnable scene has a subtitle word")
+    position = LEARNABLE_WORDS.index(word) + 1
+    wheel, words = list(WHEEL), list(LEARNABLE_WORDS)
+    if tag == "V":
+        return Item("What colour are the shapes?", wheel, colour)
+    if tag == "A":
+        return Item("How many beeps are played?", ["1", "2", "3", "4"], str(beeps))
+    if tag == "S":
+        return Item("Which word appears in the subtitles?", words, word)
+    if tag == "VA":
+        return Item(f"{_FROM_COLOUR} once per beep. {_REACH.format('colour')}", wheel,
+                    step_along(WHEEL, colour, beeps))
+    if tag == "VS":
+        return Item(f"{_FROM_COLOUR} {_BY_WORD}. {_REACH.format('colour')}", wheel,
+                    step_along(WHEEL, colour, position))
+    if tag == "AS":
+        return Item(f"Step forward from the subtitles' word in the list {', '.join(LEARNABLE_WORDS)} (wrapping "
+                    f"around) once per beep. {_REACH.format('word')}", words, step_along(LEARNABLE_WORDS, word, beeps))
+    if tag == "VAS":
+        return Item(f"{_FROM_COLOUR} {_BY_WORD}, then once per beep. {_REACH.format('colour')}", wheel,
+                    step_along(WHEEL, colour, position + beeps))
+    raise ValueError(f"unknown tag {tag!r}")
+
 
 def make_scene(index: int, config: SynthConfig) -> tuple[Scene, Item]:
     """Draw video ``index``: its scene and its QA item (tag ``TAGS[index % 7]``)."""
@@ -191,10 +272,17 @@ def make_scene(index: int, config: SynthConfig) -> tuple[Scene, Item]:
     shapes = tuple(SHAPES[i] for i in rng.permutation(4))
     colours = tuple(list(COLOURS)[i] for i in rng.permutation(4))
     beeps = int(rng.integers(1, 5))
+    d = config.duration
+    cue_times = ((round(0.05 * d, 3), round(0.45 * d, 3)), (round(0.5 * d, 3), round(0.95 * d, 3)))
+    if config.learnable:  # the same draws, then canonical shapes sharing one colour and a subtitle word
+        word = LEARNABLE_WORDS[int(rng.integers(4))]
+        texts = (FILLER, f"The word is {word}.")  # no clip number: a model could learn it by heart
+        cues = tuple((a, b, text) for (a, b), text in zip(cue_times, texts))
+        scene = Scene(index, tag, SHAPES, (colours[0],) * 4, beeps, cues, word)
+        return scene, learnable_item(scene, tag)
     draft = Scene(index, tag, shapes, colours, beeps, ())
     key_text, item = QUESTION_BUILDERS[tag](draft, rng)
-    d = config.duration
-    cues = ((round(0.05 * d, 3), round(0.45 * d, 3), f"Clip {index}."), (round(0.5 * d, 3), round(0.95 * d, 3), key_text))
+    cues = tuple((a, b, text) for (a, b), text in zip(cue_times, (f"Clip {index}.", key_text)))
     return Scene(index, tag, shapes, colours, beeps, cues), item
 
 
@@ -216,14 +304,16 @@ def beep_length(duration: float) -> float:
 
 
 def render_frame(scene: Scene, t: float, config: SynthConfig) -> np.ndarray:
-    """RGB ``uint8`` frame ``(H, W, 3)`` at time ``t`` seconds."""
+    """RGB ``uint8`` frame ``(H, W, 3)`` at time ``t`` seconds. Hard mode: shapes bob up
+    and down; learnable mode: large static shapes, one centred in each quarter."""
     w, h = config.width, config.height
     frame = np.full((h, w, 3), 32, np.uint8)
     cell = w / 4
-    r = int(min(cell * 0.32, h * 0.22))
+    r = int(min(cell, h) * 0.42) if config.learnable else int(min(cell * 0.32, h * 0.22))
+    motion = 0.0 if config.learnable else 1.0
     for j, (shape, colour) in enumerate(zip(scene.shapes, scene.colours)):
-        cx = int(cell * (j + 0.5) + 0.08 * cell * np.sin(2 * np.pi * t / config.duration + j))
-        cy = int(h / 2 + 0.2 * h * np.sin(2 * np.pi * t / config.duration * 2 + 1.3 * j))
+        cx = int(cell * (j + 0.5) + motion * 0.08 * cell * np.sin(2 * np.pi * t / config.duration + j))
+        cy = int(h / 2 + motion * 0.2 * h * np.sin(2 * np.pi * t / config.duration * 2 + 1.3 * j))
         rgb = COLOURS[colour]
         if shape == "circle":
             cv2.circle(frame, (cx, cy), r, rgb, -1, cv2.LINE_AA)
@@ -316,17 +406,18 @@ def generate(out: str | Path, config: SynthConfig, on_video: Callable[[int], Non
         write_video(videos / f"{name}.mp4", scene, config)
         (videos / f"{name}.srt").write_text(srt_text(scene.cues), encoding="utf-8")
         caption = caption_of(scene)
-        qa_lines += [
-            {"id": f"{name}-qa", "video": f"{name}.mp4", "task": "qa", "question": item.question,
-             "options": item.options, "answer": item.answer},
-            {"id": f"{name}-caption", "video": f"{name}.mp4", "task": "caption",
-             "question": "Describe what you see, hear and read in this video.", "answer": caption},
-        ]
         facts = {"shapes": scene.shapes, "colours": scene.colours, "beeps": scene.beeps,
                  "beep_times": [round(t, 3) for t in beep_times(scene.beeps, config.duration)],
                  "cues": scene.cues}
-        truth_lines += [{"id": f"{name}-qa", "video": f"{name}.mp4", "rmt": scene.tag, "scene": facts},
-                        {"id": f"{name}-caption", "video": f"{name}.mp4", "rmt": "VAS", "scene": facts}]
+        questions = ([(f"{name}-qa-{tag.lower()}", tag, learnable_item(scene, tag)) for tag in TAGS]
+                     if config.all_tags else [(f"{name}-qa", scene.tag, item)])
+        for item_id, tag, question in questions:
+            qa_lines.append({"id": item_id, "video": f"{name}.mp4", "task": "qa", "question": question.question,
+                             "options": question.options, "answer": question.answer})
+            truth_lines.append({"id": item_id, "video": f"{name}.mp4", "rmt": tag, "scene": facts})
+        qa_lines.append({"id": f"{name}-caption", "video": f"{name}.mp4", "task": "caption",
+                         "question": "Describe what you see, hear and read in this video.", "answer": caption})
+        truth_lines.append({"id": f"{name}-caption", "video": f"{name}.mp4", "rmt": "VAS", "scene": facts})
         if on_video is not None:
             on_video(i)
     (videos / "qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in qa_lines), encoding="utf-8")

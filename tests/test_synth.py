@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from itertools import product
 from pathlib import Path
 
 import av
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from maple_data.cli import app
 from maple_data.qa_input import read_qa_file
 from maple_data.rmt import TAGS
-from maple_data.synth import COLOURS, ORDINALS, SHAPES
+from maple_data.synth import COLOURS, LEARNABLE_WORDS, ORDINALS, SHAPES, WHEEL, Scene, learnable_item
 
 runner = CliRunner()
 
@@ -69,23 +70,39 @@ def test_same_seed_same_bytes(corpus, tmp_path):
 
 # --- an oracle that reads the facts back from the decoded media -------------------------
 
-def seen_shapes(path: Path) -> list[tuple[str, str]]:
-    """(shape, colour) left to right, from the middle frame's pixels."""
+def palette_labels(path: Path) -> np.ndarray:
+    """Per pixel of the middle frame: index of the nearest palette colour, -1 for background."""
     with av.open(str(path)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     frame = frames[len(frames) // 2].astype(int)
     palette = np.array(list(COLOURS.values()))
     dist = np.linalg.norm(frame[:, :, None, :] - palette[None, None], axis=3)
-    label = np.where(dist.min(axis=2) < 60, dist.argmin(axis=2), -1)
-    found = []
-    for k in range(len(COLOURS)):
-        ys, xs = np.nonzero(label == k)
-        box = label[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] == k
-        fill = box.mean()
-        top = box[: box.shape[0] // 2].sum() / box.sum()
-        shape = ("square" if fill > 0.9 else "circle" if fill > 0.68 else "triangle" if top < 0.4 else "diamond")
-        found.append((xs.mean(), shape, list(COLOURS)[k]))
+    return np.where(dist.min(axis=2) < 60, dist.argmin(axis=2), -1)
+
+
+def shape_of(mask: np.ndarray) -> str:
+    ys, xs = np.nonzero(mask)
+    box = mask[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    fill = box.mean()
+    top = box[: box.shape[0] // 2].sum() / box.sum()
+    return "square" if fill > 0.9 else "circle" if fill > 0.68 else "triangle" if top < 0.4 else "diamond"
+
+
+def seen_shapes(path: Path) -> list[tuple[str, str]]:
+    """(shape, colour) left to right of a hard-mode video (four distinct colours)."""
+    label = palette_labels(path)
+    found = [(np.nonzero(label == k)[1].mean(), shape_of(label == k), list(COLOURS)[k]) for k in range(len(COLOURS))]
     return [(s, c) for _, s, c in sorted(found)]
+
+
+def seen_cells(path: Path) -> list[tuple[str, str]]:
+    """(shape, colour) of each quarter of a learnable-mode frame, left to right."""
+    label = palette_labels(path)
+    cells = []
+    for cell in np.array_split(label, 4, axis=1):
+        colour = np.bincount(cell[cell >= 0]).argmax()
+        cells.append((shape_of(cell == colour), list(COLOURS)[colour]))
+    return cells
 
 
 def heard_beeps(path: Path) -> int:
@@ -155,3 +172,70 @@ def test_embedded_subtitle_stream_and_h264(tmp_path):
 def test_bad_settings_are_refused(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--width", "191"])
     assert result.exit_code != 0 and "even" in result.output
+
+
+# --- the learnable mode ------------------------------------------------------------------
+
+
+def learnable_scene(colour: str, beeps: int, word: str) -> Scene:
+    return Scene(0, "VAS", SHAPES, (colour,) * 4, beeps, (), word)
+
+
+def test_learnable_answers_are_uniform_without_a_required_modality_and_fixed_with_them():
+    """Every (colour, beeps, word): given the values of any subset that lacks a required
+    modality, the answer is uniform over the 4 options; given the tag's, it is determined."""
+    values = list(product(WHEEL, range(1, 5), LEARNABLE_WORDS))
+    for tag in TAGS:
+        for subset in ("", *TAGS):
+            seen: dict[tuple, Counter] = defaultdict(Counter)
+            for colour, beeps, word in values:
+                item = learnable_item(learnable_scene(colour, beeps, word), tag)
+                assert item.answer in item.options and len(item.options) == 4
+                visible = tuple(v for m, v in zip("VAS", (colour, beeps, word)) if m in subset)
+                seen[visible][item.answer] += 1
+            for counts in seen.values():
+                if all(m in subset for m in tag):
+                    assert len(counts) == 1, (tag, subset)  # determined by what is given
+                else:
+                    assert len(counts) == 4 and len(set(counts.values())) == 1, (tag, subset, counts)
+
+
+def test_learnable_options_are_canonical_per_question_type():
+    for tag in TAGS:
+        options = {tuple(learnable_item(learnable_scene(c, b, w), tag).options)
+                   for c, b, w in product(WHEEL, range(1, 5), LEARNABLE_WORDS)}
+        assert len(options) == 1, tag
+        assert options.pop() in (tuple(WHEEL), ("1", "2", "3", "4"), tuple(LEARNABLE_WORDS))
+
+
+def wheel_oracle(tag: str, colour: str, beeps: int, word: str) -> str:
+    """The learnable questions answered independently of the generator's code."""
+    position = LEARNABLE_WORDS.index(word) + 1
+    steps = {"V": 0, "VA": beeps, "VS": position, "VAS": position + beeps}
+    if tag in steps:
+        return WHEEL[(WHEEL.index(colour) + steps[tag]) % 4]
+    if tag == "A":
+        return str(beeps)
+    return LEARNABLE_WORDS[(LEARNABLE_WORDS.index(word) + (beeps if tag == "AS" else 0)) % 4]
+
+
+def test_learnable_corpus_with_every_tag_is_answerable_from_its_media(tmp_path):
+    out = tmp_path / "learn"
+    result = runner.invoke(app, ["synth", str(out), "--n", "6", "--seed", "4", "--mode", "learnable", "--all-tags",
+                                 "--width", "224", "--height", "56", "--duration", "2", "--fps", "4"])
+    assert result.exit_code == 0, result.output
+    items = [i for i in read_jsonl(out / "videos" / "qa.jsonl") if i["task"] == "qa"]
+    truth = {t["id"]: t for t in read_jsonl(out / "ground_truth.jsonl")}
+    assert len(items) == 42 and Counter(truth[i["id"]]["rmt"] for i in items) == {tag: 6 for tag in TAGS}
+    for video in sorted((out / "videos").glob("*.mp4")):
+        shapes, beeps = seen_cells(video), heard_beeps(video)
+        assert [s for s, _ in shapes] == list(SHAPES) and len({c for _, c in shapes}) == 1  # fixed order, one colour
+        word = re.match(r"The word is (\w+)\.", read_cues(video.with_suffix(".srt"))[1]).group(1)
+        for item in (i for i in items if i["video"] == video.name):
+            tag = truth[item["id"]]["rmt"]
+            assert item["answer"] == wheel_oracle(tag, shapes[0][1], beeps, word), item
+
+
+def test_all_tags_needs_the_learnable_mode(tmp_path):
+    result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--all-tags"])
+    assert result.exit_code != 0 and "learnable" in result.output
