@@ -25,25 +25,25 @@ Two modes (``SynthConfig.mode``), both with these RMT semantics:
   in random order and moving, options shuffled, subtitle words from a 16-word vocabulary,
   so an answer must be matched among shuffled option texts and a colour found by shape;
 - ``learnable``: every answer is a class, as in beep counting, and every composition is
-  a step along a fixed cycle (the colour wheel red, green, blue, yellow, or the word
-  list of :data:`LEARNABLE_WORDS`), options always in that canonical order; the four
-  shapes are static, large and share one colour:
+  a walk along the colour wheel red, green, blue, yellow (:data:`WHEEL`), options always
+  in canonical order; the four shapes are static, large and share one colour, and the
+  second subtitle cue says a number 1-4 ("The number is 3."):
 
   ====  =========================================================================
   tag   question (learnable mode)
   ====  =========================================================================
   V     What colour are the shapes?
   A     How many beeps are played?
-  S     Which word appears in the subtitles? (one of the four listed words)
+  S     Which number do the subtitles say?
   VA    from the shapes' colour, step along the colour wheel once per beep
   VS    from the shapes' colour, step along the wheel by the subtitles' number
-  AS    from the subtitles' word, step along the word list once per beep
+  AS    from red, step by the subtitles' number, then once per beep
   VAS   from the shapes' colour, step by the subtitles' number, then once per beep
   ====  =========================================================================
 
-  Each value is uniform and independent (colour, beeps 1-4, word, steps 1-4), so
-  without a required modality the answer is uniform. A tiny model trained from random
-  weights on CPU learns this mode (``maple-rl pretrain``).
+  Each value is uniform and independent (colour, beeps 1-4, number 1-4), so without a
+  required modality the answer is uniform. A tiny model trained from random weights on
+  CPU learns the single-modality tags of this mode (``maple-rl pretrain``).
 
 Output (``OUT``): ``videos/clip-NNNNN.mp4`` (MPEG-4 Part 2 or H.264 video, AAC audio,
 optionally an embedded mov_text subtitle stream), ``videos/clip-NNNNN.srt``,
@@ -80,7 +80,6 @@ WORDS = (
     "apple", "river", "stone", "cloud", "tiger", "piano", "candle", "forest",
     "rocket", "garden", "window", "silver", "harbor", "lemon", "castle", "meadow",
 )
-LEARNABLE_WORDS = WORDS[:4]  # the word list of the learnable mode, in canonical option order
 WHEEL = tuple(COLOURS)  # the colour wheel of the learnable mode, in canonical option order
 ORDINALS = ("first", "second", "third", "fourth")
 BEEP_HZ = 880.0
@@ -147,7 +146,7 @@ class Scene:
     colours: tuple[str, ...]
     beeps: int
     cues: tuple[tuple[float, float, str], ...]  # (start s, end s, text)
-    word: str | None = None  # learnable mode: the subtitle word
+    number: int | None = None  # learnable mode: the number the subtitles say (1-4)
 
 
 @dataclass(frozen=True)
@@ -231,38 +230,35 @@ def step_along(cycle: tuple[str, ...], start: str, steps: int) -> str:
     return cycle[(cycle.index(start) + steps) % len(cycle)]
 
 
-_FROM_COLOUR = "Step forward from the shapes' colour on the colour wheel red, green, blue, yellow"
-_BY_WORD = f"by the position of the subtitles' word in the list {', '.join(LEARNABLE_WORDS)}"
-_REACH = "Which {} do you reach?"
+_WHEEL = "on the colour wheel red, green, blue, yellow"
+_REACH = "Which colour do you reach?"
+COUNTS = ("1", "2", "3", "4")
 
 
 def learnable_item(scene: Scene, tag: str) -> Item:
-    """The learnable mode's question of ``tag`` about ``scene`` (its colour, beeps and
-    subtitle word; the word's position in :data:`LEARNABLE_WORDS` counts from 1)."""
-    colour, beeps, word = scene.colours[0], scene.beeps, scene.word
-    if word is None:
-        raise ValueError("a learnable scene has a subtitle word")
-    position = LEARNABLE_WORDS.index(word) + 1
-    wheel, words = list(WHEEL), list(LEARNABLE_WORDS)
+    """The learnable mode's question of ``tag`` about ``scene``: its colour, its beeps and
+    its subtitle number. Every composition is a walk along the colour wheel: from the
+    shapes' colour (red when V is not in the tag), one step per beep and per unit of the
+    subtitles' number."""
+    colour, beeps, number = scene.colours[0], scene.beeps, scene.number
+    if number is None:
+        raise ValueError("a learnable scene has a subtitle number")
+    wheel = list(WHEEL)
     if tag == "V":
         return Item("What colour are the shapes?", wheel, colour)
     if tag == "A":
-        return Item("How many beeps are played?", ["1", "2", "3", "4"], str(beeps))
+        return Item("How many beeps are played?", list(COUNTS), str(beeps))
     if tag == "S":
-        return Item("Which word appears in the subtitles?", words, word)
-    if tag == "VA":
-        return Item(f"{_FROM_COLOUR} once per beep. {_REACH.format('colour')}", wheel,
-                    step_along(WHEEL, colour, beeps))
-    if tag == "VS":
-        return Item(f"{_FROM_COLOUR} {_BY_WORD}. {_REACH.format('colour')}", wheel,
-                    step_along(WHEEL, colour, position))
-    if tag == "AS":
-        return Item(f"Step forward from the subtitles' word in the list {', '.join(LEARNABLE_WORDS)} (wrapping "
-                    f"around) once per beep. {_REACH.format('word')}", words, step_along(LEARNABLE_WORDS, word, beeps))
-    if tag == "VAS":
-        return Item(f"{_FROM_COLOUR} {_BY_WORD}, then once per beep. {_REACH.format('colour')}", wheel,
-                    step_along(WHEEL, colour, position + beeps))
-    raise ValueError(f"unknown tag {tag!r}")
+        return Item("Which number do the subtitles say?", list(COUNTS), str(number))
+    start = "the shapes' colour" if "V" in tag else "red"
+    moves = {"VA": ("once per beep", beeps), "VS": ("as many steps as the subtitles' number", number),
+             "AS": ("as many steps as the subtitles' number, then once per beep", number + beeps),
+             "VAS": ("as many steps as the subtitles' number, then once per beep", number + beeps)}
+    if tag not in moves:
+        raise ValueError(f"unknown tag {tag!r}")
+    how, steps = moves[tag]
+    return Item(f"Step forward from {start} {_WHEEL} {how}. {_REACH}", wheel,
+                step_along(WHEEL, "red" if start == "red" else colour, steps))
 
 
 def make_scene(index: int, config: SynthConfig) -> tuple[Scene, Item]:
@@ -274,11 +270,11 @@ def make_scene(index: int, config: SynthConfig) -> tuple[Scene, Item]:
     beeps = int(rng.integers(1, 5))
     d = config.duration
     cue_times = ((round(0.05 * d, 3), round(0.45 * d, 3)), (round(0.5 * d, 3), round(0.95 * d, 3)))
-    if config.learnable:  # the same draws, then canonical shapes sharing one colour and a subtitle word
-        word = LEARNABLE_WORDS[int(rng.integers(4))]
-        texts = (FILLER, f"The word is {word}.")  # no clip number: a model could learn it by heart
+    if config.learnable:  # the same draws, then canonical shapes sharing one colour and a subtitle number
+        number = int(rng.integers(1, 5))
+        texts = (FILLER, f"The number is {number}.")  # no clip number: a model could learn it by heart
         cues = tuple((a, b, text) for (a, b), text in zip(cue_times, texts))
-        scene = Scene(index, tag, SHAPES, (colours[0],) * 4, beeps, cues, word)
+        scene = Scene(index, tag, SHAPES, (colours[0],) * 4, beeps, cues, number)
         return scene, learnable_item(scene, tag)
     draft = Scene(index, tag, shapes, colours, beeps, ())
     key_text, item = QUESTION_BUILDERS[tag](draft, rng)

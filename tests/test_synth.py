@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from maple_data.cli import app
 from maple_data.qa_input import read_qa_file
 from maple_data.rmt import TAGS
-from maple_data.synth import COLOURS, LEARNABLE_WORDS, ORDINALS, SHAPES, WHEEL, Scene, learnable_item
+from maple_data.synth import COLOURS, ORDINALS, SHAPES, WHEEL, Scene, learnable_item
 
 runner = CliRunner()
 
@@ -177,21 +177,23 @@ def test_bad_settings_are_refused(tmp_path):
 # --- the learnable mode ------------------------------------------------------------------
 
 
-def learnable_scene(colour: str, beeps: int, word: str) -> Scene:
-    return Scene(0, "VAS", SHAPES, (colour,) * 4, beeps, (), word)
+def learnable_scene(colour: str, beeps: int, number: int) -> Scene:
+    return Scene(0, "VAS", SHAPES, (colour,) * 4, beeps, (), number)
+
+
+LEARNABLE_VALUES = list(product(WHEEL, range(1, 5), range(1, 5)))  # (colour, beeps, subtitle number)
 
 
 def test_learnable_answers_are_uniform_without_a_required_modality_and_fixed_with_them():
-    """Every (colour, beeps, word): given the values of any subset that lacks a required
+    """Every (colour, beeps, number): given the values of any subset that lacks a required
     modality, the answer is uniform over the 4 options; given the tag's, it is determined."""
-    values = list(product(WHEEL, range(1, 5), LEARNABLE_WORDS))
     for tag in TAGS:
         for subset in ("", *TAGS):
             seen: dict[tuple, Counter] = defaultdict(Counter)
-            for colour, beeps, word in values:
-                item = learnable_item(learnable_scene(colour, beeps, word), tag)
+            for values in LEARNABLE_VALUES:
+                item = learnable_item(learnable_scene(*values), tag)
                 assert item.answer in item.options and len(item.options) == 4
-                visible = tuple(v for m, v in zip("VAS", (colour, beeps, word)) if m in subset)
+                visible = tuple(v for m, v in zip("VAS", values) if m in subset)
                 seen[visible][item.answer] += 1
             for counts in seen.values():
                 if all(m in subset for m in tag):
@@ -202,21 +204,18 @@ def test_learnable_answers_are_uniform_without_a_required_modality_and_fixed_wit
 
 def test_learnable_options_are_canonical_per_question_type():
     for tag in TAGS:
-        options = {tuple(learnable_item(learnable_scene(c, b, w), tag).options)
-                   for c, b, w in product(WHEEL, range(1, 5), LEARNABLE_WORDS)}
+        options = {tuple(learnable_item(learnable_scene(*values), tag).options) for values in LEARNABLE_VALUES}
         assert len(options) == 1, tag
-        assert options.pop() in (tuple(WHEEL), ("1", "2", "3", "4"), tuple(LEARNABLE_WORDS))
+        assert options.pop() == (("1", "2", "3", "4") if tag in ("A", "S") else WHEEL)
 
 
-def wheel_oracle(tag: str, colour: str, beeps: int, word: str) -> str:
+def wheel_oracle(tag: str, colour: str, beeps: int, number: int) -> str:
     """The learnable questions answered independently of the generator's code."""
-    position = LEARNABLE_WORDS.index(word) + 1
-    steps = {"V": 0, "VA": beeps, "VS": position, "VAS": position + beeps}
-    if tag in steps:
-        return WHEEL[(WHEEL.index(colour) + steps[tag]) % 4]
-    if tag == "A":
-        return str(beeps)
-    return LEARNABLE_WORDS[(LEARNABLE_WORDS.index(word) + (beeps if tag == "AS" else 0)) % 4]
+    if tag in ("A", "S"):
+        return str(beeps if tag == "A" else number)
+    start = colour if "V" in tag else "red"
+    steps = beeps * ("A" in tag) + number * ("S" in tag)
+    return WHEEL[(WHEEL.index(start) + steps) % 4]
 
 
 def test_learnable_corpus_with_every_tag_is_answerable_from_its_media(tmp_path):
@@ -230,10 +229,10 @@ def test_learnable_corpus_with_every_tag_is_answerable_from_its_media(tmp_path):
     for video in sorted((out / "videos").glob("*.mp4")):
         shapes, beeps = seen_cells(video), heard_beeps(video)
         assert [s for s, _ in shapes] == list(SHAPES) and len({c for _, c in shapes}) == 1  # fixed order, one colour
-        word = re.match(r"The word is (\w+)\.", read_cues(video.with_suffix(".srt"))[1]).group(1)
+        number = int(re.fullmatch(r"The number is ([1-4])\.", read_cues(video.with_suffix(".srt"))[1]).group(1))
         for item in (i for i in items if i["video"] == video.name):
             tag = truth[item["id"]]["rmt"]
-            assert item["answer"] == wheel_oracle(tag, shapes[0][1], beeps, word), item
+            assert item["answer"] == wheel_oracle(tag, shapes[0][1], beeps, number), item
 
 
 def test_all_tags_needs_the_learnable_mode(tmp_path):
