@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test demo
+.PHONY: install test test-learning demo
 
 install:  ## project + test extras; torch first so pip takes the local CPU wheel; Debian's chromium for the review page tests
 	$(PIP) install torch==2.13.0
@@ -12,6 +12,9 @@ install:  ## project + test extras; torch first so pip takes the local CPU wheel
 
 test:  ## the default test run (CPU, offline)
 	$(PYTHON) -m pytest -q
+
+test-learning:  ## the learning lane: pretrain the shipped recipe cold, then the demo's acceptance checks (~30 min)
+	$(PYTHON) -m pytest -q -m learning --learning
 
 demo: install  ## the whole flow offline on CPU (synth -> annotate -> review -> bench -> train -> eval), a few minutes
 	maple-rl demo --out demo-out

@@ -1,107 +1,148 @@
-"""MUPO vs adaptive MAPO with the tiny Qwen2.5-Omni Thinker on the synthetic benchmark,
-side by side in one run (same data, model initialisation, seed, batch and G).
+"""MUPO vs MAPO on a model that learns: RL arms side by side from the same partially
+pretrained checkpoint, over several seeds, with held-out learning curves per RMT.
 
-Setup (documented sizes): `--videos` synthetic clips (192x128, 4 s, 8 fps, 44.1 kHz AAC
-audio, 2 subtitle cues), extracted at 4 frames per video; verified tags from the
-table-backend proposals (the synthetic ground truth); a random-weight tiny Qwen2.5-Omni
-Thinker (hidden 32, 2 layers) with a 40-step supervised *format* warm-up shared by both
-arms (random answer letters: it teaches the format, not the task). Both arms then train
-`--steps` RL steps (7 prompts x G = 4, 4 new tokens, lr 1e-3).
+Setup: the demo's data (``pipelines/demo.yaml``): the tiny Qwen2.5-Omni Thinker of
+``maple-rl pretrain`` (cached; trained first when missing), ``--videos`` fresh learnable
+synthetic videos annotated by it, reviewed (bulk + scripted reviewer from the synthetic
+ground truth) and built into a benchmark (half train, half test). Every arm starts from
+the pretraining's ``rl_start`` snapshot and trains ``--steps`` RL steps with the demo's
+batch, G and learning rate (the same settings for every arm: no arm is tuned against
+another). Every ``--eval-every`` steps the policy answers the test split's
+``qa_all_combinations`` rows greedily (2 new tokens; evaluation time is not counted as
+training time).
 
-Reports (targets from the issue): (1) seconds per step MUPO / MAPO-adaptive (>= 3.18x);
-(2) steps to reach 90% of MUPO's final mean reward, MUPO / MAPO (>= 1.5x); (3) final
-per-RMT accuracy on the test split, MAPO not more than 2 points below MUPO on any tag.
-Also printed: prompt tokens per sample in each arm, whose ratio is what the step-time
-ratio approaches once model compute dominates (large models on accelerators). With the
-synthetic benchmark's tags spread evenly over the 7 RMTs, a modality is needed by 4 of 7
-tags, so even inputs made of a single heavy modality cap that ratio near 7/4 = 1.75x.
-Run: python benchmarks/mapo_vs_mupo.py [--videos 42 --steps 30]
+Printed per arm, mean +- std over seeds: seconds per RL step, prompt tokens per sample,
+accuracy with the tag's modalities (exact + superset rows) at the start and at the end,
+per-RMT final accuracy, the steps and training seconds to reach 90% of MUPO's final
+accuracy of the same seed, uni/multi gap, modality gap, fusion gain, None precision and
+recall on deficit rows; then the mean learning curve per RMT. ``--json`` keeps every
+figure. Run: python benchmarks/mapo_vs_mupo.py [--steps 30 --seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from maple_data import decisions as journal  # noqa: E402
-from maple_data.backends.tiny_omni import build_tiny_omni  # noqa: E402
-from maple_data.bench import BenchSettings, build_bench  # noqa: E402
+from maple_data.backends.hf import HFBackend  # noqa: E402
 from maple_data.rmt import TAGS  # noqa: E402
-from maple_rl.config import load_config  # noqa: E402
-from maple_rl.evaluate import evaluate  # noqa: E402
+from maple_rl.demo import answerable_accuracy, load_demo_config, prepare_bench, rl_config  # noqa: E402
+from maple_rl.evaluate import eval_rows, score  # noqa: E402
 from maple_rl.trainer import Trainer  # noqa: E402
-from tests.doubles import annotated_synthetic  # noqa: E402
+
+FIGURES = ("uni_multi_gap", "modality_gap", "fusion_gain", "none_precision", "none_recall")
 
 
-def steps_to(rewards: list[float], target: float, window: int = 3) -> int | None:
-    """First step whose trailing mean reward (over ``window`` steps) reaches ``target``."""
-    for k in range(len(rewards)):
-        if sum(rewards[max(0, k - window + 1):k + 1]) / min(window, k + 1) >= target:
-            return k + 1
-    return None
+def heldout(backend: HFBackend, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Greedy answers to ``rows``: answerable accuracy, per-RMT accuracy and the gaps."""
+    report = score(backend, rows, max_new_tokens=2)
+    return {"answerable": answerable_accuracy(report), "per_rmt": report["per_rmt"],
+            **{key: report[key] for key in FIGURES}}
+
+
+def reach(curve: list[dict[str, Any]], target: float) -> tuple[int | None, float | None]:
+    """(step, training seconds) of the first evaluation at or above ``target``."""
+    for point in curve:
+        if (point["answerable"] or 0.0) >= target:
+            return point["step"], point["seconds"]
+    return None, None
+
+
+def run_arm(config, arm: str, prepared, out: Path, seed: int, rows, start: dict[str, Any], every: int
+            ) -> dict[str, Any]:
+    trainer = Trainer(rl_config(config, arm, prepared, out, seed=seed))
+    tokens = [trainer.encoder.encode([trainer._prompt(r)])["input_ids"].shape[1] for r in trainer.items]
+    curve = [{"step": 0, "seconds": 0.0, **start}]
+    trained = [0.0]
+
+    def on_step(metrics: dict[str, Any]) -> None:
+        trained[0] += metrics["seconds"]
+        if metrics["step"] % every == 0 or metrics["step"] == config.rl_steps:
+            model = trainer.acc.unwrap_model(trainer.model)
+            model.eval()
+            curve.append({"step": metrics["step"], "seconds": trained[0],
+                          **heldout(HFBackend.from_model(model, trainer.encoder, batch_size=64), rows)})
+            model.train()
+
+    trainer.run(on_step)
+    return {"curve": curve, "step_seconds": trained[0] / config.rl_steps, "prompt_tokens": sum(tokens) / len(tokens)}
+
+
+def spread(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "n/a"
+    text = f"{statistics.mean(known):.3f}" + (f" +- {statistics.stdev(known):.3f}" if len(known) > 1 else "")
+    return text + (f" ({len(known)}/{len(values)} seeds)" if len(known) < len(values) else "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=42)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", type=Path, default=None, help="demo recipe (default pipelines/demo.yaml)")
+    parser.add_argument("--videos", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="RL steps per arm (default: the demo's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=["mupo", "mapo-adaptive", "mapo"])
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
+    config = load_demo_config(args.recipe, videos=args.videos, rl_steps=args.steps)
     root = Path(tempfile.mkdtemp(prefix="maple-mapo-"))
     try:
-        work, items, proposals = annotated_synthetic(root, n=args.videos, seed=args.seed)
-        journal.append(work / journal.DECISIONS, [journal.Decision.make(p["id"], "scripted-reviewer", "accept",
-                                                                        p["rmt"], bulk=True)
-                                                  for p in proposals if p["status"] == "proposed"])
-        build_bench(work, root / "bench", BenchSettings(ratios=(0.7, 0.0, 0.3), seed=args.seed))
-        model = build_tiny_omni(root / "model", [i.question for i in items.values()], seed=args.seed)
-        results = {}
-        for arm in ("mupo", "mapo-adaptive"):
-            config = load_config(ROOT / "pipelines" / f"{arm}.yaml", [
-                f"data.path={root / 'bench'}", f"model.path={model}", f"output_dir={root / arm}",
-                f"steps={args.steps}", "rollout.group_size=4", "rollout.max_new_tokens=4", "sampling.batch_size=7",
-                "format_warmup_steps=40", "format_warmup_lr=0.02", "optim.lr=0.001", "save_every=0",
-                f"seed={args.seed}"])
-            trainer = Trainer(config)
-            lengths = [trainer.encoder.encode([trainer._prompt(r)])["input_ids"].shape[1] for r in trainer.items]
-            start = time.perf_counter()
-            final = trainer.run()
-            wall = time.perf_counter() - start
-            metrics = [json.loads(x) for x in (root / arm / "metrics.jsonl").read_text().splitlines()][1:]
-            report = evaluate(str(final), str(root / "bench"), root / f"{arm}-eval", config="qa_exact", split="test",
-                              max_new_tokens=4)
-            results[arm] = {"step_seconds": sum(m["seconds"] for m in metrics) / len(metrics),
-                            "prompt_tokens": sum(lengths) / len(lengths),
-                            "rewards": [m["reward"] for m in metrics], "per_rmt": report["per_rmt"], "wall": wall}
-        mupo, mapo = results["mupo"], results["mapo-adaptive"]
-        target = 0.9 * sum(mupo["rewards"][-5:]) / 5
-        s_mupo, s_mapo = steps_to(mupo["rewards"], target), steps_to(mapo["rewards"], target)
-        print(f"{'':<26}{'MUPO':>10}{'MAPO-adaptive':>15}")
-        print(f"{'seconds per step':<26}{mupo['step_seconds']:>10.3f}{mapo['step_seconds']:>15.3f}"
-              f"   ratio {mupo['step_seconds'] / mapo['step_seconds']:.2f}x (target >= 3.18x)")
-        print(f"{'prompt tokens per sample':<26}{mupo['prompt_tokens']:>10.1f}{mapo['prompt_tokens']:>15.1f}"
-              f"   ratio {mupo['prompt_tokens'] / mapo['prompt_tokens']:.2f}x (the step-time ratio when compute-bound)")
-        print(f"{'final mean reward (5)':<26}{sum(mupo['rewards'][-5:]) / 5:>10.3f}"
-              f"{sum(mapo['rewards'][-5:]) / 5:>15.3f}")
-        ratio = f"{s_mupo / s_mapo:.2f}x" if s_mupo and s_mapo else "n/a"
-        print(f"{'steps to 90% of MUPO':<26}{s_mupo or '-':>10}{s_mapo or 'never':>15}   ratio {ratio} "
-              f"(target >= 1.5x; target reward {target:.3f})")
-        for tag in TAGS:
-            a, b = mupo["per_rmt"].get(tag), mapo["per_rmt"].get(tag)
-            if a is not None or b is not None:
-                diff = "" if a is None or b is None else f"   MAPO - MUPO {100 * (b - a):+.1f} pts"
-                print(f"{'test accuracy ' + tag:<26}{'-' if a is None else f'{a:.3f}':>10}"
-                      f"{'-' if b is None else f'{b:.3f}':>15}{diff}")
+        prepared = prepare_bench(root, config, log=lambda line: print(line, flush=True), cache=args.cache_dir)
+        rows = eval_rows(str(prepared.bench), "qa_all_combinations", "test")
+        start = heldout(HFBackend(str(prepared.start), batch_size=64), rows)
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
+        for seed in args.seeds:
+            for arm in args.arms:
+                print(f"seed {seed}: {arm}", flush=True)
+                runs[arm].append(run_arm(config, arm, prepared, root / f"{arm}-{seed}", seed, rows, start,
+                                         args.eval_every))
+        report(args, config, prepared, rows, start, runs)
+        if args.json:
+            args.json.write_text(json.dumps({"config": dataclasses.asdict(config), "seeds": args.seeds,
+                                             "agreement": prepared.agreement, "start": start, "runs": runs}, indent=1))
     finally:
         shutil.rmtree(root)
+
+
+def report(args, config, prepared, rows, start, runs) -> None:
+    print(f"\n{len(rows)} test rows; RL from the '{config.rl_start}' snapshot, {config.rl_steps} steps, "
+          f"{config.batch_size} prompts x G = {config.group_size}, lr {config.rl_lr}; seeds {args.seeds}; "
+          f"proposal agreement {prepared.agreement['overall']:.1%}")
+    print(f"start: answerable {start['answerable']:.3f}, per RMT "
+          + ", ".join(f"{t} {start['per_rmt'].get(t, float('nan')):.2f}" for t in TAGS))
+    mupo_final = [run["curve"][-1]["answerable"] for run in runs.get("mupo", [])]
+    for arm, seeds in runs.items():
+        finals = [run["curve"][-1] for run in seeds]
+        print(f"\n== {arm}")
+        print(f"  seconds per step      {spread([r['step_seconds'] for r in seeds])}")
+        print(f"  prompt tokens/sample  {spread([r['prompt_tokens'] for r in seeds])}")
+        print(f"  answerable accuracy   start {start['answerable']:.3f} -> {spread([f['answerable'] for f in finals])}")
+        if mupo_final:
+            hits = [reach(run["curve"], 0.9 * target) for run, target in zip(seeds, mupo_final)]
+            print(f"  to 90% of MUPO final  steps {spread([h[0] for h in hits])}, "
+                  f"seconds {spread([h[1] for h in hits])}")
+        for key in FIGURES:
+            print(f"  {key.replace('_', ' '):<21} {spread([f[key] for f in finals])}")
+        print("  final per RMT         " + ", ".join(f"{t} {spread([f['per_rmt'].get(t) for f in finals])}"
+                                                   for t in TAGS))
+        print("  curve (step: mean answerable | per RMT)")
+        for k, point in enumerate(seeds[0]["curve"]):
+            at = [run["curve"][k] for run in seeds]
+            print(f"    {point['step']:>4}: {statistics.mean(p['answerable'] or 0.0 for p in at):.3f} | "
+                  + " ".join(f"{t} {statistics.mean(p['per_rmt'].get(t) or 0.0 for p in at):.2f}" for t in TAGS))
 
 
 if __name__ == "__main__":

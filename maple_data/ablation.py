@@ -27,7 +27,7 @@ from typing import Any, Literal
 from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
 from maple_data.backends import Backend
 from maple_data.extract import EXTRACTED, Journal, media_schema, newest_rows
-from maple_data.prompts import Prompt, build_prompt
+from maple_data.prompts import DecodedMedia, Prompt, build_prompt
 from maple_data.proposal import (ProposalConfig, SearchMode, SubsetResult, chunks, fail_decided,
                                  pass_threshold, propose, search_stages, stage_needed)
 from maple_data.qa_input import QAItem
@@ -143,10 +143,11 @@ def evaluate_item(item: Item, media: Mapping[str, Any], backend: Backend, settin
     (sampled completions, or one forward pass per subset with ``logprob`` scoring of a QA
     item, which samples once and is never curtailed)."""
     prompts: dict[str, Prompt] = {}
+    decoded = DecodedMedia.from_row(media)  # once per item: every subset's prompt shares these arrays
 
     def prompt(subset: str) -> Prompt:
         if subset not in prompts:
-            prompts[subset] = build_prompt(item.question, item.options, media, subset,
+            prompts[subset] = build_prompt(item.question, item.options, decoded, subset,
                                            meta={"item": item.id, "subset": subset})
         return prompts[subset]
 

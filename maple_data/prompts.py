@@ -54,30 +54,63 @@ def question_text(question: str, options: Sequence[str] | None) -> str:
     return f"{question}\n{format_options(options)}\n{QA_INSTRUCTION}"
 
 
-def build_prompt(question: str, options: Sequence[str] | None, media: Mapping[str, Any], subset: str,
+def prompt_messages(question: str, options: Sequence[str] | None, subset: str,
+                    subtitles: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The chat of a prompt that carries only ``subset``'s modalities: a video placeholder
+    for V, an audio placeholder for A, the subtitle block (from ``subtitles`` cues) for S."""
+    wanted = modalities(subset)
+    content: list[dict[str, Any]] = []
+    if "V" in wanted:
+        content.append({"type": "video"})
+    if "A" in wanted:
+        content.append({"type": "audio"})
+    parts = [subtitle_block(subtitles or [])] if "S" in wanted else []
+    parts.append(question_text(question, options))
+    content.append({"type": "text", "text": "\n\n".join(parts)})
+    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": content}]
+
+
+@dataclass
+class DecodedMedia:
+    """A media row's frames and audio decoded once, to build several prompts from (the
+    modality subsets of one item share these arrays, so a backend computes their
+    features once)."""
+
+    frames: list[np.ndarray] | None
+    frame_times: list[float] | None
+    audio: np.ndarray | None
+    subtitles: list[Mapping[str, Any]]
+
+    @classmethod
+    def from_row(cls, media: Mapping[str, Any]) -> DecodedMedia:
+        frames = [decode_image(f["bytes"]) for f in media["frames"]] if media.get("frames") else None
+        audio = decode_audio(media["audio"]["bytes"])[0] if media.get("audio") else None
+        return cls(frames, list(media["frame_timestamps"]) if frames else None, audio,
+                   list(media.get("subtitles") or []))
+
+
+def build_prompt(question: str, options: Sequence[str] | None, media: Mapping[str, Any] | DecodedMedia, subset: str,
                  *, meta: dict[str, Any] | None = None) -> Prompt:
     """The prompt for ``question`` given only the modalities in ``subset``.
 
     ``media`` is a media row (``schemas/media-v1.yaml``: frames, frame_timestamps, audio,
-    subtitles in storage form). A modality the subset asks for but the row lacks is an
-    error: callers restrict subsets to the row's ``available_modalities``.
+    subtitles in storage form) or its :class:`DecodedMedia`. A modality the subset asks
+    for but the media lacks is an error: callers restrict subsets to the row's
+    ``available_modalities``.
     """
     wanted = modalities(subset)
-    content: list[dict[str, Any]] = []
-    prompt = Prompt(messages=[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-                              {"role": "user", "content": content}], meta=dict(meta or {}))
+    needed = {m for m in "VA" if m in wanted}
+    if not isinstance(media, DecodedMedia):  # decode only what the subset carries
+        media = DecodedMedia.from_row({k: v for k, v in media.items()
+                                       if k not in ("frames", "audio") or {"frames": "V", "audio": "A"}[k] in needed})
+    prompt = Prompt(prompt_messages(question, options, subset, media.subtitles), meta=dict(meta or {}))
     if "V" in wanted:
-        if not media.get("frames"):
+        if media.frames is None:
             raise ValueError(f"subset {subset} needs frames, the media row has none")
-        prompt.frames = [decode_image(f["bytes"]) for f in media["frames"]]
-        prompt.frame_times = list(media["frame_timestamps"])
-        content.append({"type": "video"})
+        prompt.frames, prompt.frame_times = media.frames, media.frame_times
     if "A" in wanted:
-        if not media.get("audio"):
+        if media.audio is None:
             raise ValueError(f"subset {subset} needs audio, the media row has none")
-        prompt.audio = decode_audio(media["audio"]["bytes"])[0]
-        content.append({"type": "audio"})
-    parts = [subtitle_block(media.get("subtitles") or [])] if "S" in wanted else []
-    parts.append(question_text(question, options))
-    content.append({"type": "text", "text": "\n\n".join(parts)})
+        prompt.audio = media.audio
     return prompt

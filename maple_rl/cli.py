@@ -171,40 +171,133 @@ def eval_command(
     console.print(f"report: {out / 'eval.md'}")
 
 
+def heldout_table(report: dict, title: str) -> Table:
+    """Held-out accuracy per tag and condition of a pretraining report."""
+    from maple_data.rmt import TAGS
+
+    table = Table("RMT", "items", "exact", "all modalities", "required one removed", title=title)
+    acc = report["accuracy"]
+    for tag in TAGS:
+        table.add_row(tag, str(report["items"].get(tag, 0)),
+                      *(f"{acc[c][tag]:.1%}" if tag in acc.get(c, {}) else "-" for c in ("exact", "all", "deficit")))
+    return table
+
+
+@app.command()
+def pretrain(
+    recipe: Annotated[Path | None, typer.Option(help="Pretraining recipe [default: the shipped "
+                                                     "pipelines/pretrain-tiny-omni.yaml].")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
+                                                                  "(repeatable), e.g. train.batch_size=32.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache of corpora and models [default: $MAPLE_CACHE, "
+                                                        "else ~/.cache/maple].")] = None,
+    print_path: Annotated[bool, typer.Option(help="Print only the trained model's folder on stdout (progress "
+                                                  "still on stderr), e.g. MODEL=$(maple-rl pretrain "
+                                                  "--print-path).")] = False,
+) -> None:
+    """Train a tiny Qwen2.5-Omni Thinker from random weights on CPU, offline: a learnable
+    synthetic corpus (every tag's question on each video; extracted by the real pipeline),
+    mixed modality subsets (exact, superset, deficit: unsure without a required
+    modality), single-modality tags first, then the compositions. Shows held-out accuracy
+    as it trains; a killed run resumes from its last checkpoint when started again. The
+    model is cached under a key of its recipe and reused: the path is printed last."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from maple_rl.pretrain import load_pretrain_config, model_folder, pretrain as run_pretrain
+    from maple_rl.pretrain.config import DEFAULT_RECIPE
+
+    try:
+        config = load_pretrain_config(recipe or DEFAULT_RECIPE, set_ or [])
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not print_path:
+        console.print(f"model folder: {model_folder(config, cache_dir)}")
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        tasks: dict[str, int] = {}
+        heldout = [""]
+
+        def progress(phase: str, done: int, total: int, info: dict) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total, info="")
+            if "heldout" in info:
+                acc = info["heldout"]["accuracy"]
+                heldout[0] = (f"  held-out: exact {info['heldout']['mean_exact']:.0%}, all "
+                              f"{sum(acc['all'].values()) / max(len(acc['all']), 1):.0%}")
+                bar.console.print(f"step {done}/{total}{heldout[0]}; exact per tag: "
+                                  + ", ".join(f"{tag} {v:.0%}" for tag, v in acc["exact"].items()))
+            text = f"loss {info['loss']:.3f}  stage {info['stage'] + 1}{heldout[0]}" if "loss" in info else ""
+            bar.update(tasks[phase], completed=done, info=text)
+
+        result = run_pretrain(config, cache_dir, progress=progress)
+    if print_path:
+        print(result.final)
+        return
+    report = result.report
+    console.print(heldout_table(report, f"held-out accuracy ({'cached' if result.cached else 'trained'} in "
+                                        f"{report['seconds']['total']:.0f} s, chance 25%)"))
+    for name, path in result.snapshots.items():
+        console.print(f"snapshot {name}: {path}")
+    console.print(f"model: {result.final}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("demo-out"),
     recipe: Annotated[Path | None, typer.Option(help="Demo recipe [default: pipelines/demo.yaml].")] = None,
-    videos: Annotated[int | None, typer.Option(help="Synthetic videos (half train the annotation model).")] = None,
+    videos: Annotated[int | None, typer.Option(help="Fresh synthetic videos to annotate (half train RL, "
+                                                    "half test).")] = None,
     rl_steps: Annotated[int | None, typer.Option(help="RL steps per arm (MUPO, MAPO-adaptive).")] = None,
-    sft_steps: Annotated[int | None, typer.Option(help="Supervised steps of the annotation model.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of everything.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fresh videos and the RL runs.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache of the pretrained model [default: $MAPLE_CACHE, "
+                                                        "else ~/.cache/maple].")] = None,
 ) -> None:
-    """Run the whole flow offline on CPU: synth -> extract -> annotate -> review (bulk +
-    scripted reviewer from the synthetic ground truth, labelled as such) -> build-bench ->
-    train MUPO and MAPO-adaptive -> eval, then print where every artifact is."""
+    """Run the whole flow offline on CPU: pretrain a tiny omni model (or reuse the cached
+    one) -> synth fresh videos -> extract -> annotate (ablation over the 7 modality
+    subsets) -> review (bulk + scripted reviewer from the synthetic ground truth, labelled
+    as such) -> build-bench -> RL with MUPO and MAPO-adaptive from a partially trained
+    snapshot -> eval; prints the proposal agreement per tag, the accuracy per RMT before
+    and after RL, and where every artifact is."""
     from maple_data.rmt import TAGS
-    from maple_rl.demo import load_demo_config, run_demo
+    from maple_rl.demo import ARMS, load_demo_config, run_demo
 
     try:
-        config = load_demo_config(recipe, videos=videos, rl_steps=rl_steps, sft_steps=sft_steps, seed=seed)
+        config = load_demo_config(recipe, videos=videos, rl_steps=rl_steps, seed=seed)
     except (ValueError, OSError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    summary = run_demo(out, config, log=lambda line: console.print(f"[bold cyan]demo[/] {line}"))
-    table = Table("RMT", "MUPO", "MAPO-adaptive", title="test accuracy per RMT (qa_all_combinations, exact rows)")
-    mupo, mapo = summary["arms"]["mupo"]["per_rmt"], summary["arms"]["mapo-adaptive"]["per_rmt"]
+    summary = run_demo(out, config, log=lambda line: console.print(f"[bold cyan]demo[/] {line}"), cache=cache_dir)
+    agree = summary["agreement"]
+    table = Table("true RMT", "items", "agreement", *TAGS, "unanswerable",
+                  title=f"proposals vs synthetic ground truth: {agree['overall']:.1%} of {agree['items']} items "
+                        "(chance 1/7 = 14.3%)")
     for tag in TAGS:
-        table.add_row(tag, *("-" if arm.get(tag) is None else f"{arm[tag]:.3f}" for arm in (mupo, mapo)))
+        row = agree["confusion"][tag]
+        share = agree["per_tag"][tag]
+        table.add_row(tag, str(sum(row.values())), "-" if share is None else f"{share:.0%}",
+                      *(str(row.get(t, 0) or ".") for t in (*TAGS, "unanswerable")))
+    console.print(table)
+    start, arms = summary["start"], summary["arms"]
+    table = Table("RMT", "test items", "start", *(f"{arm}" for arm in ARMS),
+                  title=f"test accuracy per RMT with the tag's modalities (chance {summary['chance']:.0%}); "
+                        f"RL start: the '{config.rl_start}' pretraining snapshot")
+    fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    for tag in TAGS:
+        table.add_row(tag, str(start["items_per_rmt"].get(tag, 0)), fmt(start["per_rmt"].get(tag)),
+                      *(fmt(arms[arm]["per_rmt"].get(tag)) for arm in ARMS))
+    table.add_row("answerable rows", "", fmt(start["answerable"]), *(fmt(arms[arm]["answerable"]) for arm in ARMS))
+    table.add_row("deficit rows", "", fmt(start["per_condition"].get("deficit")),
+                  *(fmt(arms[arm]["per_condition"].get("deficit")) for arm in ARMS))
     console.print(table)
     paths = Table("artifact", title="where everything is")
     paths.add_column("path", overflow="fold")  # full paths, wrapped, never cut
-    paths.add_row("proposal agreement with ground truth",
-                  f"{summary['proposal_agreement']:.1%} of {summary['proposals']} held-out items")
     paths.add_row("review", f"{summary['review']['bulk']} bulk-accepted, {summary['review']['scripted']} by the "
                             "scripted reviewer")
+    paths.add_row("annotation model", summary["annotator"])
+    paths.add_row("pretraining report", summary["pretrain_report"])
     paths.add_row("dataset card", summary["card"])
     paths.add_row("tag chart", summary["chart"])
-    for arm, info in summary["arms"].items():
+    for arm, info in arms.items():
         paths.add_row(f"{arm} model", info["model"])
         paths.add_row(f"{arm} report", info["report"])
     paths.add_row("summary", str(out / "summary.json"))

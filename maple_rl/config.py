@@ -12,9 +12,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -140,9 +142,17 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         if value not in typing.get_args(kind):
             raise ValueError(f"{where}: {value!r} is not one of {list(typing.get_args(kind))}")
         return value
-    if origin is tuple:
+    if origin in (tuple, list):
         items = value if isinstance(value, (list, tuple)) else yaml.safe_load(str(value))
-        return tuple(_coerce(t, v, where) for t, v in zip(typing.get_args(kind), items))
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(kind)
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):  # list[X], tuple[X, ...]
+            coerced = [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(items)]
+            return coerced if origin is list else tuple(coerced)
+        if len(items) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(t, v, where) for t, v in zip(args, items))
     if origin is dict:
         return dict(value) if isinstance(value, dict) else yaml.safe_load(str(value))
     if kind is bool:
@@ -181,8 +191,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """A :class:`TrainConfig` from a YAML recipe (optional) and ``section.key=value`` overrides."""
+def load_recipe(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """A config dataclass ``cls`` from a YAML recipe (optional) and ``section.key=value``
+    overrides; unknown keys and values of the wrong type are errors."""
     tree: dict[str, Any] = {}
     if recipe is not None:
         loaded = yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}
@@ -191,7 +202,12 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
         tree = loaded
     for dotted in overrides:
         _set_dotted(tree, dotted)
-    return _build(TrainConfig, tree)
+    return _build(cls, tree)
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML recipe (optional) and ``section.key=value`` overrides."""
+    return load_recipe(TrainConfig, recipe, overrides)
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

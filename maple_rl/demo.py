@@ -1,59 +1,65 @@
 """The whole maple flow offline on CPU: ``maple-rl demo`` (``make demo``).
 
-1. ``synth``: synthetic videos whose QA items need exactly their tagged modalities.
-2. ``extract``: frames, audio and subtitles of every video.
-3. An annotation model: a tiny random-weight Qwen2.5-Omni Thinker fine-tuned
-   (supervised) on the correct answers of the first half of the videos ("teacher"
-   videos; their records are ``constructed``: tags from the generator).
-4. ``annotate`` the other half with it (ablation inference, adaptive search).
-5. Review: bulk-accept confident proposals, then a *scripted reviewer* (reviewer name
+1. ``pretrain``: a tiny Qwen2.5-Omni Thinker trained from random weights on the learnable
+   synthetic corpus (:mod:`maple_rl.pretrain`; cached, so a second demo reuses it).
+2. ``synth`` + ``extract``: fresh learnable videos (seeds the annotator never saw), one QA
+   item per video, tags in turn.
+3. ``annotate``: ablation inference with the pretrained model (adaptive search, K samples
+   per modality subset) and the proposal rule; agreement with the synthetic ground truth
+   per tag.
+4. Review: bulk-accept confident proposals, then a *scripted reviewer* (reviewer name
    ``scripted-reviewer (synthetic ground truth)``) decides every other item with the
    generator's true tag. No human is involved; the name says so in every decision.
-6. ``build-bench`` on the reviewed half, then RL from the annotation model with the
-   MUPO and MAPO-adaptive recipes, and ``eval`` of both.
-The summary reports proposal agreement with the synthetic ground truth and per-RMT
-accuracy of both arms, all computed in the run.
+5. ``build-bench`` (half the videos train, half test), then RL with the MUPO and
+   MAPO-adaptive recipes from a partially trained snapshot of the pretraining (so RL has
+   something to learn), and ``eval`` of the start and of both arms on the test split.
+The summary holds the agreement (overall, per tag, confusion), the per-RMT accuracy with
+item counts and chance before and after RL for both arms, and every artifact's path.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
 from maple_data.ablation import AblationSettings, Item, run_annotate, run_propose
 from maple_data.backends.hf import HFBackend
-from maple_data.backends.tiny_omni import build_tiny_omni
 from maple_data.bench import BenchSettings, build_bench
-from maple_data.extract import ExtractSettings, load_media, run_extract
+from maple_data.extract import ExtractSettings, run_extract
 from maple_data.frames import FrameSpec
 from maple_data.qa_input import read_qa_file
-from maple_data.schema import load_schema
-from maple_data.shards import ShardWriter
+from maple_data.rmt import TAGS
 from maple_data.synth import SynthConfig, generate
-from maple_rl.config import load_config
+from maple_rl.config import TrainConfig, load_config
 from maple_rl.evaluate import evaluate
+from maple_rl.pretrain import PretrainResult, load_pretrain_config, pretrain
 from maple_rl.trainer import Trainer
 
 SCRIPTED_REVIEWER = "scripted-reviewer (synthetic ground truth)"
+CHANCE = 0.25  # four options
 # the recipes: shipped in the wheel as maple_rl/_pipelines, or the repository's pipelines/
 RECIPES = next(p for p in (Path(__file__).resolve().parent / "_pipelines",
                            Path(__file__).resolve().parent.parent / "pipelines") if p.is_dir())
+ARMS = ("mupo", "mapo-adaptive")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    videos: int = 70
-    seed: int = 0
-    frames: int = 4
-    sft_steps: int = 80  # supervised steps of the annotation model
-    annotate_samples: int = 4
-    accept_confident: float = 0.5
-    rl_steps: int = 20
-    group_size: int = 4
-    batch_size: int = 7
+    pretrain: str = "pretrain-tiny-omni.yaml"  # pretraining recipe: a file in pipelines/ or a path
+    videos: int = 140  # fresh videos to annotate (tags in turn; half train RL, half test)
+    seed: int = 0  # of the fresh videos and the RL runs (pretraining seeds are far from it)
+    annotate_samples: int = 8  # K answers per modality subset
+    annotate_chunk: int = 4  # samples per round of the adaptive search
+    accept_confident: float = 0.5  # bulk-accept proposals at or above this confidence
+    rl_start: str = "partial"  # pretraining snapshot the RL arms start from
+    rl_steps: int = 30  # RL steps per arm
+    group_size: int = 8
+    batch_size: int = 14  # prompts per RL step
+    rl_lr: float = 5e-4
 
 
 def load_demo_config(recipe: str | Path | None = None, **overrides: Any) -> DemoConfig:
@@ -66,23 +72,6 @@ def load_demo_config(recipe: str | Path | None = None, **overrides: Any) -> Demo
         raise ValueError(f"unknown demo setting(s): {', '.join(sorted(unknown))}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return DemoConfig(**raw)
-
-
-def constructed_shards(work: Path, items: list[Item], truth: dict[str, str], out: Path) -> Path:
-    """Record shards of ``items`` with their generator tags (``rmt_source: constructed``)."""
-    media = load_media(work)
-    schema = load_schema()
-    with ShardWriter(out, prefix="train") as writer:
-        for item in items:
-            m = media[item.video_id]
-            writer.write(schema.empty_record(
-                id=item.id, video_id=item.video_id, video_path=m["video_path"], video_sha256=m["video_sha256"],
-                task=item.task, question=item.question, options=list(item.options), answer=item.answer,
-                rmt=truth[item.id], rmt_source="constructed", available_modalities=m["available_modalities"],
-                split="train", frames=m["frames"], frame_timestamps=m["frame_timestamps"], audio=m["audio"],
-                subtitles=m["subtitles"], subtitle_source=m["subtitle_source"],
-                video_meta={k: m["video_meta"][k] for k in ("duration", "fps", "width", "height")}))
-    return out
 
 
 def scripted_review(work: Path, truth: dict[str, str], threshold: float) -> dict[str, int]:
@@ -102,53 +91,115 @@ def scripted_review(work: Path, truth: dict[str, str], threshold: float) -> dict
     return {"bulk": len(bulk), "scripted": len(scripted)}
 
 
-def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print) -> dict[str, Any]:
-    out = Path(out)
-    log(f"1/6 synth: {config.videos} videos")
-    corpus = generate(out / "synth", SynthConfig(n=config.videos, seed=config.seed))
+def agreement(proposals: list[dict[str, Any]], truth: dict[str, str]) -> dict[str, Any]:
+    """Proposal vs true tag: overall, per true tag, and the confusion (true -> proposed)."""
+    confusion: dict[str, Counter] = {tag: Counter() for tag in TAGS}
+    for p in proposals:
+        confusion[truth[p["id"]]][p["rmt"] or p["status"]] += 1
+    per_tag = {tag: (c[tag] / sum(c.values()) if c else None) for tag, c in confusion.items()}
+    right = sum(c[tag] for tag, c in confusion.items())
+    return {"overall": right / len(proposals) if proposals else None, "per_tag": per_tag, "items": len(proposals),
+            "confusion": {tag: dict(c) for tag, c in confusion.items()}}
+
+
+def answerable_accuracy(report: dict[str, Any]) -> float | None:
+    """Accuracy over the rows that hold the tag's modalities (exact and superset rows)."""
+    values = [report["per_condition"].get(c) for c in ("exact", "superset")]
+    counts = [report.get("condition_rows", {}).get(c, 0) for c in ("exact", "superset")]
+    if not any(counts):
+        return None
+    return sum((v or 0.0) * n for v, n in zip(values, counts)) / sum(counts)
+
+
+@dataclass
+class PreparedBench:
+    """What steps 1-4 of the demo leave: the pretrained model, the benchmark built from the
+    fresh videos, and how the proposals agreed with the synthetic ground truth."""
+
+    pretrained: PretrainResult
+    start: Path  # the snapshot RL starts from (``DemoConfig.rl_start``)
+    bench: Path
+    agreement: dict[str, Any]
+    review: dict[str, int]
+
+
+def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | None = None,
+                  pretrained: PretrainResult | None = None) -> PreparedBench:
+    """Steps 1-4: pretrain (or reuse), synth + extract fresh videos, annotate, review, build-bench."""
+    recipe = Path(config.pretrain) if Path(config.pretrain).exists() else RECIPES / config.pretrain
+    pre_config = load_pretrain_config(recipe)
+    log("1/6 pretrain the annotation model (reused from the cache when it is there)")
+    pretrained = pretrained or pretrain(pre_config, cache)
+    if config.rl_start not in pretrained.snapshots:
+        raise ValueError(f"rl_start {config.rl_start!r} is not a snapshot of {recipe.name} "
+                         f"(snapshots: {', '.join(pretrained.snapshots) or 'none'})")
+    c = pre_config.corpus
+    log(f"2/6 synth {config.videos} fresh learnable videos and extract them")
+    corpus = generate(out / "synth", SynthConfig(n=config.videos, seed=config.seed, width=c.width, height=c.height,
+                                                 fps=c.fps, duration=c.duration, audio_rate=16_000,
+                                                 mode="learnable"))
     truth = {json.loads(x)["id"]: json.loads(x)["rmt"] for x in (corpus / "ground_truth.jsonl").read_text().splitlines()}
-    log("2/6 extract")
     work = out / "work"
-    run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=config.frames)))
+    run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=c.frames)))
     qa = [Item.from_qa(q) for q in read_qa_file(corpus / "videos" / "qa.jsonl", corpus / "videos").items
           if q.task == "qa"]
-    half = config.videos // 2
-    teacher = [i for i in qa if int(i.video_id.split("-")[-1]) < half]
-    heldout = [i for i in qa if int(i.video_id.split("-")[-1]) >= half]
-    log(f"3/6 annotation model: tiny Qwen2.5-Omni Thinker, {config.sft_steps} supervised steps on "
-        f"{len(teacher)} teacher items")
-    base = build_tiny_omni(out / "models" / "tiny-omni", [i.question for i in qa], seed=config.seed)
-    shards = constructed_shards(work, teacher, truth, out / "teacher-shards")
-    sft = load_config(RECIPES / "mupo.yaml", [
-        f"data.path={shards}", f"model.path={base}", f"output_dir={out / 'models' / 'annotator'}", "steps=0",
-        f"format_warmup_steps={config.sft_steps}", "format_warmup_lr=0.01", "format_warmup_target=answer",
-        f"sampling.batch_size={config.batch_size}", "save_every=0", f"seed={config.seed}"])
-    annotator = Trainer(sft).run()
-    log(f"4/6 annotate {len(heldout)} held-out items (K = {config.annotate_samples}, adaptive search)")
-    settings = AblationSettings(model=str(annotator), samples=config.annotate_samples, max_new_tokens=4)
-    run_annotate(heldout, work, HFBackend(str(annotator), batch_size=16, seed=config.seed), settings)
+    annotator = str(pretrained.final)
+    log(f"3/6 annotate {len(qa)} items (K = {config.annotate_samples}, adaptive search)")
+    settings = AblationSettings(model=annotator, samples=config.annotate_samples, chunk=config.annotate_chunk,
+                                max_new_tokens=2)
+    run_annotate(qa, work, HFBackend(annotator, batch_size=64, seed=config.seed), settings)
     run_propose(work)
     proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
-    agreement = sum(p["rmt"] == truth[p["id"]] for p in proposals) / len(proposals)
-    log("5/6 review (bulk triage + scripted reviewer) and build-bench")
+    agree = agreement(proposals, truth)
+    log("4/6 review (bulk triage + scripted reviewer) and build-bench")
     review = scripted_review(work, truth, config.accept_confident)
     bench = out / "bench"
     build_bench(work, bench, BenchSettings(ratios=(0.5, 0.0, 0.5), seed=config.seed, name="maple-demo-bench"))
+    return PreparedBench(pretrained, pretrained.snapshots[config.rl_start], bench, agree, review)
+
+
+def rl_config(config: DemoConfig, arm: str, prepared: PreparedBench, out: Path, *, seed: int | None = None,
+              save_every: int | None = None) -> TrainConfig:
+    """The training settings of RL arm ``arm`` (a recipe in pipelines/) from the RL start."""
+    return load_config(RECIPES / f"{arm}.yaml", [
+        f"data.path={prepared.bench}", f"model.path={prepared.start}", f"output_dir={out}",
+        f"steps={config.rl_steps}", f"rollout.group_size={config.group_size}", "rollout.max_new_tokens=2",
+        f"sampling.batch_size={config.batch_size}", f"optim.lr={config.rl_lr}",
+        f"save_every={save_every or config.rl_steps}", f"seed={config.seed if seed is None else seed}"])
+
+
+def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print, cache: str | Path | None = None,
+             pretrained: PretrainResult | None = None) -> dict[str, Any]:
+    out = Path(out)
+    prepared = prepare_bench(out, config, log, cache, pretrained)
+    log(f"5/6 evaluate the RL start ({config.rl_start} snapshot of the pretraining)")
+    before = _evaluate(str(prepared.start), prepared.bench, out / "eval-start")
     arms = {}
-    for recipe in ("mupo", "mapo-adaptive"):
-        log(f"6/6 train {recipe} ({config.rl_steps} steps) and evaluate")
-        run = load_config(RECIPES / f"{recipe}.yaml", [
-            f"data.path={bench}", f"model.path={annotator}", f"output_dir={out / 'runs' / recipe}",
-            f"steps={config.rl_steps}", f"rollout.group_size={config.group_size}", "rollout.max_new_tokens=4",
-            f"sampling.batch_size={config.batch_size}", "optim.lr=0.001", f"save_every={config.rl_steps}",
-            f"seed={config.seed}"])
-        final = Trainer(run).run()
-        report = evaluate(str(final), str(bench), out / "runs" / recipe / "eval", config="qa_all_combinations",
-                          split="test", max_new_tokens=4, metrics=out / "runs" / recipe / "metrics.jsonl")
-        arms[recipe] = {"model": str(final), "report": str(out / "runs" / recipe / "eval" / "eval.md"),
-                        "per_rmt": report["per_rmt"], "accuracy": report["accuracy"]}
-    summary = {"proposal_agreement": agreement, "proposals": len(proposals), "review": review,
-               "card": str(bench / "README.md"), "chart": str(bench / "tag_distribution.png"), "arms": arms,
-               "annotator": str(annotator)}
+    for arm in ARMS:
+        log(f"6/6 RL {arm} ({config.rl_steps} steps) from the {config.rl_start} snapshot, then evaluate")
+        final = Trainer(rl_config(config, arm, prepared, out / "runs" / arm)).run()
+        report = _evaluate(str(final), prepared.bench, out / "runs" / arm / "eval",
+                           metrics=out / "runs" / arm / "metrics.jsonl")
+        arms[arm] = {"model": str(final), "report": str(out / "runs" / arm / "eval" / "eval.md"), **scores(report)}
+    summary = {"proposal_agreement": prepared.agreement["overall"], "agreement": prepared.agreement,
+               "proposals": prepared.agreement["items"], "review": prepared.review,
+               "card": str(prepared.bench / "README.md"), "chart": str(prepared.bench / "tag_distribution.png"),
+               "annotator": str(prepared.pretrained.final),
+               "pretrain_report": str(prepared.pretrained.folder / "report.json"),
+               "rl_start": str(prepared.start), "start": scores(before), "arms": arms, "chance": CHANCE,
+               "config": asdict(config)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _evaluate(model: str, bench: Path, out: Path, metrics: Path | None = None) -> dict[str, Any]:
+    return evaluate(model, str(bench), out, config="qa_all_combinations", split="test", max_new_tokens=2,
+                    batch_size=64, metrics=metrics)
+
+
+def scores(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of an evaluation report the demo and the benchmark show."""
+    return {"per_rmt": report["per_rmt"], "per_condition": report["per_condition"],
+            "items_per_rmt": report.get("items_per_rmt", {}), "answerable": answerable_accuracy(report),
+            "uni_multi_gap": report["uni_multi_gap"], "modality_gap": report["modality_gap"],
+            "fusion_gain": report["fusion_gain"]}

@@ -67,7 +67,9 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
         "rows": len(rows),
         "accuracy": _mean([a for v in per_condition.values() for a in v]),
         "per_rmt": {t: tags[t] for t in TAGS if t in tags},
+        "items_per_rmt": {t: len(per_rmt[t]) for t in TAGS if t in per_rmt},
         "per_condition": {c: _mean(v) for c, v in sorted(per_condition.items())},
+        "condition_rows": {c: len(v) for c, v in sorted(per_condition.items())},
         "uni_multi_gap": (_mean(multi) - _mean(uni)) if uni and multi else None,
         "modality_gap": (max(tags.values()) - min(tags.values())) if tags else None,
         "fusion_gain": _mean(gains),
@@ -107,21 +109,33 @@ def curve_chart(metrics_path: Path, path: Path) -> None:
     image.save(path, format="PNG")
 
 
+def eval_rows(data: str, config: str = "qa_exact", split: str = "test",
+              conditions: tuple[str, ...] = ("exact", "superset", "deficit")) -> list[dict[str, Any]]:
+    """The QA rows of ``data`` that an evaluation scores."""
+    return [r for r in load_items(data, config, split, "qa") if (r.get("condition") or "exact") in conditions]
+
+
+def score(backend: HFBackend, rows: list[dict[str, Any]], *, k: int = 1, temperature: float = 0.0,
+          max_new_tokens: int = 16) -> dict[str, Any]:
+    """:func:`summarise` of ``backend``'s answers to ``rows`` (no files written)."""
+    prompts = [build_prompt(r["question"], r["options"], media_of(r), r.get("input_modalities") or r["rmt"])
+               for r in rows]
+    answers = []
+    for start in range(0, len(prompts), backend.batch_size):
+        answers += backend.generate(prompts[start:start + backend.batch_size], k, temperature=temperature,
+                                    max_new_tokens=max_new_tokens)
+    return summarise(rows, answers)
+
+
 def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact", split: str = "test",
              conditions: tuple[str, ...] = ("exact", "superset", "deficit"), k: int = 1, temperature: float = 0.0,
              max_new_tokens: int = 16, batch_size: int = 8, metrics: str | Path | None = None,
              device: str = "auto") -> dict[str, Any]:
     """Evaluate ``model`` on ``data`` and write the report files to ``out``."""
-    rows = [r for r in load_items(data, config, split, "qa") if (r.get("condition") or "exact") in conditions]
+    rows = eval_rows(data, config, split, conditions)
     backend = HFBackend(model, device=device, batch_size=batch_size)
-    prompts = [build_prompt(r["question"], r["options"], media_of(r), r.get("input_modalities") or r["rmt"])
-               for r in rows]
-    answers = []
-    for start in range(0, len(prompts), batch_size):
-        answers += backend.generate(prompts[start:start + batch_size], k, temperature=temperature,
-                                    max_new_tokens=max_new_tokens)
     result = {"model": model, "data": str(data), "config": config, "split": split, "k": k,
-              **summarise(rows, answers)}
+              **score(backend, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=1))

@@ -12,6 +12,21 @@ from maple_data.schema import load_schema
 from maple_data.synth import SynthConfig, generate
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--learning", action="store_true",
+                     help="run the learning lane too: pretrain the shipped recipe cold and check what the model "
+                          "learns (tens of minutes on 2 cores; `make test-learning`)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--learning"):
+        return
+    skip = pytest.mark.skip(reason="learning lane: run with --learning (make test-learning)")
+    for item in items:
+        if "learning" in item.keywords:
+            item.add_marker(skip)
+
+
 def make_record(i: int, tag: str = "VA", *, task: str = "qa", split: str | None = None, n_frames: int = 2) -> dict:
     """A complete record with real JPEG frames and FLAC audio (deterministic in ``i``)."""
     rng = np.random.default_rng(i)

@@ -209,25 +209,6 @@ def test_cli_train_then_eval(bench_and_model, tmp_path):
     assert (tmp_path / "report" / "training.png").exists() and "accuracy" in (tmp_path / "report" / "eval.md").read_text()
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end_reduced(tmp_path):
-    """The README's main-job command, reduced: 14 videos, short training."""
-    from maple_rl.demo import SCRIPTED_REVIEWER
-
-    result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path / "demo"), "--videos", "14", "--rl-steps", "2",
-                                      "--sft-steps", "10"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert 0.0 <= summary["proposal_agreement"] <= 1.0 and summary["proposals"] == 7
-    assert summary["review"]["bulk"] + summary["review"]["scripted"] == 7
-    reviewers = {json.loads(x)["reviewer"] for x in (tmp_path / "demo" / "work" / "decisions.jsonl").read_text().splitlines()}
-    assert reviewers <= {SCRIPTED_REVIEWER, "bulk-triage"}
-    for arm in ("mupo", "mapo-adaptive"):
-        assert Path(summary["arms"][arm]["report"]).exists()
-        assert (tmp_path / "demo" / "runs" / arm / "final" / "model.safetensors").exists()
-    assert Path(summary["card"]).exists() and "where everything is" in result.output
-
-
 def config_overrides(config) -> list[str]:
     """The model/data/rollout settings of ``config`` as overrides."""
     return [f"model.path={config.model.path}", f"data.path={config.data.path}", "steps=2", "rollout.group_size=4",

@@ -38,6 +38,18 @@ class HFBackend:
         self.batch_size = batch_size
         torch.manual_seed(seed)
 
+    @classmethod
+    def from_model(cls, model, encoder: OmniEncoder, *, batch_size: int = 8) -> HFBackend:
+        """A backend around a model already in memory (e.g. a policy while it trains);
+        ``encoder`` holds its tokenizer and processor settings."""
+        import torch
+
+        backend = cls.__new__(cls)
+        backend.torch, backend.model, backend.encoder = torch, model, encoder
+        backend.device = str(next(model.parameters()).device)
+        backend.tokenizer, backend.batch_size = encoder.tokenizer, batch_size
+        return backend
+
     def encode(self, prompts: Sequence[Prompt]) -> dict:
         """Model inputs for a batch of prompts, on the model's device and dtype."""
         return to_device(self.encoder.encode(prompts), self.device, self.model.dtype)

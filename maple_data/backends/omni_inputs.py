@@ -11,6 +11,7 @@ audio is a separate stream (``use_audio_in_video=False``).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -34,23 +35,46 @@ def audio_token_count(feature_frames: int) -> int:
 
 
 @dataclass
+class VideoFeatures:
+    """Video patches ``(n_patches, patch_dim)`` float32 with their ``grid`` (t, h, w) and the
+    ``seconds`` one temporal grid step spans."""
+
+    pixels: np.ndarray
+    grid: tuple[int, int, int]
+    seconds: float
+    n_tokens: int
+
+
+@dataclass
+class AudioFeatures:
+    """Whisper log-mel ``(n_mels, frames)`` float32 of the audio's own length (the padding
+    to 30 s that the feature extractor adds is cut off: the audio tower reads only these)."""
+
+    mel: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return audio_token_count(self.mel.shape[1])
+
+
+@dataclass
 class PreparedPrompt:
-    """One prompt's model inputs before batching. ``pixels``: video patches
-    ``(n_patches, patch_dim)`` float32 with ``grid`` (t, h, w) and ``seconds`` per temporal
-    grid step; ``mel``: Whisper log-mel ``(n_mels, frames)`` with its frame mask."""
+    """One prompt's model inputs before batching: rendered text, media features."""
 
     text: str
-    pixels: np.ndarray | None = None
-    grid: tuple[int, int, int] | None = None
-    seconds: float | None = None
-    mel: np.ndarray | None = None
-    mel_mask: np.ndarray | None = None
+    video: VideoFeatures | None = None
+    audio: AudioFeatures | None = None
 
 
 class OmniEncoder:
-    """Tokenizer, audio feature extractor and vision parameters of a model folder or id."""
+    """Tokenizer, audio feature extractor and vision parameters of a model folder or id.
 
-    def __init__(self, model: str) -> None:
+    Media features are the costly part of an input (Whisper log-mel, video patches). They
+    are computed once per media object: prompts that share a frame list or an audio array
+    (the modality subsets of one item, the G samples of one prompt) share the features;
+    the last ``media_cache`` media objects are remembered."""
+
+    def __init__(self, model: str, media_cache: int = 64) -> None:
         from transformers import AutoTokenizer, WhisperFeatureExtractor
 
         self.tokenizer = AutoTokenizer.from_pretrained(model)
@@ -62,6 +86,8 @@ class OmniEncoder:
         config_path = Path(model) / "preprocessor_config.json"
         raw: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
         self.vision = VisionSpec.from_config(raw)
+        self.media_cache = media_cache
+        self._media: OrderedDict[int, tuple[Any, VideoFeatures | AudioFeatures]] = OrderedDict()
 
     def media_token_ids(self) -> list[int]:
         """Ids of the media placeholder tokens this tokenizer knows. A policy must never
@@ -70,54 +96,88 @@ class OmniEncoder:
         vocab = self.tokenizer.get_vocab()
         return sorted(vocab[t] for t in MEDIA_TOKENS if t in vocab)
 
+    def video_features(self, frames: Sequence[np.ndarray], frame_times: Sequence[float] | None) -> VideoFeatures:
+        """Patches of RGB uint8 frames ``(H, W, 3)`` at ``frame_times`` (seconds)."""
+        video = preprocess_video(frames, frame_times, self.vision)
+        return VideoFeatures(video.pixel_values, video.grid_thw, video.second_per_grid, video.n_tokens)
+
+    def audio_features(self, samples: np.ndarray) -> AudioFeatures:
+        """Log-mel of float32 16 kHz mono ``samples`` ``(n,)``, computed as the Qwen processor
+        does (Whisper extractor, padded to 30 s), then cut to the audio's frames."""
+        if self.features is None:
+            raise ValueError("this model has no audio feature extractor (a text-only model?): the prompt "
+                             "carries audio")
+        feats = self.features(samples, sampling_rate=AUDIO_SAMPLE_RATE, return_attention_mask=True,
+                              padding="max_length", return_tensors="np")
+        frames = int(feats["attention_mask"][0].sum())
+        return AudioFeatures(np.ascontiguousarray(feats["input_features"][0][:, :frames]))
+
+    def _cached(self, media: Any, compute) -> Any:
+        key = id(media)
+        if key in self._media and self._media[key][0] is media:
+            self._media.move_to_end(key)
+            return self._media[key][1]
+        features = compute()
+        self._media[key] = (media, features)  # holds the object, so its id is not reused while cached
+        while len(self._media) > self.media_cache:
+            self._media.popitem(last=False)
+        return features
+
     def prepare(self, prompt: Prompt) -> PreparedPrompt:
-        """The model inputs of one prompt: rendered text and media features (the costly
-        part: Whisper log-mel features and video patches)."""
-        prepared = PreparedPrompt(text="")
-        video_tokens = audio_tokens = 0
+        """The model inputs of one prompt: rendered text and media features."""
+        video = audio = None
         if prompt.frames is not None:
-            video = preprocess_video(prompt.frames, prompt.frame_times, self.vision)
-            prepared.pixels, prepared.grid, prepared.seconds = video.pixel_values, video.grid_thw, video.second_per_grid
-            video_tokens = video.n_tokens
+            video = self._cached(prompt.frames, lambda: self.video_features(prompt.frames, prompt.frame_times))
         if prompt.audio is not None:
-            if self.features is None:
-                raise ValueError("this model has no audio feature extractor (a text-only model?): the prompt "
-                                 "carries audio")
-            feats = self.features(prompt.audio, sampling_rate=AUDIO_SAMPLE_RATE, return_attention_mask=True,
-                                  padding="max_length", return_tensors="np")
-            prepared.mel, prepared.mel_mask = feats["input_features"][0], feats["attention_mask"][0]
-            audio_tokens = audio_token_count(int(prepared.mel_mask.sum()))
-        prepared.text = render_chat(prompt, video_tokens, audio_tokens)
-        return prepared
+            audio = self._cached(prompt.audio, lambda: self.audio_features(prompt.audio))
+        return self.assemble(prompt, video, audio)
+
+    @staticmethod
+    def assemble(prompt: Prompt, video: VideoFeatures | None, audio: AudioFeatures | None) -> PreparedPrompt:
+        """A prepared prompt from features computed elsewhere (e.g. once per video for many
+        prompts); ``prompt`` needs only its messages."""
+        text = render_chat(prompt, video.n_tokens if video else 0, audio.n_tokens if audio else 0)
+        return PreparedPrompt(text, video, audio)
 
     def encode(self, prompts: Sequence[Prompt], cache: dict[int, tuple[Prompt, PreparedPrompt]] | None = None
                ) -> dict[str, Any]:
-        """CPU tensors for a batch of prompts (left-padded): ``input_ids``,
-        ``attention_mask`` and, when any prompt has them, the video and audio inputs.
+        """CPU tensors for a batch of prompts (left-padded): see :meth:`collate`.
 
         A prompt object that occurs several times (a group of G samples) is prepared once;
         ``cache`` carries prepared prompts across calls (it holds each prompt object, so
         its ``id`` cannot be reused while the entry lives; clear it to free memory)."""
-        import torch
-
         cache = {} if cache is None else cache
         batch_prepared = []
         for prompt in prompts:
             if id(prompt) not in cache:
                 cache[id(prompt)] = (prompt, self.prepare(prompt))
             batch_prepared.append(cache[id(prompt)][1])
-        batch = self.tokenizer([p.text for p in batch_prepared], return_tensors="pt", padding=True,
+        return self.collate(batch_prepared)
+
+    def collate(self, prepared: Sequence[PreparedPrompt]) -> dict[str, Any]:
+        """CPU tensors for prepared prompts (left-padded): ``input_ids``, ``attention_mask``
+        and, when any prompt has them, the video inputs and the audio inputs (log-mels
+        zero-padded to the longest, with their frame mask)."""
+        import torch
+
+        batch = self.tokenizer([p.text for p in prepared], return_tensors="pt", padding=True,
                                add_special_tokens=False)
         inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        videos = [p for p in batch_prepared if p.pixels is not None]
+        videos = [p.video for p in prepared if p.video is not None]
         if videos:
-            inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate([p.pixels for p in videos]))
-            inputs["video_grid_thw"] = torch.tensor([p.grid for p in videos], dtype=torch.long)
-            inputs["video_second_per_grid"] = torch.tensor([p.seconds for p in videos], dtype=torch.float32)
-        audios = [p for p in batch_prepared if p.mel is not None]
+            inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate([v.pixels for v in videos]))
+            inputs["video_grid_thw"] = torch.tensor([v.grid for v in videos], dtype=torch.long)
+            inputs["video_second_per_grid"] = torch.tensor([v.seconds for v in videos], dtype=torch.float32)
+        audios = [p.audio.mel for p in prepared if p.audio is not None]
         if audios:
-            inputs["input_features"] = torch.from_numpy(np.stack([p.mel for p in audios]))
-            inputs["feature_attention_mask"] = torch.from_numpy(np.stack([p.mel_mask for p in audios])).long()
+            longest = max(m.shape[1] for m in audios)
+            mel = np.zeros((len(audios), audios[0].shape[0], longest), np.float32)
+            mask = np.zeros((len(audios), longest), np.int64)
+            for row, m in enumerate(audios):
+                mel[row, :, :m.shape[1]] = m
+                mask[row, :m.shape[1]] = 1
+            inputs["input_features"] = torch.from_numpy(mel)
+            inputs["feature_attention_mask"] = torch.from_numpy(mask)
         return inputs
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from maple_data.answers import LETTERS
@@ -36,27 +37,59 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
                                    bos_token=None, unk_token=None)
 
 
+@dataclass(frozen=True)
+class TinyOmniSize:
+    """Sizes of a tiny Qwen2.5-Omni Thinker. ``hidden / heads`` is the attention head size
+    (vLLM's CPU attention needs 32, 64, 80, ...); ``max_pixels`` caps the frame area the
+    processor resizes to (a multiple of 28 x 28); ``tie_embeddings=False`` keeps a separate
+    output layer (vLLM ties a tied one to the embeddings and ignores a trained head)."""
+
+    hidden: int = 32
+    layers: int = 2
+    heads: int = 2
+    kv_heads: int = 1
+    ffn_ratio: int = 2  # text MLP width = ffn_ratio * hidden
+    vision_depth: int = 1
+    vision_hidden: int = 16
+    audio_layers: int = 1
+    audio_d_model: int = 16
+    max_pixels: int = 28 * 28 * 64
+    vocab_size: int = 512
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads or self.heads % self.kv_heads or (self.hidden // self.heads) % 4:
+            raise ValueError(f"need hidden divisible by heads, heads by kv_heads and a head size divisible by 4; "
+                             f"got {self}")
+
+
 def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: int = 32, layers: int = 2,
-                    seed: int = 0) -> Path:
-    """Write a tiny Qwen2.5-Omni Thinker model folder to ``out_dir``; returns it."""
+                    seed: int = 0, size: TinyOmniSize | None = None) -> Path:
+    """Write a tiny Qwen2.5-Omni Thinker model folder (random weights) to ``out_dir``;
+    returns it. ``size`` gives every size; without it, ``hidden`` and ``layers`` with the
+    other sizes of :class:`TinyOmniSize`."""
     import torch
     from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
                               WhisperFeatureExtractor)
 
+    size = size or TinyOmniSize(hidden=hidden, layers=layers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(texts)
+    tokenizer = train_tokenizer(texts, size.vocab_size)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    heads = 2
-    half_head = hidden // heads // 2
+    h = size.hidden
+    half_head = h // size.heads // 2
     config = Qwen2_5OmniThinkerConfig(
-        audio_config={"num_mel_bins": N_MELS, "encoder_layers": 1, "encoder_attention_heads": 2,
-                      "encoder_ffn_dim": 32, "d_model": 16, "output_dim": hidden, "n_window": 50},
-        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
-                       "out_hidden_size": hidden, "fullatt_block_indexes": [0], "window_size": 112},
-        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden,
-                     "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": 1,
-                     "max_position_embeddings": 4096,
+        audio_config={"num_mel_bins": N_MELS, "encoder_layers": size.audio_layers, "encoder_attention_heads": 2,
+                      "encoder_ffn_dim": 2 * size.audio_d_model, "d_model": size.audio_d_model, "output_dim": h,
+                      "n_window": 50},
+        vision_config={"depth": size.vision_depth, "hidden_size": size.vision_hidden,
+                       "intermediate_size": 2 * size.vision_hidden, "num_heads": 2, "out_hidden_size": h,
+                       "fullatt_block_indexes": list(range(size.vision_depth)), "window_size": 112},
+        text_config={"vocab_size": len(tokenizer), "hidden_size": h, "intermediate_size": size.ffn_ratio * h,
+                     "num_hidden_layers": size.layers, "num_attention_heads": size.heads,
+                     "num_key_value_heads": size.kv_heads, "max_position_embeddings": 4096,
+                     "tie_word_embeddings": size.tie_embeddings,
                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
                                          "mrope_section": [half_head - 2 * (half_head // 3), half_head // 3,
                                                            half_head // 3]},
@@ -73,7 +106,7 @@ def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: i
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     features = WhisperFeatureExtractor(feature_size=N_MELS).to_dict()
-    spec = VisionSpec(max_pixels=28 * 28 * 64)
+    spec = VisionSpec(max_pixels=size.max_pixels)
     vision = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.__dict__.items()}
     (out / "preprocessor_config.json").write_text(json.dumps({**features, **vision}, indent=1), encoding="utf-8")
     return out
