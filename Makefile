@@ -16,5 +16,5 @@ test:  ## the default test run (CPU, offline)
 test-learning:  ## the learning lane: pretrain the shipped recipe cold, then the demo's acceptance checks (~30 min)
 	$(PYTHON) -m pytest -q -m learning --learning
 
-demo: install  ## the whole flow offline on CPU (synth -> annotate -> review -> bench -> train -> eval), a few minutes
+demo: install  ## the whole flow offline on CPU: pretrain once (~30 min, then cached), synth -> annotate -> review -> bench -> RL -> eval (~3 min)
 	maple-rl demo --out demo-out

@@ -91,7 +91,7 @@ def synth(
 @app.command()
 def validate(
     path: Annotated[Path, typer.Argument(help="A shard (.arrow), a folder of shards, or a QA file (.jsonl/.csv).")],
-    videos: Annotated[Path | None, typer.Option(help="Videos folder of a QA file [default: the QA file's folder].")] = None,
+    videos: Annotated[Path | None, typer.Option(help="Videos folder of a QA file (default: the QA file's folder).")] = None,
     max_shown: Annotated[int, typer.Option(help="Faults listed at most (all are counted).")] = 200,
 ) -> None:
     """Check shards or a QA input file against the record schema.
@@ -134,7 +134,7 @@ def extract(
     asr: Annotated[str, typer.Option(help="Whisper ASR: off; missing (when no subtitle source has any); "
                                           "always (transcript replaces subtitles). Needs the asr extra.")] = "off",
     asr_model: Annotated[str, typer.Option(help="Whisper model name or local checkpoint path.")] = "base",
-    asr_language: Annotated[str | None, typer.Option(help="Spoken language for ASR [default: detect].")] = None,
+    asr_language: Annotated[str | None, typer.Option(help="Spoken language for ASR (default: detect).")] = None,
     ext: Annotated[str, typer.Option(help="Video file extensions to pick up.")] = ",".join(
         e.lstrip(".") for e in ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv")),
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
@@ -294,9 +294,9 @@ def _print_proposals(work: Path, config) -> None:
 @app.command()
 def propose(
     work: Annotated[Path, typer.Argument(help="Work folder of `maple-data annotate`.")],
-    tau: Annotated[float | None, typer.Option(help=TAU_HELP + " [default: the annotate setting]")] = None,
-    delta: Annotated[float | None, typer.Option(help=DELTA_HELP + " [default: the annotate setting]")] = None,
-    min_samples: Annotated[int | None, typer.Option(help=MIN_SAMPLES_HELP + " [default: annotate's]")] = None,
+    tau: Annotated[float | None, typer.Option(help=TAU_HELP + " (default: the annotate setting)")] = None,
+    delta: Annotated[float | None, typer.Option(help=DELTA_HELP + " (default: the annotate setting)")] = None,
+    min_samples: Annotated[int | None, typer.Option(help=MIN_SAMPLES_HELP + " (default: annotate's)")] = None,
 ) -> None:
     """Recompute proposals from stored ablation results (no model calls) and merge the
     results of all --num-shards processes into WORK/proposals.jsonl."""
@@ -318,7 +318,7 @@ def review(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback requires a token.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 = any free one).")] = 0,
-    token: Annotated[str | None, typer.Option(help="Access token [default: generated for non-loopback binds].")]
+    token: Annotated[str | None, typer.Option(help="Access token (default: generated for non-loopback binds).")]
     = None,
     order: Annotated[str, typer.Option(help="Queue order after unreviewed-first: confidence (flagged and "
                                             "least confident first) or id.")] = "confidence",
@@ -485,7 +485,7 @@ def stats(
 def publish_command(
     bench: Annotated[Path, typer.Argument(help="Benchmark folder from build-bench.")],
     repo_id: Annotated[str, typer.Option(help="Hub dataset repo, e.g. your-name/maple-bench.")],
-    token: Annotated[str | None, typer.Option(help="Hub token [default: HF_TOKEN or the cached login].")] = None,
+    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN or the cached login).")] = None,
     private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the folder and list what would be uploaded; no network.")]
     = False,

@@ -99,8 +99,8 @@ def mixture_fit(
 def train(
     data: Annotated[Path, typer.Argument(help="Benchmark folder (build-bench output) or record shards.")],
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe, e.g. pipelines/mapo-adaptive.yaml.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model id or folder [default: the recipe's model.path].")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder [default: output_dir].")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id or folder (default: the recipe's model.path).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: output_dir).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
                                                                   "(repeatable), e.g. algo.clip_high=0.28.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
@@ -185,12 +185,12 @@ def heldout_table(report: dict, title: str) -> Table:
 
 @app.command()
 def pretrain(
-    recipe: Annotated[Path | None, typer.Option(help="Pretraining recipe [default: the shipped "
-                                                     "pipelines/pretrain-tiny-omni.yaml].")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Pretraining recipe (default: the shipped "
+                                                     "pipelines/pretrain-tiny-omni.yaml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
                                                                   "(repeatable), e.g. train.batch_size=32.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache of corpora and models [default: $MAPLE_CACHE, "
-                                                        "else ~/.cache/maple].")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache of corpora and models (default: $MAPLE_CACHE, "
+                                                        "else ~/.cache/maple).")] = None,
     print_path: Annotated[bool, typer.Option(help="Print only the trained model's folder on stdout (progress "
                                                   "still on stderr), e.g. MODEL=$(maple-rl pretrain "
                                                   "--print-path).")] = False,
@@ -226,7 +226,7 @@ def pretrain(
                 heldout[0] = (f"  held-out: exact {info['heldout']['mean_exact']:.0%}, all "
                               f"{sum(acc['all'].values()) / max(len(acc['all']), 1):.0%}")
                 bar.console.print(f"step {done}/{total}{heldout[0]}; exact per tag: "
-                                  + ", ".join(f"{tag} {v:.0%}" for tag, v in acc["exact"].items()))
+                                  + ", ".join(f"{tag} {v:.0%}" for tag, v in acc["exact"].items()), soft_wrap=True)
             text = f"loss {info['loss']:.3f}  stage {info['stage'] + 1}{heldout[0]}" if "loss" in info else ""
             bar.update(tasks[phase], completed=done, info=text)
 
@@ -245,13 +245,13 @@ def pretrain(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("demo-out"),
-    recipe: Annotated[Path | None, typer.Option(help="Demo recipe [default: pipelines/demo.yaml].")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Demo recipe (default: pipelines/demo.yaml).")] = None,
     videos: Annotated[int | None, typer.Option(help="Fresh synthetic videos to annotate (half train RL, "
                                                     "half test).")] = None,
     rl_steps: Annotated[int | None, typer.Option(help="RL steps per arm (MUPO, MAPO-adaptive).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fresh videos and the RL runs.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache of the pretrained model [default: $MAPLE_CACHE, "
-                                                        "else ~/.cache/maple].")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache of the pretrained model (default: $MAPLE_CACHE, "
+                                                        "else ~/.cache/maple).")] = None,
 ) -> None:
     """Run the whole flow offline on CPU: pretrain a tiny omni model (or reuse the cached
     one) -> synth fresh videos -> extract -> annotate (ablation over the 7 modality

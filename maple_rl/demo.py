@@ -59,7 +59,7 @@ class DemoConfig:
     rl_steps: int = 30  # RL steps per arm
     group_size: int = 8
     batch_size: int = 14  # prompts per RL step
-    rl_lr: float = 5e-4
+    rl_lr: float = 1e-4
 
 
 def load_demo_config(recipe: str | Path | None = None, **overrides: Any) -> DemoConfig:

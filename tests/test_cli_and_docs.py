@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from maple_data.cli import app as data_app
@@ -38,13 +39,14 @@ def test_console_scripts_are_installed():
         assert out.stdout.startswith("maple ")
 
 
-def test_readme_names_the_two_commands_that_ci_runs():
+def test_readme_names_the_commands_that_ci_runs():
     readme = (ROOT / "README.md").read_text()
     install = re.search(r"Install everything.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
     test = re.search(r"Run the tests.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
+    lane = re.search(r"the \*\*learning lane\*\*.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
     ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
-    assert ci == [install, test]
+    assert ci == [install, test, lane]
     makefile = (ROOT / "Makefile").read_text()
     assert "install torch==2.13.0" in makefile.split("install:")[1].split("test:")[0]
 
@@ -80,3 +82,21 @@ def test_mixture_cli_design_then_fit(tmp_path):
     bad.write_text("a,b\n0.5,0.5\n")
     result = runner.invoke(rl_app, ["mixture", "fit", str(bad)])
     assert result.exit_code == 1 and "no `score` column" in result.output
+
+
+@pytest.mark.parametrize("app_path", ["maple_data.cli", "maple_rl.cli"])
+def test_no_option_help_loses_text_to_rich_markup(app_path):
+    """Rich reads "[...]" in a help string as markup and drops it ("Run folder ." instead of
+    "Run folder (default: output_dir)."): every command's --help keeps its text."""
+    import importlib
+
+    import typer
+
+    app = importlib.import_module(app_path).app
+    group = typer.main.get_command(app)
+    names = [[name] for name in group.commands]
+    names += [[name, sub] for name, command in group.commands.items() for sub in getattr(command, "commands", {})]
+    for name in names:
+        result = CliRunner().invoke(app, [*name, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+        assert result.exit_code == 0, (name, result.output)
+        assert not re.search(r"\w \.\s", result.output), (name, result.output)

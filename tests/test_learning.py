@@ -1,0 +1,27 @@
+"""The learning lane (`make test-learning`, skipped without --learning): pretrain the shipped
+recipe cold, then run the demo with it, and check what the model learned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from maple_data.rmt import TAGS
+from maple_rl.demo import load_demo_config, run_demo
+
+
+@pytest.mark.learning
+def test_the_shipped_pretraining_learns_every_tag_and_the_demo_proposes_the_true_tags(tmp_path):
+    summary = run_demo(tmp_path / "demo", load_demo_config(), cache=tmp_path / "cache")
+    accuracy = json.loads(Path(summary["pretrain_report"]).read_text())["accuracy"]
+    for tag in TAGS:  # held-out items: with the tag's modalities, with all, with one missing (chance 25%)
+        assert accuracy["exact"][tag] >= 0.9 and accuracy["all"][tag] >= 0.9, (tag, accuracy)
+        # 40 items a tag: at chance (25%) the count of right answers has sd 6.8 points, so the
+        # per-tag bound leaves room for noise and the mean over tags holds the target (<= 40%)
+        assert accuracy["deficit"][tag] <= 0.45, (tag, accuracy)
+    assert sum(accuracy["deficit"].values()) / len(TAGS) <= 0.4, accuracy
+    agreement = summary["agreement"]  # fresh videos the annotator never saw
+    assert agreement["overall"] >= 0.9, agreement
+    assert all(share >= 0.8 for share in agreement["per_tag"].values()), agreement
