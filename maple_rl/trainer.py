@@ -29,6 +29,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,23 @@ def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, *, su
     logp = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
+
+
+@dataclass
+class Scored:
+    """One batch's sampled responses with their rewards and advantages; rows are the
+    N*G sequences (G per record, record-major)."""
+
+    prompts: list  # (N*G,) the prompt of each sequence
+    responses: torch.Tensor  # (N*G, T) response token ids
+    texts: list[str]  # (N*G,) the decoded responses
+    mask: torch.Tensor  # (N*G, T) 1 on response tokens up to and including EOS
+    rewards: torch.Tensor  # (N*G,) float64
+    advantages: torch.Tensor  # (N*G,)
+    tag_ids: torch.Tensor  # (N*G,) RMT index of each sequence
+    strata: torch.Tensor  # (N*G,) stratum of each sequence (all 0 without RMT strata)
+    keep: torch.Tensor  # (N*G,) bool: not filtered as a zero-variance group
+    components: list[dict[str, float]]  # (N*G,) reward components
 
 
 class Trainer:
@@ -238,13 +256,9 @@ class Trainer:
         texts = self.encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return [p for p in unique for _ in range(G)], responses, texts
 
-    def train_step(self) -> dict[str, Any]:
-        cfg, start = self.config, time.perf_counter()
-        rank, world = self.acc.process_index, self.acc.num_processes
-        batch = self.sampler.next_batch()
-        self.prepared.clear()  # last step's prompts
-        mine = batch[rank::world]
-        records = [self.items[i] for i in mine]
+    def sample_and_score(self, records: list[dict[str, Any]]) -> Scored:
+        """G responses per record, their rewards and advantages (nothing is updated)."""
+        cfg = self.config
         G = cfg.rollout.group_size
         prompts, responses, texts = self.rollout(records)
         comps = [reward_components(texts[k], records[k // G]["task"], records[k // G]["options"],
@@ -260,8 +274,20 @@ class Trainer:
         if cfg.algo.early_filter and G > 1:
             keep = ~zero_variance_mask(rewards, group_ids)
         advantages = compute_advantages(cfg.algo.estimator, rewards, group_ids if G > 1 else None, strata, **options)
-        mask = response_mask(responses, self.eos_id, self.pad_id)
-        stats = self._update(prompts, responses, mask, advantages, strata, keep)
+        return Scored(prompts, responses, texts, response_mask(responses, self.eos_id, self.pad_id), rewards,
+                      advantages, tag_ids, strata, keep, comps)
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, start = self.config, time.perf_counter()
+        rank, world = self.acc.process_index, self.acc.num_processes
+        batch = self.sampler.next_batch()
+        self.prepared.clear()  # last step's prompts
+        mine = batch[rank::world]
+        records = [self.items[i] for i in mine]
+        G = cfg.rollout.group_size
+        scored = self.sample_and_score(records)
+        rewards, comps, tag_ids, keep = scored.rewards, scored.components, scored.tag_ids, scored.keep
+        stats = self._update(scored.prompts, scored.responses, scored.mask, scored.advantages, scored.strata, keep)
         if cfg.algo.estimator == "mssr":
             self.tracker.update([rec["id"] for rec in records for _ in range(G)], rewards.tolist())
             self.tracker.rho.observe(abs(stats["approx_kl"]))
@@ -295,7 +321,7 @@ class Trainer:
             "seconds": time.perf_counter() - start, **stats,
         }
         if cfg.log_samples_every and self.counter.step % cfg.log_samples_every == 0:
-            metrics["samples"] = [{"item": rec["id"], "completion": texts[k * G]} for k, rec in enumerate(records[:2])]
+            metrics["samples"] = [{"item": rec["id"], "completion": scored.texts[k * G]} for k, rec in enumerate(records[:2])]
         return metrics
 
     def _update(self, prompts, responses, mask, advantages, strata, keep) -> dict[str, float]:
