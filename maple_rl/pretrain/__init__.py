@@ -61,6 +61,7 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     accuracy in ``info``)."""
     import torch
 
+    from maple_data.ablation import write_json_atomic
     from maple_data.backends.omni_inputs import OmniEncoder
     from maple_data.backends.tiny_omni import build_tiny_omni
     from maple_rl.pretrain.corpus import corpus_key, corpus_texts, load_corpus, materialize
@@ -104,8 +105,6 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
                "seconds": {"total": time.perf_counter() - started, "corpus": corpus_seconds,
                            "train": time.perf_counter() - train_started},
                "threads": config.threads, "history": trainer.history}
-    tmp = folder / ".report.json.partial"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, folder / "report.json")
+    write_json_atomic(folder / "report.json", json.dumps(summary, indent=1))
     return _result(folder, config, cached=False)
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maple_data.ablation import write_json_atomic
 from maple_data.backends.omni_inputs import OmniEncoder
 from maple_data.rmt import TAGS, modalities, parse_rmt
 from maple_rl.pretrain.config import PretrainConfig
@@ -260,6 +261,4 @@ class Pretrainer:
         """Append a held-out report to the history and rewrite ``heldout.jsonl`` (one line
         per evaluation, atomically: a resumed run never shows an evaluation twice)."""
         self.history = [h for h in self.history if h["step"] < self.step] + [{"step": self.step, **report}]
-        tmp = self.folder / ".heldout.jsonl.partial"
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        os.replace(tmp, self.folder / "heldout.jsonl")
+        write_json_atomic(self.folder / "heldout.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
