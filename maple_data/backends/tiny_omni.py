@@ -63,16 +63,14 @@ class TinyOmniSize:
                              f"got {self}")
 
 
-def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: int = 32, layers: int = 2,
-                    seed: int = 0, size: TinyOmniSize | None = None) -> Path:
-    """Write a tiny Qwen2.5-Omni Thinker model folder (random weights) to ``out_dir``;
-    returns it. ``size`` gives every size; without it, ``hidden`` and ``layers`` with the
-    other sizes of :class:`TinyOmniSize`."""
+def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, seed: int = 0,
+                    size: TinyOmniSize = TinyOmniSize()) -> Path:
+    """Write a tiny Qwen2.5-Omni Thinker model folder (random weights, sizes ``size``) to
+    ``out_dir``; returns it."""
     import torch
     from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
                               WhisperFeatureExtractor)
 
-    size = size or TinyOmniSize(hidden=hidden, layers=layers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(texts, size.vocab_size)
