@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,13 +25,14 @@ from typing import Any, Literal
 
 from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
 from maple_data.backends import Backend
-from maple_data.extract import EXTRACTED, Journal, media_schema, newest_rows
+from maple_data.durable import Journal, write_atomic
+from maple_data.extract import EXTRACTED, media_schema, newest_rows
 from maple_data.prompts import DecodedMedia, Prompt, build_prompt
 from maple_data.proposal import (ProposalConfig, SearchMode, SubsetResult, chunks, fail_decided,
                                  pass_threshold, propose, search_stages, stage_needed)
 from maple_data.qa_input import QAItem
 from maple_data.rmt import TAGS, is_subset
-from maple_data.shards import open_stream
+from maple_data.shards import read_batches
 
 ABLATION = "ablation"
 PROPOSALS = "proposals.jsonl"
@@ -198,7 +198,7 @@ def media_rows(work_dir: Path, wanted: set[str]) -> Iterator[dict[str, Any]]:
     shards, newest = newest_rows(work_dir / EXTRACTED, wanted)
     for s_index, shard in enumerate(shards):
         start = 0
-        for batch in open_stream(shard, schema):
+        for batch in read_batches(shard, schema):
             for i, row_id in enumerate(batch.column("id").to_pylist()):
                 if newest.get(row_id) == (s_index, start + i):
                     yield batch.slice(i, 1).to_pylist()[0]
@@ -214,15 +214,6 @@ class AnnotateSummary:
     missing_media: dict[str, str] = field(default_factory=dict)  # item id -> why
 
 
-def write_json_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, settings: AblationSettings, *,
                  num_shards: int = 1, shard_index: int = 0,
                  on_start: Callable[[int], None] | None = None,
@@ -236,7 +227,7 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
     folder = work / ABLATION
     folder.mkdir(parents=True, exist_ok=True)
     settings_path = folder / "settings.json"
-    write_json_atomic(settings_path, json.dumps(asdict(settings) | {"result_key": settings.result_key}, indent=1))
+    write_atomic(settings_path, json.dumps(asdict(settings) | {"result_key": settings.result_key}, indent=1))
     mine = [item for item in items if in_shard(item.id, shard_index, num_shards)]
     by_video: dict[str, list[Item]] = {}
     for item in mine:
@@ -268,7 +259,7 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
                     on_item(item)
     finally:
         results_log.close()
-        write_json_atomic(items_log, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+        write_atomic(items_log, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
     for video_id, group in by_video.items():
         if video_id not in seen:
             for item in group:
@@ -289,6 +280,14 @@ def proposal_entry(item: Mapping[str, Any], results: Mapping[str, SubsetResult],
     return {**item, "status": proposal.status, "rmt": proposal.rmt, "confidence": round(proposal.confidence, 4),
             "flags": list(proposal.flags),
             "ablation": {"model": settings["model"], "scoring": settings["scoring"], "results": evidence}}
+
+
+def read_proposals(work_dir: str | Path) -> list[dict[str, Any]]:
+    """The entries of ``WORK/proposals.jsonl`` (one per item, sorted by id)."""
+    path = Path(work_dir) / PROPOSALS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run maple-data annotate (or propose) first")
+    return Journal.read(path)
 
 
 def run_propose(work_dir: str | Path, config: ProposalConfig | None = None) -> tuple[Path, Counter]:
@@ -313,5 +312,5 @@ def run_propose(work_dir: str | Path, config: ProposalConfig | None = None) -> t
         counts.update(f"flag: {flag}" for flag in entry["flags"])
         lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
     out = work / PROPOSALS
-    write_json_atomic(out, "".join(lines))
+    write_atomic(out, "".join(lines))
     return out, counts

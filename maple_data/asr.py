@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from maple_data.errors import MissingExtra
 from maple_data.schema import AUDIO_SAMPLE_RATE
 from maple_data.subtitles import Segment, clean_text
 
@@ -20,7 +21,7 @@ def load_whisper(name_or_path: str, device: str = "cpu") -> Any:
     try:
         import whisper
     except ImportError as exc:
-        raise RuntimeError("ASR needs openai-whisper: pip install 'maple-omni[asr]'") from exc
+        raise MissingExtra("ASR needs openai-whisper: pip install 'maple-omni[asr]'") from exc
     return whisper.load_model(name_or_path, device=device)
 
 

@@ -24,12 +24,14 @@ Rules:
   away), ``caption`` (caption items, all available modalities).
 - A row carries only its input modalities' media. Rows are sorted by id, so the same
   inputs and seed give byte-identical files.
+- The folder is built under a hidden ``.<name>.partial`` sibling and swapped into place
+  when complete (:func:`maple_data.durable.atomic_folder`): a reader, or a kill at any
+  moment, sees the previous benchmark or the new one, never a mix.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,8 +42,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maple_data import decisions as journal
-from maple_data.ablation import PROPOSALS
+from maple_data.ablation import read_proposals
 from maple_data.card import write_card
+from maple_data.durable import atomic_folder
 from maple_data.extract import load_media
 from maple_data.faults import Fault
 from maple_data.rmt import condition, modalities, subsets
@@ -223,10 +226,10 @@ def config_rows(config: str, items: list[dict[str, Any]], media: Mapping[str, Ma
 def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettings = BenchSettings()
                 ) -> BenchReport:
     work, out = Path(work_dir), Path(out_dir)
-    proposals_path = work / PROPOSALS
-    if not proposals_path.exists():
-        raise FileNotFoundError(f"{proposals_path} not found: run maple-data annotate (or propose) first")
-    proposals = [json.loads(line) for line in proposals_path.read_text(encoding="utf-8").splitlines() if line]
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "README.md").exists())):
+        raise ValueError(f"{out} exists and is not a benchmark folder (no README.md): choose another --out; "
+                         "build-bench replaces the whole folder")
+    proposals = read_proposals(work)
     report = BenchReport(out)
     journal_path = work / journal.DECISIONS
     known = {p["id"] for p in proposals}
@@ -249,21 +252,26 @@ def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettin
     if settings.balance_train:
         by_split["train"] = balance(by_split["train"], settings.seed, Counter())
     kept = [it for s in SPLITS for it in by_split[s]]
+    if not kept:
+        why = ", ".join(f"{why}: {n}" for why, n in sorted(report.excluded.items()) if n) or "no items"
+        raise ValueError(f"nothing to build: no item qualifies ({why}); review items first (maple-data review) "
+                         "or pass --include-proposed")
     schema = load_schema()
-    for config in CONFIGS:
-        rows = config_rows(config, kept, media, splits, settings.seed, settings.none_share)
-        for split in SPLITS:
-            part = [r for r in rows if r["split"] == split]
-            if not part:
-                continue
-            for row in part:
-                problems = schema.validate(row)
-                if problems:
-                    raise ValueError(f"{config}/{split} row {row['id']}: {problems[0]}")
-            path = out / config / f"{split}-00000-of-00001.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            table = pa.Table.from_pylist(part, schema=schema.arrow_schema)
-            pq.write_table(table, path, compression="zstd", write_statistics=False)
-            report.counts[f"{config}/{split}"] = Counter(r["rmt"] for r in part)
-    write_card(out, report, settings, work)
+    with atomic_folder(out) as tmp:
+        for config in CONFIGS:
+            rows = config_rows(config, kept, media, splits, settings.seed, settings.none_share)
+            for split in SPLITS:
+                part = [r for r in rows if r["split"] == split]
+                if not part:
+                    continue
+                for row in part:
+                    problems = schema.validate(row)
+                    if problems:
+                        raise ValueError(f"{config}/{split} row {row['id']}: {problems[0]}")
+                path = tmp / config / f"{split}-00000-of-00001.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                table = pa.Table.from_pylist(part, schema=schema.arrow_schema)
+                pq.write_table(table, path, compression="zstd", write_statistics=False)
+                report.counts[f"{config}/{split}"] = Counter(r["rmt"] for r in part)
+        write_card(tmp, report, settings, work)
     return report

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from maple_data import __version__
+from maple_data.errors import enable_debug, run_cli
 
 app = typer.Typer(
     name="maple-data",
@@ -42,6 +43,8 @@ def _version(value: bool) -> None:
 def _main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", callback=enable_debug, is_eager=True,
+                                        help="Show the full traceback of an error (also MAPLE_DEBUG=1).")] = False,
 ) -> None:
     """Curate RMT-tagged data for modality-aware post-training of omni models."""
 
@@ -238,6 +241,7 @@ def annotate(
     """
     from maple_data.ablation import AblationSettings, Item, run_annotate
     from maple_data.backends import load_backend
+    from maple_data.backends.model_source import check_model
     from maple_data.extract import ExtractSettings, run_extract
     from maple_data.frames import FrameSpec
     from maple_data.qa_input import read_qa_file
@@ -248,6 +252,7 @@ def annotate(
                                     proposal=_proposal_config(tau, delta, min_samples))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    check_model(model)  # a missing or unreachable model fails now, not after the extraction
     load = read_qa_file(qa, videos_dir)
     for fault in load.problems:
         typer.echo(str(fault))
@@ -318,7 +323,9 @@ def review(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback requires a token.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 = any free one).")] = 0,
-    token: Annotated[str | None, typer.Option(help="Access token (default: generated for non-loopback binds).")]
+    token: Annotated[str | None, typer.Option(help="Session token (default: random); the page sends it with "
+                                                  "every decision. With a non-loopback bind or a given token, "
+                                                  "every request needs it and the printed URL carries it.")]
     = None,
     order: Annotated[str, typer.Option(help="Queue order after unreviewed-first: confidence (flagged and "
                                             "least confident first) or id.")] = "confidence",
@@ -330,8 +337,7 @@ def review(
     per-subset evidence, accept / override (V, A, S toggles) / mark unanswerable / reject,
     with keyboard shortcuts. Every decision is fsynced to WORK/decisions.jsonl before the
     page is told it is saved; restarting resumes at the first unreviewed item."""
-    from maple_data.review import accept_confident as bulk_accept
-    from maple_data.review import serve
+    from maple_data.review import accept_confident as bulk_accept, serve
 
     try:
         if accept_confident is not None:
@@ -356,13 +362,11 @@ def review_stats(
 ) -> None:
     """Proposal-vs-verdict confusion per RMT, acceptance rate, and Cohen's kappa between
     reviewers on items decided by both."""
-    import json
-
     from maple_data import decisions as journal
+    from maple_data.ablation import read_proposals
     from maple_data.review_stats import confusion, pairwise_kappa
 
-    proposals = {p["id"]: p["rmt"] or p["status"] for p in
-                 map(json.loads, (work / "proposals.jsonl").read_text(encoding="utf-8").splitlines())}
+    proposals = {p["id"]: p["rmt"] or p["status"] for p in read_proposals(work)}
     faults: list = []
     decisions = journal.read(work / journal.DECISIONS, faults)
     for fault in faults:
@@ -437,9 +441,9 @@ def build_bench_command(
         settings = BenchSettings(ratios=tuple(float(x) for x in _csv(ratios)), seed=seed,
                                  include_proposed=include_proposed, balance_train="train" in _csv(balance),
                                  none_share=none_share, name=name, license=license, citation=citation)
-        report = build_bench(work, out, settings)
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    report = build_bench(work, out, settings)
     for fault in report.faults:
         typer.echo(str(fault))
     _count_table(report.counts, f"build-bench -> {out}")
@@ -556,4 +560,5 @@ def schema_markdown() -> str:
 
 
 def main() -> None:
-    app()
+    """Console script: the app behind the error boundary (one line per expected failure)."""
+    run_cli(app)

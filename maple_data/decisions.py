@@ -8,26 +8,29 @@ One JSON object per line, appended and fsynced before a decision is acknowledged
 
 ``rmt`` is the verified tag (the proposal for ``accept``, the reviewer's tag for
 ``override``, null otherwise). The last decision per (item, reviewer) wins; across
-reviewers, the most recent decision decides the item (:func:`latest_by_item`). A torn
-last line (a crash mid-write) is ignored.
+reviewers, the most recent decision decides the item (:func:`latest_by_item`). The file
+is a :class:`maple_data.durable.Journal`: a torn line left by a crash is ended before the
+next append and reported (file, line) by :func:`read`, never glued to a later decision.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from maple_data.durable import Journal, log, read_journal
 from maple_data.faults import Fault
 from maple_data.rmt import parse_rmt
 
 DECISIONS = "decisions.jsonl"
 VERDICTS = ("accept", "override", "unanswerable", "reject")
 VERIFIED = ("accept", "override")  # verdicts that give an item its RMT
+_TYPES = {"item": str, "reviewer": str, "verdict": str, "rmt": (str, type(None)), "proposed": (str, type(None)),
+          "time": str, "note": (str, type(None)), "bulk": bool}
+_KIND_NAMES = {str: "a string", (str, type(None)): "a string or null", bool: "true or false"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class Decision:
     bulk: bool = False
 
     def __post_init__(self) -> None:
+        for name, kind in _TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ValueError(f"{name} must be {_KIND_NAMES[kind]}, got {value!r}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
         if not self.reviewer.strip():
@@ -58,41 +65,27 @@ class Decision:
 
 
 def append(path: str | Path, decisions: Iterable[Decision]) -> None:
-    """Append decisions and fsync before returning (then they are safe to acknowledge)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        for decision in decisions:
-            handle.write(json.dumps(asdict(decision), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append decisions; durable when this returns (then they are safe to acknowledge)."""
+    with Journal(path) as handle:
+        handle.append(asdict(d) for d in decisions)
 
 
 def read(path: str | Path, faults: list[Fault] | None = None) -> list[Decision]:
     """All valid decisions in file order (a missing file is an empty journal). A line that
-    is not a decision (not JSON, unknown verdict, a tag outside the 7) is skipped and, when
-    ``faults`` is given, reported there with its line number; a torn last line (a crash
-    mid-write) is skipped silently."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    is not a decision (not JSON, a torn line, a field of the wrong type, an unknown verdict,
+    a tag outside the 7) is skipped and reported with its line number: in ``faults`` when
+    given, else as a logged warning."""
+    found = []
+    for number, raw in read_journal(path, faults):
         try:
-            raw = json.loads(line)
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            out.append(Decision(**raw))
-        except json.JSONDecodeError as exc:
-            if number < len(lines) and faults is not None:
-                faults.append(Fault(str(path), number, None, f"not JSON ({exc.msg})"))
+            found.append(Decision(**raw))
         except (TypeError, ValueError) as exc:
-            if faults is not None:
-                faults.append(Fault(str(path), number, None, f"not a decision ({exc})"))
-    return out
+            fault = Fault(str(path), number, None, f"not a decision ({exc})")
+            if faults is None:
+                log.warning("%s", fault)
+            else:
+                faults.append(fault)
+    return found
 
 
 def latest_by_reviewer(decisions: Iterable[Decision]) -> dict[tuple[str, str], Decision]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -30,11 +29,12 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from maple_data.audio import AudioTrackDecoder
+from maple_data.durable import Journal
 from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_times
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.probe import MediaError, Probe, open_media, probe
 from maple_data.schema import RecordSchema, load_schema
-from maple_data.shards import ShardStats, ShardWriter, file_sha256, list_shards, open_stream, stats_path
+from maple_data.shards import ShardStats, ShardWriter, file_sha256, list_shards, read_batches, stats_path
 from maple_data.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
@@ -221,44 +221,13 @@ class ExtractSummary:
         return self.done + self.skipped + len(self.failed)
 
 
-class Journal:
-    """Append-only JSONL status journal; each line is flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
-
-    def append(self, entries: Iterable[dict[str, Any]]) -> None:
-        for entry in entries:
-            self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        self._handle.close()
-
-    @staticmethod
-    def read(path: Path) -> list[dict[str, Any]]:
-        """Entries of a journal; a torn last line (a crash mid-write) is ignored."""
-        if not path.exists():
-            return []
-        entries = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return entries
-
-
 def stored_keys(out_dir: Path) -> dict[str, tuple[str, Path]]:
     """``video id -> (extract_key, shard)`` of the rows in published shards; a later shard
     (and a later row) wins, so a re-extracted video resolves to its newest row."""
     latest: dict[str, tuple[str, Path]] = {}
     schema = media_schema()
     for shard in list_shards(out_dir, SHARD_PREFIX):
-        for batch in open_stream(shard, schema):
+        for batch in read_batches(shard, schema):
             for vid, key in zip(batch.column("id").to_pylist(), batch.column("extract_key").to_pylist()):
                 latest[vid] = (key, shard)
     return latest
@@ -380,7 +349,7 @@ def newest_rows(out_dir: Path, wanted: set[str] | None = None) -> tuple[list[Pat
     shards = list_shards(out_dir, SHARD_PREFIX)
     newest: dict[str, tuple[int, int]] = {}
     for s_index, shard in enumerate(shards):
-        for r_index, vid in enumerate(v for b in open_stream(shard, schema) for v in b.column("id").to_pylist()):
+        for r_index, vid in enumerate(v for b in read_batches(shard, schema) for v in b.column("id").to_pylist()):
             if wanted is None or vid in wanted:
                 newest[vid] = (s_index, r_index)
     return shards, newest
@@ -398,7 +367,7 @@ def compact(out_dir: Path) -> int:
     for s_index, shard in enumerate(shards):
         if kept[s_index] == ShardStats.load(shard).rows:
             continue  # no stale row: leave the shard unread
-        table = pa.Table.from_batches(list(open_stream(shard, schema)), schema=schema.arrow_schema)
+        table = pa.Table.from_batches(list(read_batches(shard, schema)), schema=schema.arrow_schema)
         keep = [newest[vid] == (s_index, r) for r, vid in enumerate(table.column("id").to_pylist())]
         with ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=max(1, len(keep)), schema=schema) as writer:
             writer.write_many(table.filter(pa.array(keep)).to_pylist())
@@ -414,7 +383,7 @@ def load_media(work_dir: str | Path) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     schema = media_schema()
     for shard in list_shards(out_dir, SHARD_PREFIX):
-        for batch in open_stream(shard, schema):
+        for batch in read_batches(shard, schema):
             for row in batch.to_pylist():
                 rows[row["id"]] = row
     return rows

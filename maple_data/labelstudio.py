@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.ablation import PROPOSALS
+from maple_data.ablation import read_proposals
+from maple_data.durable import write_atomic
 from maple_data.extract import load_media
 from maple_data.faults import Fault
 from maple_data.review_media import ensure_preview
@@ -40,7 +41,7 @@ def export_tasks(work: str | Path, media_url: str = "/data/local-files/?d=") -> 
     ``media_url`` prefixes each preview's path relative to the work folder (Label Studio's
     local-files storage by default)."""
     work = Path(work)
-    proposals = [json.loads(x) for x in (work / PROPOSALS).read_text(encoding="utf-8").splitlines() if x]
+    proposals = read_proposals(work)
     media = load_media(work)
     tasks = []
     for p in proposals:
@@ -57,8 +58,8 @@ def export_tasks(work: str | Path, media_url: str = "/data/local-files/?d=") -> 
         })
     out = work / "labelstudio"
     out.mkdir(exist_ok=True)
-    (out / "tasks.json").write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
-    (out / "labeling_config.xml").write_text(LABELING_CONFIG, encoding="utf-8")
+    write_atomic(out / "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False))
+    write_atomic(out / "labeling_config.xml", LABELING_CONFIG)
     return out
 
 
@@ -72,7 +73,7 @@ def _annotator(annotation: dict[str, Any]) -> str:
 def import_annotations(work: str | Path, export: str | Path) -> tuple[int, list[Fault]]:
     """Append decisions from a Label Studio JSON export; returns (decisions added, faults)."""
     work = Path(work)
-    proposals = {p["id"]: p for p in map(json.loads, (work / PROPOSALS).read_text(encoding="utf-8").splitlines())}
+    proposals = {p["id"]: p for p in read_proposals(work)}
     tasks = json.loads(Path(export).read_text(encoding="utf-8"))
     added, faults = [], []
     for number, task in enumerate(tasks, 1):

@@ -10,7 +10,7 @@ served; an existing preview is reused.
 
 from __future__ import annotations
 
-import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,12 @@ from typing import Any
 import av
 import numpy as np
 
+from maple_data.durable import atomic_path, write_atomic
 from maple_data.media_bytes import decode_audio, decode_image
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
 PREVIEW_DIR = Path("review") / "media"
+_BUILDING = threading.Lock()
 
 
 def safe_name(video_id: str) -> str:
@@ -80,12 +82,10 @@ def ensure_preview(work: Path, media: dict[str, Any]) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     name = safe_name(media["id"])
     webm, vtt = folder / f"{name}.webm", folder / f"{name}.vtt"
-    if not webm.exists():
-        tmp = folder / f".{name}.webm.partial"
-        _write_webm(tmp, media)
-        os.replace(tmp, webm)
-    if not vtt.exists():
-        tmp = folder / f".{name}.vtt.partial"
-        tmp.write_text(vtt_text(media.get("subtitles") or []), encoding="utf-8")
-        os.replace(tmp, vtt)
+    with _BUILDING:  # one builder at a time: the review server is threaded
+        if not webm.exists():
+            with atomic_path(webm) as tmp:
+                _write_webm(tmp, media)
+        if not vtt.exists():
+            write_atomic(vtt, vtt_text(media.get("subtitles") or []))
     return {"video": (PREVIEW_DIR / webm.name).as_posix(), "subtitles": (PREVIEW_DIR / vtt.name).as_posix()}

@@ -29,16 +29,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from maple_data.durable import PARTIAL as PARTIAL_SUFFIX, fsync_dir, write_atomic
+from maple_data.errors import MapleError
 from maple_data.rmt import parse_rmt
 from maple_data.schema import METADATA_NAME_KEY, RecordSchema, load_schema, schema_version_of
 
 COUNTED_FIELDS = ("rmt", "task", "split", "available_modalities")  # per-value counts in the sidecar
 SHARD_SUFFIX = ".arrow"
-PARTIAL_SUFFIX = ".partial"
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})\.arrow$")
 
 
-class ShardError(Exception):
+class ShardError(MapleError):
     """A shard that cannot be read or does not match the schema."""
 
 
@@ -53,23 +54,6 @@ class RecordError(ValueError):
 def stats_path(shard: Path) -> Path:
     """Hidden sidecar of a shard: ``.<stem>.stats.json`` next to it."""
     return shard.with_name(f".{shard.stem}.stats.json")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path) -> str:
@@ -185,8 +169,8 @@ class ShardWriter:
 
     def _remove_partials(self) -> None:
         for path in self.folder.iterdir():
-            if path.name.startswith(f".{self.prefix}-") and path.name.endswith(PARTIAL_SUFFIX):
-                path.unlink()
+            if path.name.lstrip(".").startswith(f"{self.prefix}-") and PARTIAL_SUFFIX in path.name:
+                path.unlink()  # a shard or stats file a killed writer left unfinished
         for sidecar in self.folder.glob(f".{self.prefix}-*.stats.json"):
             if not (self.folder / (sidecar.name[1:-len(".stats.json")] + SHARD_SUFFIX)).exists():
                 sidecar.unlink()  # sidecar of a shard that was never published
@@ -233,35 +217,41 @@ class ShardWriter:
             self._buffer, self._buffered_bytes = [], 0
 
     def flush(self) -> Path | None:
-        """Publish the open shard (if it has rows); returns its path."""
+        """Publish the open shard (if it has rows); returns its path. When publishing
+        fails (a full disk), the shard is abandoned as a ``.partial`` file (removed by the
+        next writer; its records were never acknowledged) and the error propagates."""
         if self._stream is None:
             return None
         assert self._sink is not None and self._path is not None
-        self._drain()
-        self._stream.close()
-        self._sink.flush()
-        os.fsync(self._sink.fileno())
-        digest = self._sink.digest.hexdigest()
-        self._sink.close()
-        partial = self.folder / f".{self._path.name}{PARTIAL_SUFFIX}"
-        stats = {
-            "schema": self.schema.name,
-            "schema_version": self.schema.version,
-            "rows": self._rows,
-            "bytes": partial.stat().st_size,
-            "sha256": digest,
-            "counts": {key: dict(sorted(c.items())) for key, c in self._counts.items()},
-        }
-        _write_atomic(stats_path(self._path), json.dumps(stats, indent=1).encode())
-        os.replace(partial, self._path)
-        _fsync_dir(self.folder)
-        published = self._path
-        self.published.append(published)
-        self._next_index += 1
-        self._stream = self._sink = self._arrow_sink = self._path = None
-        self._rows = self._bytes = self._buffered_bytes = 0
-        self._counts = {}
-        return published
+        sink, path = self._sink, self._path
+        try:
+            self._drain()
+            self._stream.close()
+            sink.flush()
+            os.fsync(sink.fileno())
+            digest = sink.digest.hexdigest()
+            sink.close()
+            partial = self.folder / f".{path.name}{PARTIAL_SUFFIX}"
+            stats = {
+                "schema": self.schema.name,
+                "schema_version": self.schema.version,
+                "rows": self._rows,
+                "bytes": partial.stat().st_size,
+                "sha256": digest,
+                "counts": {key: dict(sorted(c.items())) for key, c in self._counts.items()},
+            }
+            write_atomic(stats_path(path), json.dumps(stats, indent=1))
+            os.replace(partial, path)
+            fsync_dir(self.folder)
+            self.published.append(path)
+            self._next_index += 1
+            return path
+        finally:
+            if not sink.closed:
+                sink.close()
+            self._stream = self._sink = self._arrow_sink = self._path = None
+            self._buffer, self._rows, self._bytes, self._buffered_bytes = [], 0, 0, 0
+            self._counts = {}
 
     def close(self) -> None:
         self.flush()
@@ -307,6 +297,17 @@ def open_stream(shard: Path, schema: RecordSchema) -> pa.ipc.RecordBatchStreamRe
     if problems:
         raise ShardError(f"{shard}: " + "; ".join(map(str, problems)))
     return reader
+
+
+def read_batches(shard: Path, schema: RecordSchema) -> Iterator[pa.RecordBatch]:
+    """The record batches of a shard; a shard that is truncated or corrupt part-way is a
+    :class:`ShardError` naming the file."""
+    reader = open_stream(shard, schema)
+    try:
+        yield from reader
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ShardError(f"{shard}: corrupt or truncated Arrow stream ({exc}); delete it and re-run the step "
+                         "that wrote it") from exc
 
 
 def schema_of(shard: Path) -> RecordSchema:
@@ -365,7 +366,7 @@ class ShardReader:
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches after filtering, optionally only some columns."""
         for shard in self.shards:
-            for batch in open_stream(shard, self.schema):
+            for batch in read_batches(shard, self.schema):
                 mask = None
                 for key, allowed in self.filters.items():
                     cond = pc.is_in(batch.column(key), value_set=pa.array(allowed, pa.string()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maple_data.faults import Fault
@@ -30,14 +31,19 @@ def collect(path: str | Path) -> tuple[dict[str, Counter], dict[str, Counter], l
     for file in files:
         if file.suffix == ".parquet":
             key = f"{file.parent.name}/{file.name.split('-')[0]}"
-            problems = schema.check_arrow_schema(pq.read_schema(file))
-            faults += [Fault(str(file), None, p.field, p.message) for p in problems]
-            rows = (r for batch in pq.ParquetFile(file).iter_batches() for r in batch.to_pylist()) if not problems \
-                else iter(())
-            for number, row in enumerate(rows, 1):
-                faults += [Fault(str(file), number, p.field, p.message) for p in schema.validate(row)]
-                counts.setdefault(key, Counter())[str(row["rmt"])] += 1
-                conditions.setdefault(key, Counter())[str(row["condition"])] += 1
+            number = 0
+            try:
+                problems = schema.check_arrow_schema(pq.read_schema(file))
+                faults += [Fault(str(file), None, p.field, p.message) for p in problems]
+                rows = (r for batch in pq.ParquetFile(file).iter_batches() for r in batch.to_pylist()) \
+                    if not problems else iter(())
+                for number, row in enumerate(rows, 1):
+                    faults += [Fault(str(file), number, p.field, p.message) for p in schema.validate(row)]
+                    counts.setdefault(key, Counter())[str(row["rmt"])] += 1
+                    conditions.setdefault(key, Counter())[str(row["condition"])] += 1
+            except (pa.ArrowException, OSError) as exc:
+                faults.append(Fault(str(file), number + 1 if number else None, None,
+                                    f"unreadable Parquet ({' '.join(str(exc).split())})"))
         else:
             key = file.stem
             faults += validate_shard(file)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from maple_data.errors import enable_debug, run_cli
 from maple_rl import __version__
 
 app = typer.Typer(
@@ -34,6 +35,8 @@ def _main(
     ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", callback=enable_debug, is_eager=True,
+                                        help="Show the full traceback of an error (also MAPLE_DEBUG=1).")] = False,
 ) -> None:
     """Modality-aware RL post-training (stratified MAPO) of omni models."""
     if ctx.invoked_subcommand is None:
@@ -119,9 +122,9 @@ def train(
         overrides.append(f"output_dir={out}")
     try:
         config = load_config(recipe, overrides)
-        trainer = Trainer(config, resume=resume)
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    trainer = Trainer(config, resume=resume)  # bad data or model: one line from the error boundary
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -158,12 +161,9 @@ def eval_command(
     precision/recall; writes OUT/eval.json, OUT/eval.md and PNG plots."""
     from maple_rl.evaluate import evaluate
 
-    try:
-        result = evaluate(model, str(data), out, config=config, split=split,
-                          conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()), k=k,
-                          temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics)
-    except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    result = evaluate(model, str(data), out, config=config, split=split,
+                      conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()), k=k,
+                      temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics)
     table = Table("RMT", "accuracy", title=f"{model} on {data} ({config}/{split}, {result['rows']} rows)")
     for tag, acc in result["per_rmt"].items():
         table.add_row(tag, f"{acc:.3f}")
@@ -305,4 +305,5 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Console script: the app behind the error boundary (one line per expected failure)."""
+    run_cli(app)

@@ -196,7 +196,8 @@ def load_recipe(cls: type[T], recipe: str | Path | None = None, overrides: list[
     overrides; unknown keys and values of the wrong type are errors."""
     tree: dict[str, Any] = {}
     if recipe is not None:
-        loaded = yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}
+        with open(recipe, encoding="utf-8") as handle:  # the stream's name puts the file in YAML errors
+            loaded = yaml.safe_load(handle) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{recipe}: a recipe is a YAML mapping")
         tree = loaded

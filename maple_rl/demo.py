@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.ablation import AblationSettings, Item, run_annotate, run_propose
+from maple_data.ablation import AblationSettings, Item, read_proposals, run_annotate, run_propose
 from maple_data.backends.hf import HFBackend
 from maple_data.bench import BenchSettings, build_bench
+from maple_data.durable import write_atomic
 from maple_data.extract import ExtractSettings, run_extract
 from maple_data.frames import FrameSpec
 from maple_data.qa_input import read_qa_file
@@ -77,7 +78,7 @@ def load_demo_config(recipe: str | Path | None = None, **overrides: Any) -> Demo
 def scripted_review(work: Path, truth: dict[str, str], threshold: float) -> dict[str, int]:
     """Bulk-accept confident proposals, then the scripted reviewer decides the rest by the
     true tag (accept when the proposal is right, override otherwise)."""
-    proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
+    proposals = read_proposals(work)
     bulk, scripted = [], []
     for p in proposals:
         if p["status"] == "proposed" and p["confidence"] >= threshold:
@@ -149,7 +150,7 @@ def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | 
                                 max_new_tokens=2)
     run_annotate(qa, work, HFBackend(annotator, batch_size=64, seed=config.seed), settings)
     run_propose(work)
-    proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
+    proposals = read_proposals(work)
     agree = agreement(proposals, truth)
     log("4/6 review (bulk triage + scripted reviewer) and build-bench")
     review = scripted_review(work, truth, config.accept_confident)
@@ -188,7 +189,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print, cach
                "pretrain_report": str(prepared.pretrained.folder / "report.json"),
                "rl_start": str(prepared.start), "start": scores(before), "arms": arms, "chance": CHANCE,
                "config": asdict(config)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

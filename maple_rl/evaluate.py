@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from maple_data.answers import parse_choice
 from maple_data.backends.hf import HFBackend
+from maple_data.durable import Journal, write_atomic
 from maple_data.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_size
 from maple_rl.data import load_items, media_of
@@ -94,8 +95,7 @@ def bar_chart(values: dict[str, float | None], path: Path, title: str) -> None:
 
 
 def curve_chart(metrics_path: Path, path: Path) -> None:
-    points = [json.loads(x) for x in metrics_path.read_text().splitlines() if x]
-    points = [(p["step"], p["reward"]) for p in points if "reward" in p]
+    points = [(p["step"], p["reward"]) for p in Journal.read(metrics_path) if "reward" in p]
     width, height, margin = 560, 300, 40
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -138,7 +138,7 @@ def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact"
               **score(backend, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    write_atomic(out / "eval.json", json.dumps(result, indent=1))
     bar_chart({t: result["per_rmt"].get(t) for t in TAGS}, out / "per_rmt.png", "accuracy per RMT (exact inputs)")
     if metrics is not None and Path(metrics).exists():
         curve_chart(Path(metrics), out / "training.png")
@@ -153,5 +153,5 @@ def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact"
     lines += [f"| {c} | {a:.3f} |" for c, a in result["per_condition"].items()]
     lines += ["", "![accuracy per RMT](per_rmt.png)"] + (["", "![training](training.png)"]
                                                            if (out / "training.png").exists() else [])
-    (out / "eval.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "eval.md", "\n".join(lines) + "\n")
     return result

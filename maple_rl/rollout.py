@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from maple_data.backends.vllm import build_request, placeholder_tokens, sampling_kwargs
+from maple_data.errors import MissingExtra
 from maple_data.prompts import Prompt
 
 
@@ -145,7 +146,7 @@ class VLLMRollout:
         try:
             from vllm import LLM
         except ImportError as exc:
-            raise RuntimeError("rollout.engine=vllm needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'"
+            raise MissingExtra("rollout.engine=vllm needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'"
                                ) from exc
         os.environ.update(external_launcher_env(rank, world_size, local_rank))
         self.spec = spec

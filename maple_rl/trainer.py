@@ -17,7 +17,8 @@ One step:
    schedule steps once per step;
 6. adaptive weights and the curriculum are updated from the step's rewards.
 Checkpoints (model, optimizer, scheduler, sampler, weights, tracker, step, RNG states)
-every ``save_every`` steps, at the end, and on SIGINT; ``resume`` continues from the last.
+every ``save_every`` steps, at the end, and on SIGINT, each renamed into place once complete;
+``resume`` continues from the newest complete one (an interrupted write is ignored and removed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import math
 import shutil
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -35,7 +37,10 @@ from typing import Any
 
 import torch
 
+from maple_data.backends.model_source import check_model
 from maple_data.backends.omni_inputs import OmniEncoder, to_device
+from maple_data.durable import PARTIAL, Journal, atomic_folder, fsync_tree, partial_path, swap_into_place, write_atomic
+from maple_data.errors import MissingExtra
 from maple_data.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_index
 from maple_rl.advantages import compute_advantages
@@ -51,6 +56,7 @@ from maple_rl.weighting import AdaptiveWeights, WeightingConfig
 
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_MARKER = "complete.json"  # written last: a checkpoint folder without it is ignored
 MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
                "chat_template.jinja", "vocab.json", "merges.txt")
 
@@ -98,6 +104,7 @@ def load_policy(path: str, dtype: torch.dtype):
     forward arguments the model takes (audio as a separate stream for omni models)."""
     from transformers import AutoConfig, AutoModelForCausalLM, Qwen2_5OmniThinkerForConditionalGeneration
 
+    path = check_model(path)
     if AutoConfig.from_pretrained(path).model_type.startswith("qwen2_5_omni"):
         return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype), {
             "use_audio_in_video": False}
@@ -191,30 +198,47 @@ class Trainer:
             self._resume()
         elif self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / METRICS).write_text("")
-            (self.out / "config.json").write_text(json.dumps(to_dict(config), indent=1))
+            write_atomic(self.out / METRICS, "")
+            write_atomic(self.out / "config.json", json.dumps(to_dict(config), indent=1))
 
     # ------------------------------------------------------------ checkpoints
 
     def checkpoint_dirs(self) -> list[Path]:
-        return sorted((self.out / CHECKPOINTS).glob("step-*"))
+        """Complete checkpoints, oldest first (a folder is complete once renamed into
+        place with its marker; a ``.step-N.partial`` folder is an interrupted write)."""
+        return sorted(p for p in (self.out / CHECKPOINTS).glob("step-*") if (p / CHECKPOINT_MARKER).exists())
 
     def save_checkpoint(self) -> Path:
+        """Every rank writes its state into ``checkpoints/.step-N.partial``; the main
+        process adds the marker and renames the folder into place (a kill at any moment
+        leaves the previous checkpoints intact)."""
         path = self.out / CHECKPOINTS / f"step-{self.counter.step:06d}"
+        tmp = partial_path(path)
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(path))
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            write_atomic(tmp / CHECKPOINT_MARKER, json.dumps({"step": self.counter.step}))
+            fsync_tree(tmp)
+            swap_into_place(tmp, path)
+        self.acc.wait_for_everyone()
         return path
 
     def _resume(self) -> None:
         found = self.checkpoint_dirs()
         if not found:
-            raise FileNotFoundError(f"nothing to resume: no checkpoints in {self.out / CHECKPOINTS}")
+            raise FileNotFoundError(f"nothing to resume: no complete checkpoint in {self.out / CHECKPOINTS}")
         self.acc.load_state(str(found[-1]))
-        if self.acc.is_main_process:  # drop metrics logged after the checkpoint (they are redone)
-            path = self.out / METRICS
-            lines = path.read_text().splitlines() if path.exists() else []
-            kept = [x for x in lines if json.loads(x)["step"] <= self.counter.step]
-            path.write_text("".join(x + "\n" for x in kept))
+        if self.acc.is_main_process:
+            print(f"resuming from {found[-1]} (step {self.counter.step})", file=sys.stderr)
+            for stale in (self.out / CHECKPOINTS).glob(f".*{PARTIAL}"):
+                shutil.rmtree(stale, ignore_errors=True)  # a write interrupted by a kill
+            path = self.out / METRICS  # drop metrics logged after the checkpoint (they are redone)
+            kept = [m for m in Journal.read(path) if m.get("step", 0) <= self.counter.step]
+            write_atomic(path, "".join(json.dumps(m) + "\n" for m in kept))
 
     # ------------------------------------------------------------ one step
 
@@ -385,13 +409,13 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise RuntimeError("tensorboard=true needs the tensorboard package: pip install tensorboard") from exc
+                raise MissingExtra("tensorboard=true needs the tensorboard package: pip install tensorboard") from exc
             loggers.append(("tensorboard", SummaryWriter(str(self.out / "tensorboard"))))
         if self.config.wandb:
             try:
                 import wandb
             except ImportError as exc:
-                raise RuntimeError("wandb=true needs wandb: pip install wandb (and wandb login)") from exc
+                raise MissingExtra("wandb=true needs wandb: pip install wandb (and wandb login)") from exc
             loggers.append(("wandb", wandb.init(project="maple", name=self.config.name or None,
                                                 config=to_dict(self.config), dir=str(self.out))))
         return loggers
@@ -400,8 +424,8 @@ class Trainer:
         """metrics.jsonl (every field), plus the numeric scalars to TensorBoard / wandb."""
         if not self.acc.is_main_process:
             return
-        with (self.out / METRICS).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+        with Journal(self.out / METRICS) as handle:
+            handle.append([metrics])
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
         scalars.update({f"reward/{t}": v for t, v in metrics.get("reward_per_rmt", {}).items()})
         scalars.update({f"weight/{t}": v for t, v in metrics.get("stratum_weights", {}).items()})
@@ -416,11 +440,13 @@ class Trainer:
         final = self.out / "final"
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            self.acc.unwrap_model(self.model).save_pretrained(final)
-            for name in MODEL_FILES:
-                source = Path(self.config.model.path) / name
-                if source.exists():
-                    shutil.copy(source, final / name)
+            with atomic_folder(final) as tmp:
+                self.acc.unwrap_model(self.model).save_pretrained(tmp)
+                for name in MODEL_FILES:
+                    source = Path(self.config.model.path) / name
+                    if source.exists():
+                        shutil.copy(source, tmp / name)
+        self.acc.wait_for_everyone()
         return final
 
     def format_warmup(self) -> list[float]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: small real media, records in storage form, a synthetic corpus."""
+"""Shared fixtures: small real media, records in storage form, a synthetic corpus, a
+reviewed work folder."""
 
 from __future__ import annotations
 
@@ -53,3 +54,16 @@ def record_factory():
 def synth_corpus(tmp_path_factory) -> Path:
     """14 synthetic videos (two per tag), default settings, seed 3."""
     return generate(tmp_path_factory.mktemp("synth"), SynthConfig(n=14, seed=3))
+
+
+@pytest.fixture(scope="session")
+def verified_work(tmp_path_factory) -> Path:
+    """A work folder of 14 synthetic videos, annotated with the table backend, every
+    proposal accepted by a scripted reviewer (read-only: copy it to change it)."""
+    from maple_data import decisions as journal
+    from tests.doubles import annotated_synthetic
+
+    work, _, proposals = annotated_synthetic(tmp_path_factory.mktemp("verified"), n=14, seed=2)
+    journal.append(work / journal.DECISIONS, [journal.Decision.make(p["id"], "script", "accept", p["rmt"])
+                                              for p in proposals if p["status"] == "proposed"])
+    return work

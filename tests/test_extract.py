@@ -3,13 +3,8 @@ ASR, bad files, resume after changes and after SIGKILL."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from maple_data.cli import app
-from maple_data.extract import EXTRACTED, ExtractSettings, Journal, extract_video, load_media, run_extract
+from maple_data.durable import Journal
+from maple_data.extract import EXTRACTED, ExtractSettings, extract_video, load_media, run_extract
 from maple_data.frames import FrameSpec, nearest_frames, output_size, sample_times
 from maple_data.media_bytes import decode_audio, decode_image
 from maple_data.shards import ShardReader, list_shards
@@ -25,6 +21,7 @@ from maple_data.schema import load_schema
 from maple_data.subtitles import decode_text, find_sidecar, parse_subtitles
 from maple_data.validate import validate_path
 from tests.media_factory import RED_ROWS, cfr_times, garble_audio, read_code, vfr_times, write_media
+from tests.crash import cli_command, kill_when, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -281,19 +278,12 @@ def test_sigkill_during_extraction_then_resume_gives_one_row_per_video(synth_cor
     shutil.copytree(synth_corpus / "videos", videos)
     for extra in range(14, 28):  # 28 videos: enough work to be caught halfway
         shutil.copy(videos / f"clip-{extra - 14:05d}.mp4", videos / f"clip-{extra:05d}.mp4")
-    command = [sys.executable, "-c", "from maple_data.cli import main; main()", "extract", str(videos), "-o",
-               str(work), "--shard-rows", "3", "--frames", "32", "--max-pixels", "50000"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while len(list_shards(work / EXTRACTED, "media")) < 2 if (work / EXTRACTED).is_dir() else True:
-        assert proc.poll() is None and time.monotonic() < deadline, "extraction ended before it could be killed"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    command = cli_command("maple_data.cli", "extract", videos, "-o", work, "--shard-rows", "3", "--frames", "32",
+                          "--max-pixels", "50000")
+    kill_when(command, lambda: (work / EXTRACTED).is_dir() and len(list_shards(work / EXTRACTED, "media")) >= 2)
     stored = len(ShardReader(work / EXTRACTED, schema=load_schema(1, "media")).ids())
     assert 6 <= stored < 28
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert run(command).returncode == 0
     ids = [r["id"] for r in ShardReader(work / EXTRACTED, schema=load_schema(1, "media"))]
     assert sorted(ids) == [f"clip-{i:05d}" for i in range(28)]  # each exactly once
     assert validate_path(work / EXTRACTED) == (28, [])

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +16,10 @@ from maple_data.backends.chat import QWEN3_OMNI, render_chat
 from maple_data.backends.omni_inputs import audio_token_count
 from maple_data.backends.vllm import build_request, option_distribution, sampling_kwargs
 from maple_data.cli import app
-from maple_data.extract import Journal
+from maple_data.durable import Journal
 from maple_data.prompts import Prompt
 from maple_data.qwen_video import CLIP_MEAN, CLIP_STD, VisionSpec, preprocess_video, smart_resize
+from tests.crash import cli_command, kill_when, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,21 +172,13 @@ def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, tiny_omni
 def test_annotate_killed_then_resumed_never_redoes_or_duplicates_a_subset(synth_corpus, seven_items, tiny_omni,
                                                                            tmp_path):
     work = tmp_path / "work"
-    command = [sys.executable, "-c", "from maple_data.cli import main; main()",
-               *annotate_args(synth_corpus, seven_items, work, tiny_omni, "--search", "exhaustive",
-                              "--batch-size", "1")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = cli_command("maple_data.cli", *annotate_args(synth_corpus, seven_items, work, tiny_omni, "--search",
+                                                            "exhaustive", "--batch-size", "1"))
     results = work / "ablation" / "results-000-of-001.jsonl"
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(Journal.read(results)) < 10:
-        assert proc.poll() is None and time.monotonic() < deadline, "annotate ended before it could be killed"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(command, lambda: len(Journal.read(results)) >= 10)
     before = [(e["item"], e["subset"]) for e in Journal.read(results)]
     assert 10 <= len(before) < 49
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert run(command).returncode == 0
     after = [(e["item"], e["subset"]) for e in Journal.read(results)]
     assert after[:len(before)] == before  # finished pairs kept, not redone
     assert len(after) == len(set(after)) == 49  # 7 items x 7 subsets, each once

@@ -19,6 +19,7 @@ from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
 from maple_rl.trainer import Trainer, lr_lambda, response_mask, token_logprobs
+from tests.crash import fault_at
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["mupo", "mapo", "mapo-adaptive", "mixed-advantage", "mssr"]
@@ -119,11 +120,31 @@ def test_every_recipe_trains_the_tiny_omni_model(bench_and_model, tmp_path, reci
     assert (final / "model.safetensors").exists() and (final / "tokenizer.json").exists()
 
 
-def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(bench_and_model, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(bench_and_model, tmp_path_factory) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """The reference 4-step mapo-adaptive run: its step metrics and final parameters."""
     bench, model = bench_and_model
-    full = Trainer(load_config(ROOT / "pipelines" / "mapo-adaptive.yaml",
-                               quick(bench, model, tmp_path / "full", "steps=4")))
+    out = tmp_path_factory.mktemp("full")
+    full = Trainer(load_config(ROOT / "pipelines" / "mapo-adaptive.yaml", quick(bench, model, out, "steps=4")))
     full.run()
+    params = {k: v.detach().clone() for k, v in full.acc.unwrap_model(full.model).named_parameters()}
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][1:], params
+
+
+def assert_same_run(reference: tuple[list[dict], dict[str, torch.Tensor]], resumed: Trainer) -> None:
+    """Metrics of every step and final parameters equal the uninterrupted run's."""
+    metrics, params = reference
+    got = [json.loads(x) for x in (resumed.out / "metrics.jsonl").read_text().splitlines()][1:]
+    assert [m["step"] for m in got] == [1, 2, 3, 4]  # steps logged before the interruption are not duplicated
+    for a, b in zip(metrics, got):
+        assert a["reward"] == b["reward"] and a["reward_per_rmt"] == b["reward_per_rmt"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    for name, value in resumed.acc.unwrap_model(resumed.model).named_parameters():
+        torch.testing.assert_close(value, params[name], rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(bench_and_model, uninterrupted, tmp_path):
+    bench, model = bench_and_model
     config = load_config(ROOT / "pipelines" / "mapo-adaptive.yaml", quick(bench, model, tmp_path / "cut", "steps=4"))
     first = Trainer(config)
 
@@ -136,15 +157,27 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(bench_and_mode
     second = Trainer(config, resume=True)
     assert second.counter.step == 2
     second.run()
-    runs = [[json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()][1:]
-            for name in ("full", "cut")]
-    assert [m["step"] for m in runs[1]] == [1, 2, 3, 4]
-    for a, b in zip(*runs):
-        assert a["reward"] == b["reward"] and a["reward_per_rmt"] == b["reward_per_rmt"]
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
-    p_full = dict(full.acc.unwrap_model(full.model).named_parameters())
-    for name, value in second.acc.unwrap_model(second.model).named_parameters():
-        torch.testing.assert_close(value, p_full[name], rtol=1e-5, atol=1e-6)
+    assert_same_run(uninterrupted, second)
+
+
+@pytest.mark.parametrize("kill_point", ["accelerate.accelerator:save_accelerator_state",  # weights, no optimizer
+                                        "maple_rl.trainer:swap_into_place"])  # complete, not renamed into place
+def test_train_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(bench_and_model, uninterrupted,
+                                                                                    tmp_path, kill_point):
+    bench, model = bench_and_model
+    recipe = ROOT / "pipelines" / "mapo-adaptive.yaml"
+    cut = quick(bench, model, tmp_path / "cut", "steps=4", "save_every=1")
+    result = fault_at(kill_point, 2, "maple_rl.cli", "train", str(bench), "--recipe", str(recipe),
+                      *(x for setting in cut for x in ("--set", setting)), fault="kill-before",
+                      OMP_NUM_THREADS=str(torch.get_num_threads()))  # same float sums as this process
+    assert result.returncode == -9, result.stderr[-2000:]
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [".step-000002.partial", "step-000001"]
+    second = Trainer(load_config(recipe, cut), resume=True)
+    assert second.counter.step == 1
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000001"]  # the interrupted write is gone
+    second.run()
+    assert_same_run(uninterrupted, second)
 
 
 RANK_SCRIPT = """

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maple_data.answers import option_letter
+from maple_data.backends.model_source import check_model
 from maple_data.backends.omni_inputs import OmniEncoder, to_device
 from maple_data.prompts import Prompt
 
@@ -31,6 +32,7 @@ class HFBackend:
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         chosen = (torch.bfloat16 if self.device.startswith("cuda") else torch.float32) if dtype == "auto" \
             else dtypes[dtype]
+        model = check_model(model)
         self.model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(model, dtype=chosen)
         self.model.to(self.device).eval()
         self.encoder = OmniEncoder(model)

@@ -17,6 +17,8 @@ import numpy as np
 
 from maple_data.answers import option_letter
 from maple_data.backends.chat import QWEN2_5_OMNI, QWEN3_OMNI, PlaceholderTokens, render_chat
+from maple_data.backends.model_source import check_model
+from maple_data.errors import MissingExtra
 from maple_data.prompts import Prompt
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
@@ -67,7 +69,8 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError as exc:
-            raise RuntimeError("the vllm backend needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'") from exc
+            raise MissingExtra("the vllm backend needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'") from exc
+        model = check_model(model)
         self.tokens = placeholder_tokens(model)
         self.seed = seed
         self.llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size,

@@ -61,9 +61,9 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     accuracy in ``info``)."""
     import torch
 
-    from maple_data.ablation import write_json_atomic
     from maple_data.backends.omni_inputs import OmniEncoder
     from maple_data.backends.tiny_omni import build_tiny_omni
+    from maple_data.durable import atomic_folder, write_atomic
     from maple_rl.pretrain.corpus import corpus_key, corpus_texts, load_corpus, materialize
     from maple_rl.pretrain.loop import Pretrainer
 
@@ -74,16 +74,15 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    write_atomic(folder / "recipe.json", json.dumps(dataclasses.asdict(config), indent=1))
     corpora = Path(cache or default_cache()) / "corpora" / corpus_key(config.corpus)
     corpus_started = time.perf_counter()
     for split in ("train", "heldout"):
         materialize(corpora / split, config.corpus, split, lambda phase, done, total: report(phase, done, total, {}))
     init = folder / "init"
     if not (init / "config.json").exists():
-        build_tiny_omni(folder / ".init.partial", corpus_texts(corpora / "train"), size=config.model,
-                        seed=config.seed)
-        os.replace(folder / ".init.partial", init)
+        with atomic_folder(init) as tmp:
+            build_tiny_omni(tmp, corpus_texts(corpora / "train"), size=config.model, seed=config.seed)
     encoder = OmniEncoder(str(init))
     splits = {split: load_corpus(corpora / split, encoder, lambda phase, done, total: report(phase, done, total, {}))
               for split in ("train", "heldout")}
@@ -105,6 +104,6 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
                "seconds": {"total": time.perf_counter() - started, "corpus": corpus_seconds,
                            "train": time.perf_counter() - train_started},
                "threads": config.threads, "history": trainer.history}
-    write_json_atomic(folder / "report.json", json.dumps(summary, indent=1))
+    write_atomic(folder / "report.json", json.dumps(summary, indent=1))
     return _result(folder, config, cached=False)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 
 from maple_data.answers import option_letter
 from maple_data.backends.omni_inputs import AudioFeatures, OmniEncoder, PreparedPrompt, VideoFeatures
+from maple_data.durable import atomic_path
+from maple_data.errors import MapleError
 from maple_data.extract import ExtractSettings, load_media, run_extract
 from maple_data.frames import FrameSpec
 from maple_data.media_bytes import decode_audio, decode_image
@@ -104,7 +105,7 @@ def materialize(folder: Path, config: CorpusConfig, split: str, progress: Progre
     summary = run_extract(videos / "videos", folder / "work", ExtractSettings(frames=FrameSpec(count=config.frames)),
                           on_outcome=extracted)
     if summary.failed:
-        raise RuntimeError(f"extraction of the {split} corpus failed for {len(summary.failed)} videos: see "
+        raise MapleError(f"extraction of the {split} corpus failed for {len(summary.failed)} videos: see "
                            f"{folder / 'work' / 'extracted' / 'journal.jsonl'}")
 
 
@@ -139,9 +140,8 @@ def load_corpus(folder: Path, encoder: OmniEncoder, progress: Progress | None = 
         audio[video_id] = AudioFeatures(mels[video_id])
         progress(f"{folder.name}: features", i + 1, len(media))
     if not mel_file.exists():
-        tmp = folder / ".audio-features.partial.npz"
-        np.savez(tmp, **mels)
-        os.replace(tmp, mel_file)
+        with atomic_path(mel_file) as tmp:
+            np.savez(tmp, **mels)
     subtitles = {video_id: list(row["subtitles"] or []) for video_id, row in media.items()}
     return Corpus(items, subtitles, video, audio)
 

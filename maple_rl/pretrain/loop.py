@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from maple_data.ablation import write_json_atomic
 from maple_data.backends.omni_inputs import OmniEncoder
+from maple_data.durable import atomic_folder, write_atomic
 from maple_data.rmt import TAGS, modalities, parse_rmt
 from maple_rl.pretrain.config import PretrainConfig
 from maple_rl.pretrain.corpus import Corpus, CorpusItem, draw_subset, option_letters, target_distribution
@@ -184,15 +183,9 @@ class Pretrainer:
     def save_checkpoint(self) -> None:
         """Model, optimizer, sampler RNG, step and history, written atomically (a folder
         renamed into place); the two newest are kept."""
-        target = self.folder / "checkpoints" / f"step-{self.step:06d}"
-        tmp = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                    "rng": self.rng.bit_generator.state, "history": self.history}, tmp / "state.pt")
-        with open(tmp / "state.pt", "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        with atomic_folder(self.folder / "checkpoints" / f"step-{self.step:06d}") as tmp:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                        "rng": self.rng.bit_generator.state, "history": self.history}, tmp / "state.pt")
         for old in self._checkpoints()[:-2]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -210,14 +203,11 @@ class Pretrainer:
 
     def save_model(self, target: Path) -> Path:
         """A model folder (weights, tokenizer, processor settings), written atomically."""
-        tmp = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        for name in MODEL_FILES:
-            if (self.init / name).exists():
-                shutil.copy(self.init / name, tmp / name)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        with atomic_folder(target) as tmp:
+            self.model.save_pretrained(tmp)
+            for name in MODEL_FILES:
+                if (self.init / name).exists():
+                    shutil.copy(self.init / name, tmp / name)
         return target
 
     # ------------------------------------------------------------ loop
@@ -261,4 +251,4 @@ class Pretrainer:
         """Append a held-out report to the history and rewrite ``heldout.jsonl`` (one line
         per evaluation, atomically: a resumed run never shows an evaluation twice)."""
         self.history = [h for h in self.history if h["step"] < self.step] + [{"step": self.step, **report}]
-        write_json_atomic(self.folder / "heldout.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        write_atomic(self.folder / "heldout.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))

@@ -1,0 +1,72 @@
+"""The error boundary of maple's command lines: an expected failure is one line.
+
+Expected failures are bad input, a missing file, a full disk, a corrupt shard, a hub that
+cannot be reached: each is printed as ``error: <what, naming the file / row / key>`` on
+stderr with exit code 1 (130 on Ctrl-C). ``--debug`` or ``MAPLE_DEBUG=1`` shows the
+traceback instead. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+DEBUG_ENV = "MAPLE_DEBUG"
+_HINTS = {
+    errno.ENOSPC: "free some space and run the same command again: finished work is kept and resumed",
+    errno.EDQUOT: "free some space and run the same command again: finished work is kept and resumed",
+    errno.EACCES: "check the file's permissions",
+    errno.EROFS: "write to another folder",
+}
+
+
+class MapleError(Exception):
+    """Root of maple's own errors: a bad input or state that the user can fix."""
+
+
+class MissingExtra(MapleError, RuntimeError):
+    """An optional package that a feature needs is not installed (the message says how)."""
+
+
+def _expected() -> tuple[type[BaseException], ...]:
+    import yaml
+
+    return MapleError, ValueError, OSError, yaml.YAMLError
+
+
+def describe(exc: BaseException) -> str:
+    """One line that says what failed, where, and (for OS errors) what to do."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"invalid YAML in {mark.name} line {mark.line + 1} column {mark.column + 1}: {exc.problem}"
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, MapleError):
+        where = f": {exc.filename}" if exc.filename else ""
+        hint = _HINTS.get(exc.errno)
+        return f"{exc.strerror}{where}" + (f" ({hint})" if hint else "")
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def run_cli(app: Callable[[], Any]) -> None:
+    """Run a Typer app behind the boundary (the console scripts' entry point)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except _expected() as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def enable_debug(value: bool) -> None:
+    """Typer callback of ``--debug``: keep tracebacks for this run."""
+    if value:
+        os.environ[DEBUG_ENV] = "1"
