@@ -6,13 +6,14 @@ Each item (one JSON object per line, or one CSV row with a header)::
      "options": ["sleeps", "eats", "jumps", "runs"], "answer": "jumps",
      "task": "qa", "id": "cat-1"}
 
-- ``video`` (required): path relative to the videos folder; must exist inside it.
+- ``video`` (required): path relative to the videos folder, ``/``-separated; must exist
+  inside it (absolute paths, ``\\``, ``..`` and symlinks leading out are refused).
 - ``question`` (required, non-empty): the question, or the instruction of a caption item.
 - ``task``: ``qa`` (default) or ``caption``.
 - ``options``: qa only, at least 2 distinct strings. In CSV, a JSON array or ``|``-separated.
 - ``answer``: qa: one of the options, or its letter (``"B"`` = second option);
   caption: the reference caption (optional).
-- ``id``: unique; derived from video path and question when absent.
+- ``id``: a unique string; derived from video path and question when absent.
 
 Reading never raises on bad rows: every problem is returned with file, row (1-based
 line number; the CSV header is line 1) and field, and the remaining rows go on.
@@ -25,7 +26,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from maple_data.faults import Fault
@@ -127,11 +128,19 @@ def _item(raw: Mapping[str, Any], line: int, name: str, videos_dir: Path | None,
     if not isinstance(video, str) or not video.strip():
         bad("video", "missing video path")
     else:
-        posix = PurePosixPath(video.replace("\\", "/"))
-        if posix.is_absolute() or ".." in posix.parts:
+        windows = PureWindowsPath(video)
+        if windows.drive or windows.root:
+            bad("video", f"{video!r} is absolute; give it relative to the videos folder")
+        elif "\\" in video:
+            bad("video", f"{video!r} is not portable; separate folders with '/'")
+        elif ".." in PurePosixPath(video).parts:
             bad("video", f"{video!r} must be a path relative to the videos folder, without '..'")
-        elif videos_dir is not None and not (videos_dir / posix).is_file():
-            bad("video", f"video file not found: {videos_dir / posix}")
+        elif videos_dir is not None:
+            file = videos_dir / video
+            if not file.is_file():
+                bad("video", f"video file not found: {file}")
+            elif not file.resolve().is_relative_to(videos_dir.resolve()):
+                bad("video", f"{video!r} resolves out of the videos folder (to {file.resolve()})")
     options = _options(raw.get("options"))
     answer = raw.get("answer")
     if task == "qa":
@@ -152,14 +161,14 @@ def _item(raw: Mapping[str, Any], line: int, name: str, videos_dir: Path | None,
     elif task == "caption" and options is not None:
         bad("options", "a caption item has no options")
     item_id = raw.get("id")
-    if item_id is not None and (not isinstance(item_id, (str, int)) or str(item_id).strip() == ""):
+    if item_id is not None and (not isinstance(item_id, str) or not item_id.strip()):
         bad("id", f"expected a non-empty string id, got {item_id!r}")
     if len(problems) > before:
         return None
     assert isinstance(video, str) and isinstance(question, str)
-    video = str(PurePosixPath(video.replace("\\", "/")))
+    video = str(PurePosixPath(video))
     return QAItem(
-        id=str(item_id) if item_id is not None else derive_id(video, question),
+        id=item_id if item_id is not None else derive_id(video, question),
         video=video,
         question=question.strip(),
         task=task,

@@ -9,17 +9,34 @@ HTTP API (JSON):
   reviewer first, then flagged, then lowest confidence) and progress;
 - ``GET /api/item/<id>`` one item: question, options, answer, proposal, confidence,
   flags, the 7-subset evidence, preview URLs, this reviewer's last decision;
-- ``POST /api/decide`` ``{"item", "verdict", "rmt"?, "note"?}`` -> ``{"ok": true}`` once
-  the decision is on disk; unknown items, verdicts or tags get a 400 with the reason;
+- ``POST /api/decide`` ``{"item", "verdict", "rmt"?, "note"?}`` (all strings; ``rmt``
+  needed for an override, ``note`` at most 2000 characters) -> ``{"ok": true}`` once the
+  decision is on disk;
 - ``GET /media/<path>`` preview files, only from ``WORK/review/media`` (no ``..``, no
-  absolute paths, no symlinks leading out of the work folder).
-A non-loopback bind requires a token: ``X-Maple-Token`` header or ``?token=`` on every
-request.
+  absolute paths, no control characters, no symlinks leading out of the work folder).
+
+Every refusal is ``{"ok": false, "error": REASON}`` with a 4xx status, never a dropped
+connection: 400 bad field or JSON, bad ``Content-Length`` or control characters in a media
+path; 401 missing or wrong token; 403 foreign ``Host`` or ``Origin``, or a media path
+leading out; 404 unknown item, route or file; 408 body not sent within ``READ_TIMEOUT``
+seconds; 411 no ``Content-Length``; 413 body over 64 KiB; 415 a POST not
+``application/json``; 500 (one line, no traceback) for anything unexpected.
+
+Cross-site protection, loopback included. ``Host`` must be a loopback name
+(``127.0.0.1``, ``localhost``, ``[::1]``) or the bound address, with the server's port
+(any IP address when bound to all interfaces): a DNS-rebinding page sends its own name.
+Every session has a token (random unless given); ``GET /`` writes it into the page
+(``<meta name="maple-token">``) and the page sends it as ``X-Maple-Token`` on each POST,
+which must also be ``application/json`` and, with an ``Origin``, come from the server's
+own origin; so another site can neither read the token nor forge a decision. On a
+non-loopback bind, or with a token given, every request needs the token (header or
+``?token=``) and the printed URL carries it; a loopback URL does not need it.
 """
 
 from __future__ import annotations
 
 import hmac
+import html
 import ipaddress
 import json
 import mimetypes
@@ -30,15 +47,20 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from maple_data import decisions as journal
-from maple_data.ablation import PROPOSALS
+from maple_data.ablation import read_proposals
 from maple_data.extract import load_media
 from maple_data.review_media import PREVIEW_DIR, ensure_preview
 from maple_data.rmt import RMTError, parse_rmt
 
 PAGE = Path(__file__).with_name("review_page.html")
+TOKEN_SLOT = b"__MAPLE_TOKEN__"  # in PAGE, replaced by the session token
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+MAX_BODY = 1 << 16
+MAX_NOTE = 2000
+READ_TIMEOUT = 10.0  # seconds a connection may stay silent (a body shorter than announced)
 
 
 class ReviewError(ValueError):
@@ -49,18 +71,36 @@ class ReviewError(ValueError):
         self.status = status
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address (brackets allowed), or None for a name."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    ip = _ip(host)
+    return host == "localhost" or (ip is not None and ip.is_loopback)
+
+
+def host_allowed(header: str, bound: str, port: int) -> bool:
+    """Whether a ``Host`` header names this server: ``port`` with a loopback name or the
+    ``bound`` address, or any IP address when bound to all interfaces."""
+    name, sep, given = header.lower().rpartition(":")
+    if not sep or not given.isdigit():  # no port: the default one
+        name, given = header.lower(), "80"
+    if int(given) != port:
         return False
+    bound_ip = _ip(bound)
+    return name in (*LOOPBACK_NAMES, bound) or (bound_ip is not None and bound_ip.is_unspecified
+                                                 and _ip(name) is not None)
 
 
 def resolve_media(work: Path, requested: str) -> Path:
     """The file under ``WORK/review/media`` that ``requested`` names, or a 403/404."""
-    if requested.startswith("/") or "\\" in requested or any(p in ("..", "") for p in requested.split("/")):
+    if requested.startswith("/") or "\\" in requested or any(p in ("..", "") for p in requested.split("/")) \
+            or any(ord(c) < 32 or ord(c) == 127 for c in requested):
         raise ReviewError(HTTPStatus.FORBIDDEN, f"refused path {requested!r}")
     root = (work / PREVIEW_DIR).resolve()
     target = (work / PREVIEW_DIR / requested)
@@ -79,10 +119,7 @@ class ReviewApp:
         self.work = Path(work)
         if not reviewer.strip():
             raise ValueError("a reviewer name is needed (--reviewer)")
-        path = self.work / PROPOSALS
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run maple-data annotate first")
-        self.items = {e["id"]: e for e in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+        self.items = {e["id"]: e for e in read_proposals(self.work)}
         self.media = load_media(self.work)
         self.reviewer, self.order = reviewer, order
         self.journal_path = self.work / journal.DECISIONS
@@ -119,7 +156,10 @@ class ReviewApp:
                 "decision": asdict(decision) if decision else None}
 
     def decide(self, body: dict[str, Any]) -> journal.Decision:
-        item_id, verdict = body.get("item"), body.get("verdict")
+        item_id, verdict = _string(body, "item"), _string(body, "verdict")
+        note = _string(body, "note", optional=True)
+        if note is not None and len(note) > MAX_NOTE:
+            raise ReviewError(HTTPStatus.BAD_REQUEST, f"note is longer than {MAX_NOTE} characters")
         if item_id not in self.items:
             raise ReviewError(HTTPStatus.BAD_REQUEST, f"unknown item {item_id!r}")
         proposed = self.items[item_id]["rmt"]
@@ -130,7 +170,7 @@ class ReviewApp:
             rmt = proposed
         elif verdict == "override":
             try:
-                rmt = parse_rmt(rmt or "")
+                rmt = parse_rmt(_string(body, "rmt"))
             except RMTError as exc:
                 raise ReviewError(HTTPStatus.BAD_REQUEST, f"override needs a valid RMT: {exc}") from None
             if rmt == proposed:
@@ -140,20 +180,40 @@ class ReviewApp:
         else:
             raise ReviewError(HTTPStatus.BAD_REQUEST, f"unknown verdict {verdict!r}; use accept, override, "
                                                       "unanswerable or reject")
-        note = body.get("note") or None
-        decision = journal.Decision.make(item_id, self.reviewer, verdict, rmt, proposed=proposed, note=note)
+        decision = journal.Decision.make(item_id, self.reviewer, verdict, rmt, proposed=proposed, note=note or None)
         with self.lock:
             journal.append(self.journal_path, [decision])
             self.mine[item_id] = decision
         return decision
 
 
-def make_handler(app: ReviewApp, token: str | None):
+def _string(body: dict[str, Any], name: str, optional: bool = False) -> Any:
+    """Field ``name`` of a request body, a string: ``""`` when absent, or None when
+    ``optional`` and absent or null; a 400 naming the field otherwise."""
+    value = body.get(name, None if optional else "")
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ReviewError(HTTPStatus.BAD_REQUEST, f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def make_handler(app: ReviewApp, token: str, everywhere: bool, read_timeout: float = READ_TIMEOUT):
+    """The request handler class: ``token`` guards every POST, and every request when
+    ``everywhere``; a body not sent within ``read_timeout`` seconds is answered 408."""
+    page = PAGE.read_bytes().replace(TOKEN_SLOT, html.escape(token).encode())
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "maple-review"
+        timeout = read_timeout  # http.server sets it on the connection
 
         def log_message(self, *args: Any) -> None:  # quiet: the terminal shows the URL only
             pass
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (bad request line, unknown method) as JSON too."""
+            self.close_connection = True
+            self._json(code, {"ok": False, "error": message or HTTPStatus(code).phrase})
 
         def _send(self, status: int, body: bytes, kind: str) -> None:
             self.send_response(status)
@@ -166,21 +226,49 @@ def make_handler(app: ReviewApp, token: str | None):
         def _json(self, status: int, payload: Any) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")
 
-        def _authorised(self, query: dict[str, list[str]]) -> bool:
-            if token is None:
-                return True
-            given = self.headers.get("X-Maple-Token") or (query.get("token") or [""])[0]
-            return hmac.compare_digest(given.encode(), token.encode())
+        def _check(self, method: str, query: dict[str, list[str]]) -> None:
+            """Refuse a foreign Host, a missing token, a foreign Origin or a non-JSON POST."""
+            host = self.headers.get("Host") or ""
+            if not host_allowed(host, *self.server.server_address[:2]):
+                raise ReviewError(HTTPStatus.FORBIDDEN, f"foreign or missing Host header {host!r}")
+            given = self.headers.get("X-Maple-Token", "")
+            if method == "GET" and not given:
+                given = (query.get("token") or [""])[0]
+            if (method == "POST" or everywhere) and not hmac.compare_digest(given.encode(), token.encode()):
+                raise ReviewError(HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+            origin = self.headers.get("Origin")
+            if method == "POST" and origin is not None and origin.lower() != f"http://{host.lower()}":
+                raise ReviewError(HTTPStatus.FORBIDDEN, f"foreign Origin {origin!r}")
+            if method == "POST" and self.headers.get_content_type() != "application/json":
+                raise ReviewError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
+
+        def _read(self) -> bytes:
+            """The body of a POST, at most ``MAX_BODY`` bytes, read within the timeout."""
+            length = self.headers.get("Content-Length")
+            if length is None:
+                raise ReviewError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
+            if not length.strip().isdigit():
+                raise ReviewError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
+            if int(length) > MAX_BODY:
+                raise ReviewError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
+            try:
+                data = self.rfile.read(int(length))
+            except TimeoutError:
+                raise ReviewError(HTTPStatus.REQUEST_TIMEOUT, "request body shorter than its Content-Length "
+                                                              f"(nothing more for {self.timeout:g} s)") from None
+            if len(data) < int(length):
+                raise ReviewError(HTTPStatus.BAD_REQUEST, "request body shorter than its Content-Length")
+            return data
 
         def _route(self, method: str) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
             try:
-                if not self._authorised(query):
-                    raise ReviewError(HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+                data = self._read() if method == "POST" else b""  # first: never refuse over an unread body
+                self._check(method, query)
                 path = unquote(url.path)
                 if method == "GET" and path == "/":
-                    return self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+                    return self._send(200, page, "text/html; charset=utf-8")
                 if method == "GET" and path == "/api/queue":
                     return self._json(200, app.queue((query.get("rmt") or [None])[0], (query.get("flag") or [None])[0]))
                 if method == "GET" and path.startswith("/api/item/"):
@@ -190,20 +278,24 @@ def make_handler(app: ReviewApp, token: str | None):
                     kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
                     return self._send(200, file.read_bytes(), "text/vtt" if file.suffix == ".vtt" else kind)
                 if method == "POST" and path == "/api/decide":
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > 1 << 16:
-                        raise ReviewError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
                     try:
-                        body = json.loads(self.rfile.read(length) or b"{}")
-                    except json.JSONDecodeError as exc:
-                        raise ReviewError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({exc.msg})") from None
+                        body = json.loads(data or b"{}")
+                    except ValueError as exc:
+                        raise ReviewError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({exc})") from None
                     if not isinstance(body, dict):
                         raise ReviewError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
                     decision = app.decide(body)
                     return self._json(200, {"ok": True, "decision": asdict(decision)})
                 raise ReviewError(HTTPStatus.NOT_FOUND, f"no route {method} {path}")
             except ReviewError as exc:
+                self.close_connection = True
                 self._json(exc.status, {"ok": False, "error": str(exc)})
+            except (ConnectionError, TimeoutError):  # the client hung up or stopped reading: nobody to answer
+                self.close_connection = True
+            except Exception as exc:  # noqa: BLE001 - one line to the client instead of a traceback
+                self.close_connection = True
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "error": f"internal error: "
+                                                                                   f"{type(exc).__name__}: {exc}"})
 
         def do_GET(self) -> None:
             self._route("GET")
@@ -215,14 +307,15 @@ def make_handler(app: ReviewApp, token: str | None):
 
 
 def serve(work: str | Path, reviewer: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-          order: str = "confidence") -> tuple[ThreadingHTTPServer, str, str | None]:
-    """A ready server (call ``serve_forever``), its URL and the token in force (a random
-    one is generated for a non-loopback bind without ``token``)."""
-    app = ReviewApp(work, reviewer, order)
-    if not is_loopback(host) and token is None:
-        token = secrets.token_urlsafe(16)
-    server = ThreadingHTTPServer((host, port), make_handler(app, token))
-    url = f"http://{host}:{server.server_address[1]}/" + (f"?token={token}" if token else "")
+          order: str = "confidence", timeout: float = READ_TIMEOUT) -> tuple[ThreadingHTTPServer, str, str]:
+    """A ready server (call ``serve_forever``), its URL and the session token (random unless
+    ``token`` is given); the URL carries the token when every request needs it (a
+    non-loopback bind or a given token)."""
+    everywhere = token is not None or not is_loopback(host)
+    token = token or secrets.token_urlsafe(16)
+    server = ThreadingHTTPServer((host, port), make_handler(ReviewApp(work, reviewer, order), token, everywhere,
+                                                            timeout))
+    url = f"http://{host}:{server.server_address[1]}/" + (f"?token={quote(token)}" if everywhere else "")
     return server, url, token
 
 

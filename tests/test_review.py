@@ -9,9 +9,13 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -42,21 +46,30 @@ def work(source_work, tmp_path) -> Path:
     return copy
 
 
+@contextmanager
+def running(work: Path, reviewer: str = "alice", **kwargs) -> Iterator[tuple[ThreadingHTTPServer, str, str]]:
+    """A review server answering in a thread: ``(server, url, token)``."""
+    srv, url, token = serve(work, reviewer, **kwargs)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv, url, token
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.fixture
 def server(work):
-    srv, url, _ = serve(work, "alice")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv, url
-    srv.shutdown()
-    srv.server_close()
+    with running(work) as started:
+        yield started
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-            host: str = "127.0.0.1") -> tuple[int, dict]:
+            host: str = "127.0.0.1", token: str | None = None) -> tuple[int, dict]:
     """A raw request (the path is sent as is: no client-side normalisation of '..')."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json",
+                                                   **({"X-Maple-Token": token} if token else {}), **(headers or {})})
     response = conn.getresponse()
     data = response.read()
     conn.close()
@@ -66,10 +79,30 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         return response.status, {"raw": data[:100]}
 
 
+def raw_request(port: int, data: bytes) -> tuple[int, dict]:
+    """Send ``data`` as it is and read the answer up to the server's close (30 s safety net)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def page_token(port: int) -> str:
+    """The token the page gets, read from the served HTML."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/")
+    html = conn.getresponse().read().decode()
+    conn.close()
+    return re.search(r'<meta name="maple-token" content="([^"]+)">', html).group(1)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install installs it)")
 def test_page_in_headless_chromium(server, work):
     playwright = pytest.importorskip("playwright.sync_api")
-    srv, url = server
+    srv, url, _ = server
     port = srv.server_address[1]
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -115,7 +148,8 @@ def test_acknowledged_decision_survives_sigkill_and_restart_resumes(work):
     proc, port = start()
     queue = request(port, "GET", "/api/queue")[1]
     first = queue["items"][0]
-    status, reply = request(port, "POST", "/api/decide", json.dumps({"item": first, "verdict": "reject"}).encode())
+    status, reply = request(port, "POST", "/api/decide", json.dumps({"item": first, "verdict": "reject"}).encode(),
+                            token=page_token(port))
     assert status == 200 and reply["ok"]
     proc.send_signal(signal.SIGKILL)  # right after the acknowledgement
     proc.wait()
@@ -130,14 +164,14 @@ def test_acknowledged_decision_survives_sigkill_and_restart_resumes(work):
 
 
 def test_requests_are_hardened(server, work, tmp_path):
-    srv, _ = server
+    srv, _, token = server
     port = srv.server_address[1]
     secret = tmp_path / "secret.txt"
     secret.write_text("no")
     (work / "review" / "media").mkdir(parents=True, exist_ok=True)
     (work / "review" / "media" / "escape.vtt").symlink_to(secret)
     for path in ("/media/../decisions.jsonl", "/media/%2e%2e/proposals.jsonl", "/media//etc/passwd",
-                 "/media/escape.vtt"):
+                 "/media/escape.vtt", "/media/%00", "/media/a%0ab.vtt"):
         status, reply = request(port, "GET", path)
         assert status == 403, (path, status, reply)
     assert request(port, "GET", "/media/nothing.webm")[0] == 404
@@ -145,26 +179,100 @@ def test_requests_are_hardened(server, work, tmp_path):
     for body, message in ((b"not json", "not JSON"), (json.dumps({"item": "nope", "verdict": "accept"}).encode(),
                                                        "unknown item"),
                           (json.dumps({"item": item, "verdict": "override", "rmt": "VX"}).encode(), "valid RMT"),
-                          (json.dumps({"item": item, "verdict": "maybe"}).encode(), "unknown verdict")):
-        status, reply = request(port, "POST", "/api/decide", body)
-        assert status == 400 and message in reply["error"]
+                          (json.dumps({"item": item, "verdict": "maybe"}).encode(), "unknown verdict"),
+                          (b"\xff", "not JSON"), (b"[1]", "JSON object"),
+                          (json.dumps({"item": [item], "verdict": "accept"}).encode(), "item must be a string"),
+                          (json.dumps({"item": {}, "verdict": "accept"}).encode(), "item must be a string"),
+                          (json.dumps({"item": item, "verdict": ["accept"]}).encode(), "verdict must be a string"),
+                          (json.dumps({"item": item, "verdict": "override", "rmt": ["V"]}).encode(),
+                           "rmt must be a string"),
+                          (json.dumps({"item": item, "verdict": "reject", "note": 3}).encode(),
+                           "note must be a string"),
+                          (json.dumps({"item": item, "verdict": "reject", "note": "x" * 2001}).encode(),
+                           "note is longer than 2000")):
+        status, reply = request(port, "POST", "/api/decide", body, token=token)
+        assert (status, reply["ok"]) == (400, False) and message in reply["error"], (body[:60], reply)
+    assert not (work / journal.DECISIONS).exists()
+    body = json.dumps({"item": item, "verdict": "reject", "note": None}).encode()
+    assert request(port, "POST", "/api/decide", body, token=token)[0] == 200  # a null note is no note
+
+
+def test_a_decision_with_the_pages_token_is_saved(server, work):
+    srv, url, token = server
+    port = srv.server_address[1]
+    assert "token" not in url and page_token(port) == token  # loopback: the page, not the URL, carries it
+    item = request(port, "GET", "/api/queue")[1]["items"][0]
+    body = json.dumps({"item": item, "verdict": "reject", "note": "blurry"}).encode()
+    status, reply = request(port, "POST", "/api/decide", body, token=page_token(port),
+                            headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert (status, reply["ok"]) == (200, True)
+    assert [(d.item, d.verdict, d.note) for d in journal.read(work / journal.DECISIONS)] == [(item, "reject", "blurry")]
+
+
+def test_cross_site_requests_are_refused(server, work):
+    srv, _, token = server
+    port = srv.server_address[1]
+    item = request(port, "GET", "/api/queue")[1]["items"][0]
+    body = json.dumps({"item": item, "verdict": "reject"}).encode()
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    for headers, tok, status, reason in (
+            (evil, None, 401, "token"),  # a simple CORS POST from another site: it cannot know the token
+            ({**evil, "Content-Type": "application/json"}, token, 403, "foreign Origin"),
+            ({"Origin": "null"}, token, 403, "foreign Origin"),
+            ({"Content-Type": "text/plain"}, token, 415, "application/json"),
+            ({"Host": f"rebound.example:{port}"}, token, 403, "Host"),  # DNS rebinding
+            ({"Host": f"127.0.0.1:{port + 1}"}, token, 403, "Host"),
+            ({}, "wrong", 401, "token")):
+        got, reply = request(port, "POST", "/api/decide", body, headers=headers, token=tok)
+        assert (got, reply["ok"]) == (status, False) and reason in reply["error"], (headers, reply)
+    assert request(port, "GET", "/", headers={"Host": "rebound.example"})[0] == 403  # nor can it read the token
+    assert request(port, "GET", "/api/queue", headers={"Host": f"localhost:{port}"})[0] == 200
     assert not (work / journal.DECISIONS).exists()
 
 
+@pytest.mark.parametrize(("head", "status", "reason"), [
+    (b"", 411, "Content-Length is required"),
+    (b"Content-Length: -1\r\n", 400, "bad Content-Length"),
+    (b"Content-Length: abc\r\n", 400, "bad Content-Length"),
+    (b"Content-Length: 65537\r\n", 413, "over 65536 bytes"),
+    (b"Content-Length: 10\r\n", 408, "shorter than its Content-Length"),  # 3 bytes sent, then silence
+])
+def test_malformed_posts_get_a_reason_and_the_server_goes_on(work, head, status, reason):
+    with running(work, timeout=0.2) as (srv, _, token):
+        port = srv.server_address[1]
+        got, reply = raw_request(port, b"POST /api/decide HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Maple-Token: %s\r\n"
+                                       b"Content-Type: application/json\r\n%s\r\n{}x"
+                                 % (port, token.encode(), head))
+        assert (got, reply["ok"]) == (status, False) and reason in reply["error"], reply
+        assert request(port, "GET", "/api/queue")[0] == 200
+
+
+def test_unknown_methods_and_internal_errors_are_answered_in_json(server, monkeypatch, capsys):
+    srv, _, _ = server
+    port = srv.server_address[1]
+    status, reply = raw_request(port, b"BREW / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+    assert (status, reply["ok"]) == (501, False)
+
+    def boom(*_):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("maple_data.review.ensure_preview", boom)
+    item = request(port, "GET", "/api/queue")[1]["items"][0]
+    assert request(port, "GET", f"/api/item/{item}") == (500, {"ok": False,
+                                                              "error": "internal error: RuntimeError: disk on fire"})
+    assert request(port, "GET", "/api/queue")[0] == 200
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_non_loopback_bind_requires_the_token(work):
-    srv, url, token = serve(work, "carol", host="0.0.0.0", port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(work, "carol", host="0.0.0.0", port=0) as (srv, url, token):
         port = srv.server_address[1]
         assert token and f"token={token}" in url
         assert request(port, "GET", "/api/queue")[0] == 401
         assert request(port, "GET", "/api/queue", headers={"X-Maple-Token": "wrong"})[0] == 401
         assert request(port, "GET", f"/api/queue?token={token}")[0] == 200
         assert request(port, "GET", "/api/queue", headers={"X-Maple-Token": token})[0] == 200
-    finally:
-        srv.shutdown()
-        srv.server_close()
+        assert request(port, "GET", "/api/queue", headers={"Host": f"evil.example:{port}"}, token=token)[0] == 403
 
 
 def test_kappa_and_review_stats_by_hand(work):

@@ -121,3 +121,30 @@ def test_missing_path_and_unknown_file(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run(empty).exit_code == 1
+
+
+def test_qa_ids_must_be_strings_and_videos_portable_and_inside(tmp_path):
+    videos, outside = tmp_path / "videos", tmp_path / "outside"
+    videos.mkdir()
+    outside.mkdir()
+    (videos / "a.mp4").write_bytes(b"\x00")
+    (outside / "b.mp4").write_bytes(b"\x00")
+    (videos / "link.mp4").symlink_to(outside / "b.mp4")
+    (videos / "inner.mp4").symlink_to(videos / "a.mp4")  # a link that stays inside is fine
+    rows = [("ok", "a.mp4"), (7, "a.mp4"), ("win", "C:\\x.mp4"), ("win2", "C:/x.mp4"), ("abs", "/x.mp4"),
+            ("back", "sub\\a.mp4"), ("link", "link.mp4"), ("inner", "inner.mp4")]
+    qa = videos / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"id": i, "video": v, "question": "Q?", "options": ["x", "y"], "answer": "x"})
+                          + "\n" for i, v in rows))
+    checked, faults = validate_path(qa)
+    assert checked == 2  # ok, inner
+    assert [(f.file, f.row, f.field) for f in faults] == [(str(qa), row, field) for row, field in
+                                                          [(2, "id"), (3, "video"), (4, "video"), (5, "video"),
+                                                           (6, "video"), (7, "video")]]
+    messages = [f.message for f in faults]
+    assert "expected a non-empty string id" in messages[0]
+    assert all("is absolute" in m for m in messages[1:4]) and "not portable" in messages[4]
+    assert "resolves out of the videos folder" in messages[5] and str(outside / "b.mp4") in messages[5]
+    assert not any("not found" in m for m in messages)
+    result = run(qa)
+    assert result.exit_code == 1 and f"{qa}:2 [id] expected a non-empty string id, got 7" in result.output
