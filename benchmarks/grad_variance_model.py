@@ -45,8 +45,9 @@ def policy_gradient(trainer: Trainer, scored: Scored) -> torch.Tensor:
     if rows:
         logp, entropy = trainer._score(model, [scored.prompts[i] for i in rows], scored.responses[rows])
         loss, _ = policy_loss(logp, logp.detach(), scored.advantages[rows].to(logp.dtype), scored.mask[rows],
-                              trainer.loss_config, strata=scored.strata[rows],
-                              stratum_weights=torch.ones(len(TAGS), dtype=torch.float64), entropy=entropy)
+                              trainer.config.algo, horizon=trainer.config.rollout.max_new_tokens,
+                              strata=scored.strata[rows], stratum_weights=torch.ones(len(TAGS), dtype=torch.float64),
+                              entropy=entropy)
         loss.backward()
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().double() for p in params])
 

@@ -2,7 +2,7 @@
 
 Shapes: ``rewards`` (N,) float, one scalar reward per response; ``group_ids`` (N,) int,
 the prompt each response answers (responses of one prompt form a group of size G);
-``strata`` (N,) int, the RMT index of each response (``maple_data.rmt.tag_index``).
+``strata`` (N,) int >= 0, the RMT index of each response (``maple_data.rmt.tag_index``).
 Every estimator returns advantages (N,), a scalar per response that the loss broadcasts
 over its tokens. Formulas and sources: ``ALGORITHMS.md`` sections 1, 2, 4, 5; ``eps``
 defaults to 1e-6. Select by name with :func:`compute_advantages`.
@@ -29,9 +29,11 @@ ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
 
 
 def check_rewards(rewards: Tensor) -> Tensor:
-    """Rewards as float64 (N,); NaN or inf raise ``ValueError`` naming the sample."""
+    """Rewards as float64 (N,); an empty batch, NaN or inf raise ``ValueError``."""
     if rewards.ndim != 1:
         raise ValueError(f"rewards must have shape (N,), got {tuple(rewards.shape)}")
+    if len(rewards) == 0:
+        raise ValueError("rewards is empty (N = 0): nothing to compute advantages for")
     bad = (~torch.isfinite(rewards)).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
@@ -56,14 +58,29 @@ def segment_stats(values: Tensor, ids: Tensor, std: StdKind = "population") -> t
     return mean[inverse], (sq / denom).sqrt()[inverse], n[inverse]
 
 
+def check_ids(ids: Tensor, rewards: Tensor, name: str) -> None:
+    """``ids`` must be integer labels of shape ``rewards.shape`` (N,); ``ValueError`` naming ``name`` otherwise."""
+    if ids.shape != rewards.shape:
+        raise ValueError(f"{name} must have shape {tuple(rewards.shape)}, got {tuple(ids.shape)}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
+
+
+def check_strata(strata: Tensor, rewards: Tensor) -> None:
+    """``strata`` (N,) non-negative integer RMT indices; ``ValueError`` naming ``strata`` otherwise."""
+    check_ids(strata, rewards, "strata")
+    bad = (strata < 0).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"strata must be non-negative RMT indices; sample {i} has {int(strata[i])}")
+
+
 def _require_groups(group_ids: Tensor, rewards: Tensor, name: str) -> None:
-    if group_ids.shape != rewards.shape:
-        raise ValueError(f"group_ids must have shape {tuple(rewards.shape)}, got {tuple(group_ids.shape)}")
-    _, counts = torch.unique(group_ids, return_counts=True)
+    check_ids(group_ids, rewards, "group_ids")
+    labels, counts = torch.unique(group_ids, return_counts=True)
     if (counts < 2).any():
-        lonely = torch.unique(group_ids)[counts < 2].tolist()
-        raise ValueError(f"{name} needs at least 2 rollouts per prompt; group(s) {lonely[:5]} have 1 "
-                         "(use the mssr estimator for single rollouts)")
+        raise ValueError(f"{name} needs at least 2 rollouts per prompt; group_ids {labels[counts < 2].tolist()[:5]} "
+                         "have 1 (use the mssr estimator for single rollouts)")
 
 
 def _out(adv: Tensor, like: Tensor) -> Tensor:
@@ -132,8 +149,9 @@ def mapo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, no
         return batch(rewards, group_ids, std=std, eps=eps)
     if norm == "none":
         return dr_grpo(rewards, group_ids)
-    if strata is None or strata.shape != r.shape:
+    if strata is None:
         raise ValueError(f"mapo norm={norm!r} needs strata of shape {tuple(r.shape)} (one RMT index per response)")
+    check_strata(strata, r)
     if norm == "stratum":
         mean, sd, _ = segment_stats(r, strata, std)
         return _out((r - mean) / (sd + eps), rewards)
@@ -146,19 +164,29 @@ def mapo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, no
 
 
 @ADVANTAGE_ESTIMATORS.register("mixed")
-def mixed(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, std: StdKind = "unbiased",
-          eps: float = EPS) -> Tensor:
+def mixed(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, successes: Tensor | None = None,
+          success_threshold: float = 1.0, std: StdKind = "unbiased", eps: float = EPS) -> Tensor:
     """Mixed advantage (MAPO, arXiv 2509.18849).
 
-    ``p`` = share of the group's rollouts with reward 1; ``lambda = 1 - 4 p (1 - p)``;
-    ``A = (1 - lambda) (r - mu) / (sigma + eps) + lambda (r - mu) / (mu + eps)``.
+    ``p`` = share of the group's rollouts that succeed; ``lambda = 1 - 4 p (1 - p)``;
+    ``A = (1 - lambda) (r - mu) / (sigma + eps) + lambda (r - mu) / (mu + eps)``, with ``mu``,
+    ``sigma`` the group mean and std of the (summed) ``rewards``.
     Equals GRPO at p = 0.5 and the Advantage Percent Deviation at p in {0, 1}.
     Reference code: Bessel std (the default here).
+
+    ``successes`` (N,) float or bool: each response's correctness reward (the ``correct``
+    component, not the sum with format or shaped terms); a response succeeds when it is
+    ``>= success_threshold``. Without ``successes`` the summed ``rewards`` are compared with
+    the threshold, which is right only when the reward is the bare correctness.
     """
     r = check_rewards(rewards)
     _require_groups(group_ids, r, "mixed")
+    if successes is None:
+        successes = r
+    elif successes.shape != r.shape:
+        raise ValueError(f"successes must have shape {tuple(r.shape)}, got {tuple(successes.shape)}")
     mean, sd, _ = segment_stats(r, group_ids, std)
-    p = segment_stats((r == 1.0).to(r.dtype), group_ids)[0]
+    p = segment_stats((successes.to(r.dtype) >= success_threshold).to(r.dtype), group_ids)[0]
     lam = 1.0 - 4.0 * p * (1.0 - p)
     return _out((1 - lam) * (r - mean) / (sd + eps) + lam * (r - mean) / (mean + eps), rewards)
 
@@ -181,5 +209,8 @@ def mssr(rewards: Tensor, group_ids: Tensor | None = None, strata: Tensor | None
 
 def compute_advantages(name: str, rewards: Tensor, group_ids: Tensor | None, strata: Tensor | None = None,
                        **options) -> Tensor:
-    """Run the estimator registered as ``name`` (grpo, dr_grpo, batch, rloo, mapo, mixed, mssr)."""
+    """Run the estimator registered as ``name`` (grpo, dr_grpo, batch, rloo, mapo, mixed, mssr);
+    ``strata``, when given, are checked whether or not the estimator reads them (the loss does)."""
+    if strata is not None:
+        check_strata(strata, rewards)
     return ADVANTAGE_ESTIMATORS.get(name)(rewards, group_ids, strata, **options)

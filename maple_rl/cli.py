@@ -46,6 +46,38 @@ def _main(
 mixture_app = typer.Typer(help="Data-mixture search (MoDoMoDo): pilot design and surrogate fit.",
                           no_args_is_help=True)
 app.add_typer(mixture_app, name="mixture")
+recipe_app = typer.Typer(help="The shipped training recipes and every setting they hold.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("list")
+def recipe_list() -> None:
+    """Names of the shipped training recipes (use them as --recipe NAME)."""
+    from maple_rl.config import RECIPES_DIR, load_config, recipe_names
+
+    for name in recipe_names():
+        try:
+            load_config(name)
+        except ValueError:
+            continue  # the demo's or pretraining's recipe, not a training one
+        console.print(f"{name}  ({RECIPES_DIR / name}.yaml)", highlight=False)
+
+
+@recipe_app.command("show")
+def recipe_show(
+    recipe: Annotated[str | None, typer.Argument(help="A shipped recipe name or a YAML file (default: the "
+                                                     "defaults alone).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value.")] = None,
+) -> None:
+    """Every training setting: its value in RECIPE (with --set overrides), its default and
+    what it does. A key this lists is a key --set accepts."""
+    from maple_rl.config import load_config, settings_table
+
+    table = Table("setting", "value", "default", "meaning", title=f"recipe {recipe or '(defaults)'}")
+    for key, value, default, meaning in settings_table(load_config(recipe, set_ or [])):
+        changed = value != default
+        table.add_row(f"[bold]{key}[/]" if changed else key, str(value), str(default), meaning)
+    console.print(table)
 
 
 @mixture_app.command("design")
@@ -101,7 +133,8 @@ def mixture_fit(
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="Benchmark folder (build-bench output) or record shards.")],
-    recipe: Annotated[Path | None, typer.Option(help="YAML recipe, e.g. pipelines/mapo-adaptive.yaml.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="A shipped recipe name (maple-rl recipe list), e.g. "
+                                                    "mapo-adaptive, or a YAML file.")] = None,
     model: Annotated[str | None, typer.Option(help="Model id or folder (default: the recipe's model.path).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: output_dir).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
@@ -120,11 +153,8 @@ def train(
         overrides.append(f"model.path={model}")
     if out is not None:
         overrides.append(f"output_dir={out}")
-    try:
-        config = load_config(recipe, overrides)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    trainer = Trainer(config, resume=resume)  # bad data or model: one line from the error boundary
+    config = load_config(recipe, overrides)  # a bad setting, data or model: one line from the error boundary
+    trainer = Trainer(config, resume=resume)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -206,10 +236,7 @@ def pretrain(
     from maple_rl.pretrain import load_pretrain_config, model_folder, pretrain as run_pretrain
     from maple_rl.pretrain.config import DEFAULT_RECIPE
 
-    try:
-        config = load_pretrain_config(recipe or DEFAULT_RECIPE, set_ or [])
-    except (ValueError, OSError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    config = load_pretrain_config(recipe or DEFAULT_RECIPE, set_ or [])
     if not print_path:
         console.print(f"model folder: {model_folder(config, cache_dir)}")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -262,10 +289,7 @@ def demo(
     from maple_data.rmt import TAGS
     from maple_rl.demo import ARMS, load_demo_config, run_demo
 
-    try:
-        config = load_demo_config(recipe, videos=videos, rl_steps=rl_steps, seed=seed)
-    except (ValueError, OSError, TypeError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    config = load_demo_config(recipe, videos=videos, rl_steps=rl_steps, seed=seed)
     summary = run_demo(out, config, log=lambda line: console.print(f"[bold cyan]demo[/] {line}"), cache=cache_dir)
     agree = summary["agreement"]
     table = Table("true RMT", "items", "agreement", *TAGS, "unanswerable",

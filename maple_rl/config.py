@@ -1,13 +1,20 @@
 """Training configuration: documented dataclasses, loaded from YAML recipes
-(``pipelines/*.yaml``) with dotted command-line overrides (``--set algo.clip_high=0.28``).
+(``pipelines/*.yaml``, addressable by name) with dotted command-line overrides
+(``--set algo.clip_high=0.28``).
 
-Every field has a default; a recipe only states what it changes. Unknown keys are errors
-(typos must not pass silently).
+These dataclasses are the one source of truth: the algorithm functions receive their
+section (``policy_loss(..., config.algo)``, ``StratifiedSampler(tags, config.sampling)``,
+``AdaptiveWeights(config.weights)``), and the comment after each field is its help text
+(``maple-rl recipe show NAME`` prints it). Every field has a default; a recipe only states
+what it changes. Unknown keys and invalid values are refused at load time with one line
+naming the key (typos must not pass silently).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,21 +24,25 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 T = TypeVar("T")
+# the shipped recipes: in the wheel (maple_rl/_pipelines) or the repository's pipelines/
+RECIPES_DIR = next(p for p in (Path(__file__).resolve().parent / "_pipelines",
+                               Path(__file__).resolve().parent.parent / "pipelines") if p.is_dir())
 
 
 @dataclass
 class ModelConfig:
     path: str = "Qwen/Qwen2.5-Omni-3B"  # hub id or local folder (a Qwen2.5-Omni Thinker is trained)
-    dtype: str = "auto"  # float32 / bfloat16 / float16 / auto (bf16 on CUDA, fp32 on CPU)
-    gradient_checkpointing: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
+    freeze: list[Literal["vision", "audio"]] = field(default_factory=list)  # encoders kept frozen, e.g. [vision, audio]
 
 
 @dataclass
 class DataConfig:
     path: str = ""  # benchmark folder (Parquet; see `config`) or a folder / file of record shards
     config: str = "auto"  # benchmark config; auto: full-input rows of qa_all_combinations (or caption)
-    split: str = "train"
-    task: str = "qa"  # qa or caption items
+    split: str = "train"  # benchmark split (or shard split) to train on
+    task: Literal["qa", "caption"] = "qa"  # which items to train on
     input_modalities: Literal["rmt", "all"] = "rmt"  # rmt: only the tag's modalities (MAPO); all: everything
 
 
@@ -39,47 +50,94 @@ class DataConfig:
 class RolloutConfig:
     engine: Literal["hf", "vllm"] = "hf"  # hf: policy.generate; vllm: colocated engine, weights synced per update
     group_size: int = 8  # G responses per prompt
-    temperature: float = 1.0
-    max_new_tokens: int = 16
+    temperature: float = 1.0  # sampling temperature of the rollouts
+    max_new_tokens: int = 16  # response length cap (also the horizon of seq-mean-token-sum-norm)
     vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory the colocated engine may take
     vllm_max_model_len: int = 16384  # prompt + response tokens the engine accepts
+
+    def __post_init__(self) -> None:
+        _require("group_size", self.group_size >= 1, "must be >= 1", self.group_size)
+        _require("temperature", self.temperature > 0, "must be > 0 (sampling)", self.temperature)
+        _require("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1", self.max_new_tokens)
 
 
 @dataclass
 class AlgoConfig:
-    estimator: str = "grpo"  # maple_rl.advantages registry name
+    estimator: str = "grpo"  # maple_rl.advantages registry name: grpo, dr_grpo, batch, rloo, mapo, mixed, mssr
     estimator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {norm: stratum} for mapo
     stratify_by: Literal["rmt", "none"] = "rmt"  # strata in advantages and loss averaging
     early_filter: bool = True  # drop zero-variance groups before any log-prob work
-    ppo_epochs: int = 1  # mu
+    ppo_epochs: int = 1  # mu: passes over the step's samples
     minibatch_size: int = 16  # sequences per forward/backward pass
     gradient_accumulation_steps: int = 1  # minibatches per optimizer step
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    dual_clip: float | None = None
-    aggregation: str = "seq-mean-token-mean"
-    stratum_average: bool = True
-    kl_coef: float = 0.0
+    clip_low: float = 0.2  # PPO eps_low: the ratio is clipped below at 1 - clip_low
+    clip_high: float = 0.28  # PPO eps_high (DAPO clip-higher): clipped above at 1 + clip_high
+    dual_clip: float | None = None  # dual clip c > 1 bounds the loss of negative-advantage tokens (null: off)
+    aggregation: str = "seq-mean-token-mean"  # maple_rl.losses.AGGREGATIONS name
+    stratum_average: bool = True  # MAPO's per-stratum 1/|B_M| averaging of the loss
+    kl_coef: float = 0.0  # beta of the KL penalty to the reference policy (0: no reference model)
+    kl_estimator: str = "k3"  # maple_rl.losses.KL_ESTIMATORS name: k1, k2, k3 (= low_var_kl)
+    ratio_level: Literal["token", "sequence"] = "token"  # sequence: GSPO's length-normalised sequence ratio
+    log_ratio_clip: float = 20.0  # |log ratio| is clamped here before exp (float32 never overflows)
+    entropy_coef: float = 0.0  # entropy bonus: the loss minus coef x entropy, aggregated like the loss
+    entropy_shaping: bool = False  # MSSR: A_t + min(alpha H_t, |A_t| / kappa) per token, H the full entropy
+    entropy_shaping_alpha: float = 0.4  # MSSR's alpha_e
+    entropy_shaping_kappa: float = 2.0  # MSSR's kappa
+    mask_truncated_completions: bool = False  # responses cut at max_new_tokens get no loss (DAPO, TRL)
+
+    def __post_init__(self) -> None:
+        from maple_rl.advantages import ADVANTAGE_ESTIMATORS
+        from maple_rl.losses import AGGREGATIONS, KL_ESTIMATORS
+
+        _one_of("estimator", self.estimator, ADVANTAGE_ESTIMATORS.names())
+        _one_of("aggregation", self.aggregation, AGGREGATIONS.names())
+        _one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS.names())
+        _require("clip_low", 0 <= self.clip_low < 1, "must be in [0, 1)", self.clip_low)
+        _require("clip_high", self.clip_high >= 0, "must be >= 0", self.clip_high)
+        _require("dual_clip", self.dual_clip is None or self.dual_clip > 1, "must be > 1 (or null)", self.dual_clip)
+        _require("kl_coef", self.kl_coef >= 0, "must be >= 0", self.kl_coef)
+        _require("log_ratio_clip", self.log_ratio_clip > 0, "must be > 0", self.log_ratio_clip)
+        _require("entropy_coef", self.entropy_coef >= 0, "must be >= 0", self.entropy_coef)
+        _require("entropy_shaping_alpha", self.entropy_shaping_alpha >= 0, "must be >= 0", self.entropy_shaping_alpha)
+        _require("entropy_shaping_kappa", self.entropy_shaping_kappa > 0, "must be > 0", self.entropy_shaping_kappa)
+        for name in ("ppo_epochs", "minibatch_size", "gradient_accumulation_steps"):
+            _require(name, getattr(self, name) >= 1, "must be >= 1", getattr(self, name))
 
 
 @dataclass
 class WeightsConfig:
     adaptive: bool = False  # difficulty-adaptive stratum weights (MAPLE)
-    window: int = 512
-    bins: int = 10
-    tau: float = 1.0
-    w_min: float = 0.25
-    w_max: float = 4.0
-    warmup: int = 10
+    window: int = 512  # recent rewards per tag the difficulty is measured on
+    bins: int = 10  # histogram bins of [0, 1] for the difficulty
+    tau: float = 1.0  # softmax temperature of the difficulty -> weight map
+    w_min: float = 0.25  # smallest stratum weight (weights keep mean 1)
+    w_max: float = 4.0  # largest stratum weight
+    warmup: int = 10  # steps before weights leave 1
+    target_alpha: float = 100.0  # difficulty target Beta(alpha, 1): the reward histogram a solved tag has
+
+    def __post_init__(self) -> None:
+        _require("w_min", 0 < self.w_min <= 1 <= self.w_max, "need 0 < w_min <= 1 <= w_max",
+                 (self.w_min, self.w_max))
+        for name in ("window", "bins"):
+            _require(name, getattr(self, name) >= 1, "must be >= 1", getattr(self, name))
+        _require("tau", self.tau > 0, "must be > 0", self.tau)
+        _require("target_alpha", self.target_alpha > 0, "must be > 0", self.target_alpha)
 
 
 @dataclass
 class SamplingConfig:
     batch_size: int = 8  # prompts per step (global, over all ranks)
-    batch_mode: Literal["mixed", "homogeneous"] = "mixed"
-    quota: Literal["proportional", "equal"] = "proportional"
-    curriculum: Literal["none", "static", "dynamic"] = "none"
-    replay: float = 0.2
+    batch_mode: Literal["mixed", "homogeneous"] = "mixed"  # mixed: RMT quotas a batch; homogeneous: one RMT
+    quota: Literal["proportional", "equal"] = "proportional"  # stratum shares: proportional to stratum size, or equal
+    curriculum: Literal["none", "static", "dynamic"] = "none"  # static: uni, bi, tri; dynamic: by weights
+    replay: float = 0.2  # static curriculum: share of earlier stages' tags in a later stage
+    stage_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # static: share of steps of uni/bi/tri
+
+    def __post_init__(self) -> None:
+        _require("batch_size", self.batch_size >= 1, "must be >= 1", self.batch_size)
+        _require("replay", 0 <= self.replay <= 1, "must be in [0, 1]", self.replay)
+        _require("stage_fractions", all(f >= 0 for f in self.stage_fractions) and sum(self.stage_fractions) > 0,
+                 "must be three non-negative shares", self.stage_fractions)
 
 
 @dataclass
@@ -87,17 +145,20 @@ class RewardConfig:
     correct: float = 1.0  # weight of the verifiable multiple-choice reward
     format: float = 0.0  # weight of the format reward (an option letter could be read)
     caption: float = 1.0  # weight of the caption similarity reward
-    caption_metric: str = "token_f1"
+    caption_metric: str = "token_f1"  # maple_data.answers caption metric name
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-6
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    decay: Literal["constant", "linear", "cosine"] = "constant"
-    max_grad_norm: float = 1.0
+    lr: float = 2e-6  # peak learning rate of AdamW
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    warmup_steps: int = 0  # linear learning-rate warm-up steps
+    decay: Literal["constant", "linear", "cosine"] = "constant"  # learning-rate schedule after warm-up
+    max_grad_norm: float = 1.0  # gradient clipping norm
+
+    def __post_init__(self) -> None:
+        _require("lr", self.lr > 0, "must be > 0", self.lr)
 
 
 @dataclass
@@ -112,17 +173,33 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = 100
+    steps: int = 100  # RL steps (one sampled batch and its updates each)
     format_warmup_steps: int = 0  # supervised steps on "Answer: <letter>" before RL (same for every arm)
-    format_warmup_lr: float = 1e-3
+    format_warmup_lr: float = 1e-3  # learning rate of the format warm-up
     format_warmup_target: Literal["random", "answer"] = "random"  # random letter: format only; answer: SFT
-    save_every: int = 50
-    log_samples_every: int = 10
-    output_dir: str = "runs/maple"
+    save_every: int = 50  # checkpoint every this many steps (0: only at the end and on Ctrl-C)
+    log_samples_every: int = 10  # log sample completions every this many steps
+    output_dir: str = "runs/maple"  # run folder: metrics.jsonl, checkpoints/, final/
     tensorboard: bool = False  # also log scalars to OUTPUT_DIR/tensorboard (needs the tensorboard package)
     wandb: bool = False  # also log to Weights & Biases (needs wandb and a login)
-    seed: int = 0
-    name: str = ""
+    seed: int = 0  # seed of sampling, rollouts and initialisation
+    name: str = ""  # run name for TensorBoard / wandb
+
+    def __post_init__(self) -> None:
+        _require("steps", self.steps >= 1, "must be >= 1", self.steps)
+        _require("rollout.group_size", self.rollout.group_size >= 2 or self.algo.estimator == "mssr",
+                 f"must be >= 2 for the group estimator {self.algo.estimator!r} (mssr takes 1)",
+                 self.rollout.group_size)
+
+
+def _require(key: str, ok: bool, why: str, value: Any) -> None:
+    """A setting check: ``ValueError("key: why, got value")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{key}: {why}, got {value!r}")
+
+
+def _one_of(key: str, value: str, names: list[str]) -> None:
+    _require(key, value in names, f"not one of {names}", value)
 
 
 def _coerce(kind: Any, value: Any, where: str) -> Any:
@@ -177,7 +254,10 @@ def _build(cls: type, raw: dict[str, Any], where: str = "") -> Any:
         raise ValueError(f"unknown setting(s) {', '.join(where + k for k in unknown)}; "
                          f"known in {where.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}")
     values = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in raw.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a __post_init__ check names its key within the section
+        raise ValueError(f"{where}{exc}") from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
@@ -191,12 +271,50 @@ def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
 
 
+def recipe_names() -> list[str]:
+    """Names of the shipped recipes (``mapo-adaptive`` for ``pipelines/mapo-adaptive.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe file: ``recipe`` itself when it exists, else the shipped recipe of that name."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"recipe {recipe} not found: give a YAML file or a shipped recipe name "
+                            f"({', '.join(recipe_names())})")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """``field -> help``: the comment after each field in the class's source."""
+    found = re.finditer(r"^\s+(\w+): [^\n]*?#\s*(.+)$", inspect.getsource(cls), re.MULTILINE)
+    return {m.group(1): m.group(2).strip() for m in found}
+
+
+def settings_table(config: Any, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """``(dotted key, value, default, help)`` of every setting of a config, recursively."""
+    rows: list[tuple[str, Any, Any, str]] = []
+    default = type(config)()
+    docs = field_help(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += settings_table(value, f"{prefix}{f.name}.")
+        else:
+            rows.append((prefix + f.name, value, getattr(default, f.name), docs.get(f.name, "")))
+    return rows
+
+
 def load_recipe(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """A config dataclass ``cls`` from a YAML recipe (optional) and ``section.key=value``
-    overrides; unknown keys and values of the wrong type are errors."""
+    """A config dataclass ``cls`` from a YAML recipe (optional; a path or a shipped
+    recipe's name) and ``section.key=value`` overrides; unknown keys and values of the
+    wrong type are errors."""
     tree: dict[str, Any] = {}
     if recipe is not None:
-        with open(recipe, encoding="utf-8") as handle:  # the stream's name puts the file in YAML errors
+        with open(recipe_path(recipe), encoding="utf-8") as handle:  # the stream's name puts the file in YAML errors
             loaded = yaml.safe_load(handle) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{recipe}: a recipe is a YAML mapping")

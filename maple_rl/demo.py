@@ -35,16 +35,13 @@ from maple_data.frames import FrameSpec
 from maple_data.qa_input import read_qa_file
 from maple_data.rmt import TAGS
 from maple_data.synth import SynthConfig, generate
-from maple_rl.config import TrainConfig, load_config
+from maple_rl.config import TrainConfig, load_config, load_recipe, recipe_path
 from maple_rl.evaluate import evaluate
 from maple_rl.pretrain import PretrainResult, load_pretrain_config, pretrain
 from maple_rl.trainer import Trainer
 
 SCRIPTED_REVIEWER = "scripted-reviewer (synthetic ground truth)"
 CHANCE = 0.25  # four options
-# the recipes: shipped in the wheel as maple_rl/_pipelines, or the repository's pipelines/
-RECIPES = next(p for p in (Path(__file__).resolve().parent / "_pipelines",
-                           Path(__file__).resolve().parent.parent / "pipelines") if p.is_dir())
 ARMS = ("mupo", "mapo-adaptive")
 
 
@@ -65,14 +62,7 @@ class DemoConfig:
 
 def load_demo_config(recipe: str | Path | None = None, **overrides: Any) -> DemoConfig:
     """``pipelines/demo.yaml`` (or ``recipe``) with keyword overrides (None = keep)."""
-    import yaml
-
-    raw = yaml.safe_load(Path(recipe or RECIPES / "demo.yaml").read_text(encoding="utf-8")) or {}
-    unknown = set(raw) - set(DemoConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown demo setting(s): {', '.join(sorted(unknown))}")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    return DemoConfig(**raw)
+    return load_recipe(DemoConfig, recipe or "demo", [f"{k}={v}" for k, v in overrides.items() if v is not None])
 
 
 def scripted_review(work: Path, truth: dict[str, str], threshold: float) -> dict[str, int]:
@@ -127,7 +117,7 @@ class PreparedBench:
 def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | None = None,
                   pretrained: PretrainResult | None = None) -> PreparedBench:
     """Steps 1-4: pretrain (or reuse), synth + extract fresh videos, annotate, review, build-bench."""
-    recipe = Path(config.pretrain) if Path(config.pretrain).exists() else RECIPES / config.pretrain
+    recipe = recipe_path(config.pretrain)
     pre_config = load_pretrain_config(recipe)
     log("1/6 pretrain the annotation model (reused from the cache when it is there)")
     pretrained = pretrained or pretrain(pre_config, cache)
@@ -162,7 +152,7 @@ def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | 
 def rl_config(config: DemoConfig, arm: str, prepared: PreparedBench, out: Path, *, seed: int | None = None,
               save_every: int | None = None) -> TrainConfig:
     """The training settings of RL arm ``arm`` (a recipe in pipelines/) from the RL start."""
-    return load_config(RECIPES / f"{arm}.yaml", [
+    return load_config(arm, [
         f"data.path={prepared.bench}", f"model.path={prepared.start}", f"output_dir={out}",
         f"steps={config.rl_steps}", f"rollout.group_size={config.group_size}", "rollout.max_new_tokens=2",
         f"sampling.batch_size={config.batch_size}", f"optim.lr={config.rl_lr}",

@@ -29,3 +29,9 @@ def reward_components(completion: str, task: str, options: Sequence[str] | None,
 def total_reward(components: Mapping[str, float], weights: Any) -> float:
     """Weighted sum with the weights of a ``RewardConfig`` (attributes named like the components)."""
     return sum(getattr(weights, name) * value for name, value in components.items())
+
+
+def correctness(components: Mapping[str, float]) -> float:
+    """How right a response is, whatever else its reward adds: the multiple-choice
+    ``correct`` component, or a caption's similarity."""
+    return float(components.get("correct", components.get("caption", 0.0)))

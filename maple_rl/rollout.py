@@ -10,13 +10,23 @@
   (``maple_data.backends.vllm.build_request``).
 
 Either way the trainer recomputes every log-prob itself; the engine only samples.
+
+Seeds: every (step, prompt) gets its own random stream, seeded by :func:`request_seed`
+(a hash of the run seed, the step and the prompt's index in the global batch), so no two
+prompts, steps or ranks share one. ``hf`` draws each prompt's G samples from a generator
+of its own (:class:`SeededSampler`, leaving torch's global generator alone); ``vllm``
+sends one ``SamplingParams`` per prompt with ``seed = request_seed`` and ``n = G``; vLLM
+samples child ``j`` of that request from ``seed + j``, and two requests' ranges
+``[seed, seed + G)`` of 63-bit hashed seeds overlap with probability about ``2 G / 2^63``.
 The request building, sampling parameters, response padding and weight listing are pure
 and tested without vLLM; the engine itself needs a GPU machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,10 +50,29 @@ class SamplingSpec:
     suppressed: tuple[int, ...] = ()
 
 
+def request_seed(run_seed: int, step: int, prompt: int) -> int:
+    """Seed of one prompt's G samples: the first 63 bits of a BLAKE2b hash of the three
+    (signed 64-bit) integers, so distinct ``(run_seed, step, prompt)`` give unrelated seeds.
+    ``prompt`` is the prompt's index in the step's global batch (which fixes the rank)."""
+    digest = hashlib.blake2b(struct.pack("<3q", run_seed, step, prompt), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def prompt_seeds(seed: int | Sequence[int], n_prompts: int) -> list[int]:
+    """One seed per prompt: ``seed`` itself when it is a sequence (one per prompt, e.g.
+    :func:`request_seed` of each), else ``request_seed(seed, 0, k)`` for prompt ``k``."""
+    if isinstance(seed, int):
+        return [request_seed(seed, 0, k) for k in range(n_prompts)]
+    if len(seed) != n_prompts:
+        raise ValueError(f"seed must be an int or one seed per prompt ({n_prompts}), got {len(seed)} seeds")
+    return [int(s) for s in seed]
+
+
 class RolloutEngine(Protocol):
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> torch.Tensor:
         """Response ids ``(len(prompts) * group_size, T)``, prompt-major (the G responses of
-        prompt 0 first), right-padded; ``T >= 1``."""
+        prompt 0 first), right-padded; ``T >= 1``. ``seed``: see :func:`prompt_seeds`; a
+        fixed seed gives the same samples."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from ``model``'s current weights."""
@@ -106,6 +135,25 @@ class WeightLoaderExtension:
         return len(weights)
 
 
+class SeededSampler:
+    """Logits processor that samples with one generator per prompt: it returns
+    ``scores / temperature + Gumbel noise`` for the ``(P * G, V)`` rows (prompt-major), so a
+    greedy pick is a sample of ``softmax(scores / temperature)`` (Gumbel-max); the G rows of
+    prompt ``k`` draw their noise from a generator seeded with ``seeds[k]``."""
+
+    def __init__(self, seeds: Sequence[int], group_size: int, temperature: float) -> None:
+        self.seeds, self.group_size, self.temperature = list(seeds), group_size, temperature
+        self.generators: list[torch.Generator] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.generators:  # on the device of the scores, known at the first call
+            self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        shape = (self.group_size, scores.shape[1])
+        u = torch.cat([torch.rand(shape, generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
+        return scores / self.temperature + gumbel
+
+
 class HFRollout:
     """Sampling with ``generate`` on the policy itself.
 
@@ -116,17 +164,21 @@ class HFRollout:
                  spec: SamplingSpec, forward_args: dict[str, Any]) -> None:
         self.encode, self.policy, self.spec, self.forward_args = encode, policy, spec, forward_args
 
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
-        """``seed`` is unused: sampling draws from torch's global generator, which
-        checkpoints save and restore."""
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> torch.Tensor:
+        """Samples through :class:`SeededSampler` (greedy decoding at temperature 0); torch's
+        global generator is neither read nor advanced."""
+        from transformers import LogitsProcessorList
+
         spec = self.spec
         repeated = [p for p in prompts for _ in range(group_size)]
         inputs = self.encode(repeated)
+        sampler = [SeededSampler(prompt_seeds(seed, len(prompts)), group_size, spec.temperature)] \
+            if spec.temperature > 0 else []
         model = self.policy()
         model.eval()
         with torch.no_grad():
-            out = model.generate(**inputs, do_sample=spec.temperature > 0, temperature=spec.temperature or None,
-                                 top_p=None, top_k=None, max_new_tokens=spec.max_new_tokens,
+            out = model.generate(**inputs, do_sample=False, temperature=None, top_p=None, top_k=None,
+                                 logits_processor=LogitsProcessorList(sampler), max_new_tokens=spec.max_new_tokens,
                                  pad_token_id=spec.pad_id, eos_token_id=spec.eos_id,
                                  suppress_tokens=list(spec.suppressed) or None, **self.forward_args)
         responses = out[:, inputs["input_ids"].shape[1]:]
@@ -156,12 +208,14 @@ class VLLMRollout:
                        limit_mm_per_prompt={"video": 1, "audio": 1}, enable_prefix_caching=True,
                        worker_extension_cls=f"{__name__}.WeightLoaderExtension")
 
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int) -> torch.Tensor:
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> torch.Tensor:
+        """One ``SamplingParams`` per prompt, seeded with its :func:`prompt_seeds` entry."""
         from vllm import SamplingParams
 
         spec = self.spec
-        params = SamplingParams(**rollout_sampling_kwargs(group_size, spec.temperature, spec.max_new_tokens,
-                                                          spec.eos_id, seed, spec.suppressed))
+        params = [SamplingParams(**rollout_sampling_kwargs(group_size, spec.temperature, spec.max_new_tokens,
+                                                           spec.eos_id, s, spec.suppressed))
+                  for s in prompt_seeds(seed, len(prompts))]
         outputs = self.llm.generate([build_request(p, self.tokens) for p in prompts], params, use_tqdm=False)
         return pad_responses(completion_ids(outputs), spec.pad_id, spec.eos_id)
 

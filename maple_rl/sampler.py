@@ -20,24 +20,12 @@ so a resumed run draws the same batches.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from maple_data.rmt import TAGS, parse_rmt, tag_size
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    batch_size: int = 32  # prompts per step
-    batch_mode: Literal["mixed", "homogeneous"] = "mixed"
-    quota: Literal["proportional", "equal"] = "proportional"
-    curriculum: Literal["none", "static", "dynamic"] = "none"
-    total_steps: int | None = None  # needed by the static curriculum
-    stage_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
-    replay: float = 0.2  # share of earlier stages in a static stage
-    seed: int = 0
+from maple_rl.config import SamplingConfig
 
 
 def largest_remainder(raw: np.ndarray, total: int) -> np.ndarray:
@@ -54,21 +42,22 @@ class StratifiedSampler:
 
     Args:
         tags: the RMT of each dataset item (index i -> tags[i]).
-        config: sampling options.
+        config: the recipe's ``sampling`` section.
+        total_steps: steps of the run (the static curriculum's stages are shares of it).
+        seed: seed of the queues and draws.
     """
 
-    def __init__(self, tags: Sequence[str], config: SamplerConfig = SamplerConfig()) -> None:
-        if config.batch_size < 1:
-            raise ValueError("batch_size must be positive")
-        if config.curriculum == "static" and not config.total_steps:
-            raise ValueError("the static curriculum needs total_steps")
-        self.config = config
+    def __init__(self, tags: Sequence[str], config: SamplingConfig = SamplingConfig(), *,
+                 total_steps: int | None = None, seed: int = 0) -> None:
+        if config.curriculum == "static" and not total_steps:
+            raise ValueError("total_steps: the static curriculum needs the run's step count")
+        self.config, self.total_steps = config, total_steps
         canonical = [parse_rmt(t) for t in tags]
         self.members = {t: np.array([i for i, x in enumerate(canonical) if x == t]) for t in TAGS}
         self.strata = [t for t in TAGS if len(self.members[t])]
         if not self.strata:
             raise ValueError("empty dataset: no item to sample")
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(seed)
         self.queues = {t: self.rng.permutation(self.members[t]) for t in self.strata}
         self.positions = dict.fromkeys(self.strata, 0)
         self.step = 0
@@ -83,7 +72,7 @@ class StratifiedSampler:
         """Static curriculum stage (1 uni, 2 bi, 3 tri) at ``step``."""
         s = self.step if step is None else step
         bounds = np.cumsum(self.config.stage_fractions) / sum(self.config.stage_fractions)
-        progress = min(s / self.config.total_steps, 1.0 - 1e-12)
+        progress = min(s / self.total_steps, 1.0 - 1e-12)
         return min(3, int(np.searchsorted(bounds, progress, side="right")) + 1)
 
     def probabilities(self) -> dict[str, float]:

@@ -23,6 +23,7 @@ every ``save_every`` steps, at the end, and on SIGINT, each renamed into place o
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -47,15 +48,17 @@ from maple_rl.advantages import compute_advantages
 from maple_rl.config import TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
 from maple_rl.filtering import zero_variance_mask
-from maple_rl.losses import LossConfig, policy_loss
-from maple_rl.mssr import BetaTracker
-from maple_rl.rewards import reward_components, total_reward
-from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout
-from maple_rl.sampler import SamplerConfig, StratifiedSampler
-from maple_rl.weighting import AdaptiveWeights, WeightingConfig
+from maple_rl.losses import policy_loss
+from maple_rl.mssr import BetaTracker, entropy_shaped_advantages
+from maple_rl.rewards import correctness, reward_components, total_reward
+from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout, request_seed
+from maple_rl.sampler import StratifiedSampler
+from maple_rl.weighting import AdaptiveWeights
 
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+LOSS_METRICS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl_ref", "entropy")  # per minibatch, averaged
+FROZEN_PARTS = {"vision": "visual", "audio": "audio_tower"}  # model.freeze names -> Qwen2.5-Omni Thinker modules
 CHECKPOINT_MARKER = "complete.json"  # written last: a checkpoint folder without it is ignored
 MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
                "chat_template.jinja", "vocab.json", "merges.txt")
@@ -97,6 +100,15 @@ def response_mask(responses: torch.Tensor, eos_id: int, pad_id: int) -> torch.Te
     ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()
     mask = (ended_before == 0) & (responses != pad_id)
     return mask | ((responses == eos_id) & (ended_before == 0))
+
+
+def freeze_encoders(model: torch.nn.Module, parts: Sequence[str]) -> None:
+    """Freeze the named encoders (``vision``, ``audio``) of an omni model in place."""
+    for part in parts:
+        module = getattr(getattr(model, "model", model), FROZEN_PARTS[part], None)
+        if module is None:
+            raise ValueError(f"model.freeze: {type(model).__name__} has no {part} encoder to freeze")
+        module.requires_grad_(False)
 
 
 def load_policy(path: str, dtype: torch.dtype):
@@ -142,8 +154,10 @@ class Scored:
     advantages: torch.Tensor  # (N*G,)
     tag_ids: torch.Tensor  # (N*G,) RMT index of each sequence
     strata: torch.Tensor  # (N*G,) stratum of each sequence (all 0 without RMT strata)
-    keep: torch.Tensor  # (N*G,) bool: not filtered as a zero-variance group
+    keep: torch.Tensor  # (N*G,) bool: trained on (not a zero-variance group, not a masked truncation)
     components: list[dict[str, float]]  # (N*G,) reward components
+    zero_variance: torch.Tensor  # (N*G,) bool: in a group whose rewards are all equal
+    truncated: torch.Tensor  # (N*G,) bool: no EOS within max_new_tokens
 
 
 class Trainer:
@@ -165,6 +179,11 @@ class Trainer:
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
         model, self.forward_args = load_policy(config.model.path, dtype)
+        freeze_encoders(model, config.model.freeze)
+        # the frozen reference policy of the KL penalty: the policy RL starts from (after any
+        # format warm-up), as TRL / verl; checkpointed with the run
+        self.reference = copy.deepcopy(model).requires_grad_(False).eval().to(self.acc.device) \
+            if config.algo.kl_coef else None
         if config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.encoder = OmniEncoder(config.model.path)
@@ -173,24 +192,18 @@ class Trainer:
         self.suppressed = tuple(self.encoder.media_token_ids())  # never sampled, excluded from log-probs
         self.prepared: dict = {}  # this step's prepared prompts (OmniEncoder.encode's cache)
         o = config.optim
-        optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=o.betas,
+                                      weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
-        s = config.sampling
-        self.sampler = StratifiedSampler([r["rmt"] for r in self.items], SamplerConfig(
-            batch_size=s.batch_size, batch_mode=s.batch_mode, quota=s.quota, curriculum=s.curriculum,
-            total_steps=config.steps, replay=s.replay, seed=config.seed))
-        w = config.weights
-        self.weights = AdaptiveWeights(WeightingConfig(window=w.window, bins=w.bins, tau=w.tau, w_min=w.w_min,
-                                                       w_max=w.w_max, warmup=w.warmup))
+        self.sampler = StratifiedSampler([r["rmt"] for r in self.items], config.sampling, total_steps=config.steps,
+                                         seed=config.seed)
+        self.weights = AdaptiveWeights(config.weights)
         self.tracker = BetaTracker()
         self.counter = StepCounter()
-        for obj in (self.sampler, self.weights, self.tracker, self.counter):
-            self.acc.register_for_checkpointing(obj)
-        a = config.algo
-        self.loss_config = LossConfig(clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
-                                      aggregation=a.aggregation, stratum_average=a.stratum_average,
-                                      kl_coef=a.kl_coef, max_response_length=config.rollout.max_new_tokens)
+        for obj in (self.sampler, self.weights, self.tracker, self.counter, self.reference):
+            if obj is not None:
+                self.acc.register_for_checkpointing(obj)
         self.engine = self._rollout_engine()
         self.engine_stale = True  # the policy changed since the engine last got its weights
         self.interrupted = False
@@ -275,8 +288,9 @@ class Trainer:
             self.engine.sync_weights(self.acc.unwrap_model(self.model))
             self.engine_stale = False
         unique = [self._prompt(rec) for rec in records]
-        seed = (self.config.seed * 1_000_003 + self.counter.step) * self.acc.num_processes + self.acc.process_index
-        responses = self.engine.generate(unique, G, seed)
+        rank, world = self.acc.process_index, self.acc.num_processes  # local prompt k is global prompt rank + k world
+        seeds = [request_seed(self.config.seed, self.counter.step, rank + k * world) for k in range(len(records))]
+        responses = self.engine.generate(unique, G, seeds)
         texts = self.encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return [p for p in unique for _ in range(G)], responses, texts
 
@@ -294,12 +308,16 @@ class Trainer:
         options = dict(cfg.algo.estimator_options)
         if cfg.algo.estimator == "mssr":
             options["baselines"] = self.tracker.baselines([rec["id"] for rec in records for _ in range(G)])
-        keep = torch.ones(len(texts), dtype=torch.bool)
-        if cfg.algo.early_filter and G > 1:
-            keep = ~zero_variance_mask(rewards, group_ids)
+        if cfg.algo.estimator == "mixed":  # its success rate counts correct answers, not the summed reward
+            options["successes"] = torch.tensor([correctness(c) for c in comps], dtype=torch.float64)
+        zero_variance = zero_variance_mask(rewards, group_ids) if G > 1 else torch.zeros(len(texts), dtype=torch.bool)
+        truncated = ~(responses == self.eos_id).any(dim=1)
+        keep = ~zero_variance if cfg.algo.early_filter else torch.ones(len(texts), dtype=torch.bool)
+        if cfg.algo.mask_truncated_completions:  # rewarded (the group's statistics), never trained on
+            keep &= ~truncated
         advantages = compute_advantages(cfg.algo.estimator, rewards, group_ids if G > 1 else None, strata, **options)
         return Scored(prompts, responses, texts, response_mask(responses, self.eos_id, self.pad_id), rewards,
-                      advantages, tag_ids, strata, keep, comps)
+                      advantages, tag_ids, strata, keep, comps, zero_variance, truncated)
 
     def train_step(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
@@ -310,21 +328,21 @@ class Trainer:
         records = [self.items[i] for i in mine]
         G = cfg.rollout.group_size
         scored = self.sample_and_score(records)
-        rewards, comps, tag_ids, keep = scored.rewards, scored.components, scored.tag_ids, scored.keep
-        stats = self._update(scored.prompts, scored.responses, scored.mask, scored.advantages, scored.strata, keep)
-        if cfg.algo.estimator == "mssr":
+        rewards, comps, tag_ids = scored.rewards, scored.components, scored.tag_ids
+        stats = self._update(scored.prompts, scored.responses, scored.mask, scored.advantages, scored.strata,
+                             scored.keep)
+        if cfg.algo.estimator == "mssr":  # forgetting follows the drift: KL to the reference, else old vs new
             self.tracker.update([rec["id"] for rec in records for _ in range(G)], rewards.tolist())
-            self.tracker.rho.observe(abs(stats["approx_kl"]))
+            self.tracker.rho.observe(stats.get("kl_ref", abs(stats["approx_kl"])))
         # adaptive weights and curriculum from every rank's rewards (ranks hold different counts)
         from accelerate.utils import gather_object
 
-        local = [(int(t), float(r), float(c.get("correct", c.get("caption", 0.0))), bool(k))
-                 for t, r, c, k in zip(tag_ids, rewards, comps, keep)]
+        local = [(int(t), float(r), correctness(c), bool(z), bool(cut))
+                 for t, r, c, z, cut in zip(tag_ids, rewards, comps, scored.zero_variance, scored.truncated)]
         merged = gather_object(local) if self.acc.num_processes > 1 else local
-        all_tags = [t for t, _, _, _ in merged]
-        all_rewards = torch.tensor([r for _, r, _, _ in merged], dtype=torch.float64)
-        all_correct = torch.tensor([c for _, _, c, _ in merged], dtype=torch.float64)
-        all_keep = torch.tensor([k for _, _, _, k in merged])
+        all_tags = [row[0] for row in merged]
+        all_rewards, all_correct, all_zero_variance, all_truncated = (
+            torch.tensor([row[k] for row in merged], dtype=torch.float64) for k in (1, 2, 3, 4))
         tags = [TAGS[int(t)] for t in all_tags]
         if cfg.weights.adaptive:
             self.weights.update(tags, all_rewards.tolist())
@@ -339,7 +357,8 @@ class Trainer:
             "step": self.counter.step, "reward": float(all_rewards.mean()), "accuracy": float(all_correct.mean()),
             "reward_per_rmt": {t: sum(v) / len(v) for t, v in sorted(per_tag.items(), key=lambda kv: TAGS.index(kv[0]))},
             "stratum_weights": self.weights.weights(),
-            "zero_variance_fraction": float(1 - all_keep.double().mean()),
+            "zero_variance_fraction": float(all_zero_variance.mean()),
+            "truncated_fraction": float(all_truncated.mean()),
             "reward_components": {k: sum(c.get(k, 0.0) for c in comps) / len(comps) for k in sorted({*comps[0]})},
             "lr": float(self.scheduler.get_last_lr()[0]), "prompts": len(batch),
             "seconds": time.perf_counter() - start, **stats,
@@ -360,11 +379,14 @@ class Trainer:
         chunks = [rows[i:i + cfg.algo.minibatch_size] for i in range(0, len(rows), cfg.algo.minibatch_size)]
         n_global = int(self.acc.gather(torch.tensor([len(chunks)], device=self.acc.device)).max())
         old: list[torch.Tensor] = []
+        ref: list[torch.Tensor | None] = []
         self.model.train()
         with torch.no_grad():
             for chunk in chunks:
-                logp, _ = self._score(self.acc.unwrap_model(self.model), [prompts[i] for i in chunk], responses[chunk])
-                old.append(logp)
+                chunk_prompts = [prompts[i] for i in chunk]
+                old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk])[0])
+                ref.append(self._score(self.reference, chunk_prompts, responses[chunk])[0]
+                           if self.reference is not None else None)
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
             for first in range(0, n_global, accum):  # every rank steps equally often (DDP collectives match)
@@ -374,11 +396,16 @@ class Trainer:
                     if k < len(chunks):
                         chunk = chunks[k]
                         logp, entropy = self._score(self.model, [prompts[i] for i in chunk], responses[chunk])
-                        loss, m = policy_loss(logp, old[k], advantages[chunk].to(logp.device),
-                                              mask[chunk].to(logp.device), self.loss_config,
+                        adv = advantages[chunk].to(logp.device)
+                        if cfg.algo.entropy_shaping:  # MSSR: (B,) -> (B, T), shaped by each token's entropy
+                            adv = entropy_shaped_advantages(adv, entropy, cfg.algo.entropy_shaping_alpha,
+                                                            cfg.algo.entropy_shaping_kappa)
+                        loss, m = policy_loss(logp, old[k], adv, mask[chunk].to(logp.device), cfg.algo,
+                                              horizon=cfg.rollout.max_new_tokens,
                                               strata=strata[chunk].to(logp.device),
-                                              stratum_weights=weight_vec.to(logp.device), entropy=entropy)
-                        for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy"):
+                                              stratum_weights=weight_vec.to(logp.device), ref_logp=ref[k],
+                                              entropy=entropy)
+                        for key in LOSS_METRICS:
                             totals[key] += m.get(key, 0.0)
                         totals["n"] += 1
                     else:  # nothing left here: a forward with zero loss keeps DDP's collectives in step
@@ -391,8 +418,7 @@ class Trainer:
                 totals["grad_norm"] += float(grad_norm)
                 updates += 1
         n = max(totals.pop("n", 0), 1)
-        out = {key: totals[key] / n for key in ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy")}
-        out["kl"] = out["approx_kl"]
+        out = {key: totals[key] / n for key in LOSS_METRICS if key != "kl_ref" or self.reference is not None}
         out["grad_norm"] = totals["grad_norm"] / max(updates, 1)
         out["tokens"] = float(self.acc.reduce(tokens, reduction="sum"))
         out["updates"] = updates
@@ -492,6 +518,8 @@ class Trainer:
         try:
             if self.counter.step == 0 and self.config.format_warmup_steps:
                 self.log({"step": 0, "format_warmup_loss": self.format_warmup()})
+                if self.reference is not None:
+                    self.reference.load_state_dict(self.acc.unwrap_model(self.model).state_dict())
             while self.counter.step < self.config.steps:
                 metrics = self.train_step()
                 self.log(metrics)

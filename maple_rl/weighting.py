@@ -13,23 +13,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from maple_data.rmt import TAGS
-
-
-@dataclass(frozen=True)
-class WeightingConfig:
-    window: int = 512  # recent rewards per tag
-    bins: int = 10  # histogram bins on [0, 1]
-    tau: float = 1.0  # softmax temperature
-    w_min: float = 0.25
-    w_max: float = 4.0
-    warmup: int = 10  # updates before weights leave 1
-    target_alpha: float = 100.0  # Beta(alpha, 1) target
+from maple_rl.config import WeightsConfig
 
 
 def target_distribution(bins: int, alpha: float = 100.0) -> np.ndarray:
@@ -68,7 +57,8 @@ def clamp_mean_one(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
 class AdaptiveWeights:
     """Per-RMT reward history and the weights it implies."""
 
-    def __init__(self, config: WeightingConfig = WeightingConfig(), tags: Sequence[str] = TAGS) -> None:
+    def __init__(self, config: WeightsConfig = WeightsConfig(), tags: Sequence[str] = TAGS) -> None:
+        """``config``: the recipe's ``weights`` section."""
         self.config, self.tags = config, list(tags)
         self.history: dict[str, deque[float]] = {t: deque(maxlen=config.window) for t in self.tags}
         self.updates = 0

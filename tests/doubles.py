@@ -69,8 +69,10 @@ class FakeVLLM:
     real copy of the checkpoint's model in a worker built the way vLLM builds one (the
     ``worker_extension_cls`` mixed into the worker class), answers ``collective_rpc`` by
     calling the named method on that worker, and samples ``n`` completions per request
-    from a seeded generator (ids only, ending at a stop id when one is drawn). It checks
-    the request format and records every call for the test to inspect."""
+    (ids only, ending at a stop id when one is drawn), completion ``j`` from a generator
+    seeded with the request's ``seed + j`` as vLLM does; ``params`` is one ``SamplingParams``
+    for every request or a list with one per request. It checks the request format and
+    records every call for the test to inspect."""
 
     def __init__(self, load_model) -> None:
         self.load_model = load_model  # path -> torch module (the checkpoint's model)
@@ -106,12 +108,14 @@ class FakeVLLM:
 
                 self.calls.append(("generate", len(requests)))
                 vocab = self.worker.model_runner.model.vocab_size
-                generator = torch.Generator().manual_seed(params.seed)
+                per_request = params if isinstance(params, list) else [params] * len(requests)
+                assert len(per_request) == len(requests)
                 outputs = []
-                for request in requests:
+                for request, params in zip(requests, per_request):
                     assert isinstance(request["prompt"], str) and request["prompt"].endswith("<|im_start|>assistant\n")
                     completions = []
-                    for _ in range(params.n):
+                    for j in range(params.n):
+                        generator = torch.Generator().manual_seed(params.seed + j)
                         length = int(torch.randint(0, params.max_tokens + 1, (1,), generator=generator))
                         banned = [t for t, bias in (params.logit_bias or {}).items() if bias <= -100]
                         allowed = torch.tensor([t for t in range(vocab) if t not in banned])

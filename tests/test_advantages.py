@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from maple_rl.advantages import ADVANTAGE_ESTIMATORS, compute_advantages
 
@@ -82,9 +81,35 @@ def test_mixed_advantage_hand_values():
 
 def test_mixed_is_apd_at_certainty():
     # p in {0, 1}: lambda = 1 -> APD (r - mu)/(mu + eps); with binary rewards that is 0
-    r = torch.tensor([0.5, 0.25, 0.0, 0.25])  # no reward equals 1 -> p = 0 -> APD
+    r = torch.tensor([0.5, 0.25, 0.0, 0.25])  # no reward reaches 1 -> p = 0 -> APD
     g = torch.zeros(4, dtype=torch.long)
     close(compute_advantages("mixed", r, g), [(x - 0.25) / (0.25 + EPS) for x in r.tolist()])
+
+
+def test_mixed_success_rate_comes_from_the_correctness_reward():
+    # rewards = correct + 0.1 * format; group 0: correct (1,1,0,0), format (1,1,1,0) -> p = .5, lambda = 0
+    # group 1: correct (1,1,1,0), format all 1 -> p = .75, lambda = .25
+    correct = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+    r = correct + 0.1 * torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    adv = compute_advantages("mixed", r, GID, successes=correct)
+    # group 0: r (1.1, 1.1, .1, 0), mu .575, Bessel var (2 * .525^2 + .475^2 + .575^2) / 3 = 1.1075 / 3
+    sd0 = math.sqrt(1.1075 / 3)
+    close(adv[:4], [0.525 / (sd0 + EPS), 0.525 / (sd0 + EPS), -0.475 / (sd0 + EPS), -0.575 / (sd0 + EPS)])
+    # group 1: r (1.1, 1.1, 1.1, .1), mu .85, Bessel std sqrt((3 * .0625 + .5625) / 3) = .5
+    hi = 0.75 * 0.25 / (0.5 + EPS) + 0.25 * 0.25 / (0.85 + EPS)
+    lo = 0.75 * -0.75 / (0.5 + EPS) + 0.25 * -0.75 / (0.85 + EPS)
+    close(adv[4:], [hi, hi, hi, lo])
+    close([hi, lo], [0.4485294, -1.3455882])
+    # the old rule (success = reward exactly 1) saw p = 0 everywhere: pure APD (r - mu) / mu
+    apd = [(x - 0.575) / 0.575 for x in r[:4].tolist()] + [(x - 0.85) / 0.85 for x in r[4:].tolist()]
+    assert not torch.allclose(adv.double(), torch.tensor(apd, dtype=torch.float64), atol=0.1)
+    close(compute_advantages("mixed", r, GID, successes=correct.bool()), adv.tolist())  # bool works alike
+    # without successes the summed reward is thresholded: (.8, .6, .2, 0) >= .5 -> p = .5 -> GRPO
+    shaped, g = torch.tensor([0.8, 0.6, 0.2, 0.0]), torch.zeros(4, dtype=torch.long)
+    close(compute_advantages("mixed", shaped, g, success_threshold=0.5),
+          compute_advantages("grpo", shaped, g, std="unbiased").tolist())
+    with pytest.raises(ValueError, match="successes must have shape"):
+        compute_advantages("mixed", r, GID, successes=correct[:4])
 
 
 def test_mssr_global_normalisation():
@@ -109,6 +134,38 @@ def test_edge_cases():
     with pytest.raises(KeyError, match="unknown advantage estimator 'ppo'"):
         compute_advantages("ppo", R, GID)
     assert set(ADVANTAGE_ESTIMATORS.names()) == {"grpo", "dr_grpo", "batch", "rloo", "mapo", "mixed", "mssr"}
+
+
+def test_group_of_one_names_group_ids():
+    with pytest.raises(ValueError, match=r"at least 2 rollouts per prompt; group_ids \[1\] have 1"):
+        compute_advantages("mixed", torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]))
+
+
+def test_empty_batch_is_refused():
+    none = torch.zeros(0, dtype=torch.long)
+    for name, options in (("grpo", {}), ("mapo", {"norm": "stratum"}), ("mssr", {"baselines": torch.zeros(0)})):
+        with pytest.raises(ValueError, match=r"rewards is empty \(N = 0\)"):
+            compute_advantages(name, torch.zeros(0), none, none, **options)
+
+
+def test_negative_strata_are_refused_whether_or_not_the_estimator_reads_them():
+    strata = torch.tensor([0, 0, 0, 0, -1, -1, -1, -1])
+    for norm in ("stratum", "group"):
+        with pytest.raises(ValueError, match="strata must be non-negative RMT indices; sample 4 has -1"):
+            compute_advantages("mapo", R, GID, strata, norm=norm)
+    with pytest.raises(ValueError, match="strata must be non-negative"):
+        ADVANTAGE_ESTIMATORS.get("mapo")(R, GID, strata, norm="group_then_stratum")
+
+
+def test_ids_must_be_integers_of_the_rewards_shape():
+    with pytest.raises(ValueError, match="strata must be an integer tensor, got dtype torch.float32"):
+        compute_advantages("mapo", R, GID, GID.float(), norm="stratum")
+    with pytest.raises(ValueError, match="group_ids must be an integer tensor, got dtype torch.float32"):
+        compute_advantages("grpo", R, GID.float())
+    with pytest.raises(ValueError, match=r"group_ids must have shape \(8,\), got \(4,\)"):
+        compute_advantages("rloo", R, GID[:4])
+    with pytest.raises(ValueError, match=r"strata must have shape \(8,\), got \(2,\)"):
+        compute_advantages("grpo", R, GID, torch.tensor([0, 1]))
 
 
 @st.composite
@@ -137,3 +194,14 @@ def test_mixed_equals_grpo_at_half_success(rewards):
     r = torch.tensor(rewards)
     g = torch.zeros(len(r), dtype=torch.long)
     close(compute_advantages("mixed", r, g), compute_advantages("grpo", r, g, std="unbiased").tolist())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda half: st.tuples(
+    st.lists(st.floats(0, 2, allow_nan=False), min_size=2 * half, max_size=2 * half),
+    st.permutations([1.0] * half + [0.0] * half))))
+def test_mixed_equals_grpo_when_half_are_correct_whatever_the_shaped_reward(batch):
+    rewards, correct = batch
+    r, g = torch.tensor(rewards, dtype=torch.float64), torch.zeros(len(rewards), dtype=torch.long)
+    close(compute_advantages("mixed", r, g, successes=torch.tensor(correct)),
+          compute_advantages("grpo", r, g, std="unbiased").tolist())

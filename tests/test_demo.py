@@ -45,10 +45,11 @@ def test_demo_runs_end_to_end_reduced_and_reuses_the_pretrained_model(tmp_path):
 
 
 def test_shipped_recipes_load_and_the_demo_starts_rl_from_a_snapshot_the_pretraining_keeps():
-    from maple_rl.demo import RECIPES, load_demo_config
+    from maple_rl.config import recipe_path
+    from maple_rl.demo import load_demo_config
     from maple_rl.pretrain import load_pretrain_config
 
     demo = load_demo_config()
-    pretraining = load_pretrain_config(RECIPES / demo.pretrain)
+    pretraining = load_pretrain_config(recipe_path(demo.pretrain))
     assert demo.rl_start in pretraining.train.snapshots
     assert pretraining.train.snapshots[demo.rl_start] < pretraining.train.steps

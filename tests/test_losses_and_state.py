@@ -10,20 +10,44 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maple_rl.filtering import refill, zero_variance_mask
-from maple_rl.losses import AGGREGATIONS, LossConfig, kl_k1, kl_k2, kl_k3, policy_loss, ppo_token_loss
-from maple_rl.mixture import best_mixture, features, fit_surrogate, pilot_design, project_simplex
-from maple_rl.mssr import AdaptiveRho, BetaTracker, entropy_shaped_advantages, token_entropy
-from maple_rl.sampler import SamplerConfig, StratifiedSampler
-from maple_rl.weighting import AdaptiveWeights, WeightingConfig, clamp_mean_one, difficulty, target_distribution
 from maple_data.rmt import TAGS
+from maple_rl.config import AlgoConfig, SamplingConfig, WeightsConfig
+from maple_rl.filtering import refill, zero_variance_mask
+from maple_rl.losses import (
+    AGGREGATIONS,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    policy_loss,
+    ppo_token_loss,
+)
+from maple_rl.mixture import (
+    best_mixture,
+    features,
+    fit_surrogate,
+    pilot_design,
+    project_simplex,
+)
+from maple_rl.mssr import (
+    AdaptiveRho,
+    BetaTracker,
+    entropy_shaped_advantages,
+    token_entropy,
+)
+from maple_rl.sampler import StratifiedSampler
+from maple_rl.weighting import (
+    AdaptiveWeights,
+    clamp_mean_one,
+    difficulty,
+    target_distribution,
+)
 
 
 def test_ppo_clip_asymmetric_and_dual_by_hand():
     logp = torch.log(torch.tensor([[1.5, 0.5, 0.7, 5.0]]))  # old_logp = 0 -> ratio = (1.5, .5, .7, 5)
     old = torch.zeros(1, 4)
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
-    loss, ratio = ppo_token_loss(logp, old, adv, 0.2, 0.28, None)
+    loss, _ = ppo_token_loss(logp, old, adv, 0.2, 0.28, None)
     # A>0, rho 1.5: -min(1.5, 1.28) = -1.28 ; A>0, rho .5: -min(.5, .8) = -.5
     # A<0, rho .7: -min(-.7, -.8) = .8 ; A<0, rho 5: -min(-5, -1.28) = 5
     assert torch.allclose(loss, torch.tensor([[-1.28, -0.5, 0.8, 5.0]]))
@@ -47,7 +71,7 @@ def test_stratum_weighted_average_by_hand():
     mask = torch.ones(3, 2)
     adv = torch.tensor([1.0, 3.0, 2.0])
     strata = torch.tensor([0, 0, 5])
-    cfg = LossConfig(aggregation="seq-mean-token-mean")
+    cfg = AlgoConfig(aggregation="seq-mean-token-mean")
     plain, _ = policy_loss(logp, logp, adv, mask, cfg)
     assert plain.item() == pytest.approx(-2.0)  # (-1 - 3 - 2) / 3
     equal, m = policy_loss(logp, logp, adv, mask, cfg, strata=strata)
@@ -58,7 +82,7 @@ def test_stratum_weighted_average_by_hand():
     weighted, m = policy_loss(logp, logp, adv2, mask, cfg, strata=strata, stratum_weights=weights)
     assert weighted.item() == pytest.approx((1 * -2.0 + 3 * -4.0) / 4)
     assert m["loss/stratum_5"] == pytest.approx(-4.0)
-    no_avg, _ = policy_loss(logp, logp, adv2, mask, LossConfig(stratum_average=False), strata=strata,
+    no_avg, _ = policy_loss(logp, logp, adv2, mask, AlgoConfig(stratum_average=False), strata=strata,
                             stratum_weights=weights)
     assert no_avg.item() == pytest.approx((-1 - 3 - 3 * 4) / 3 / (5 / 3))  # weights (1,1,3), mean 5/3
 
@@ -71,13 +95,29 @@ def test_kl_estimators_and_metrics():
     old = torch.zeros(1, 4)
     new = torch.log(torch.tensor([[1.5, 0.5, 0.7, 1.0]]))
     adv = torch.tensor([1.0])
-    _, m = policy_loss(new, old, adv, torch.ones(1, 4), LossConfig(), entropy=torch.full((1, 4), 2.0))
+    _, m = policy_loss(new, old, adv, torch.ones(1, 4), AlgoConfig(), entropy=torch.full((1, 4), 2.0))
     assert m["clipfrac_high"] == pytest.approx(0.25) and m["clipfrac_low"] == 0.0  # only A>0 here
     assert m["entropy"] == pytest.approx(2.0)
     assert m["approx_kl"] == pytest.approx(float(-new.mean()))
-    loss_kl, mk = policy_loss(new, new, torch.zeros(1), torch.ones(1, 4), LossConfig(kl_coef=0.1),
+    loss_kl, mk = policy_loss(new, new, torch.zeros(1), torch.ones(1, 4), AlgoConfig(kl_coef=0.1),
                               ref_logp=new - 1.0)
-    assert mk["kl"] == pytest.approx(math.exp(-1) + 1 - 1) and loss_kl.item() == pytest.approx(0.1 * math.exp(-1))
+    assert mk["kl_ref"] == pytest.approx(math.exp(-1) + 1 - 1) and loss_kl.item() == pytest.approx(0.1 * math.exp(-1))
+
+
+def test_kl_penalty_gradient_is_the_policy_gradient_plus_the_kl_gradient_by_hand():
+    """token-mean, on-policy (ratio 1, no clipping): dL/dlogp_t = (-A_i + beta (1 -
+    exp(ref_t - logp_t))) * mask_t / sum(mask) for k3; for k1 the KL part is beta."""
+    torch.manual_seed(0)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([0.7, -1.2])
+    ref = torch.randn(2, 3) - 1.0
+    for estimator, kl_grad in (("k3", lambda lp: 1 - torch.exp(ref - lp)), ("k1", lambda lp: torch.ones_like(lp))):
+        logp = (torch.randn(2, 3) - 1.0).requires_grad_()
+        loss, _ = policy_loss(logp, logp.detach(), adv, mask, AlgoConfig(kl_coef=0.3, kl_estimator=estimator,
+                                                                        aggregation="token-mean"), ref_logp=ref)
+        loss.backward()
+        expected = (-adv[:, None] + 0.3 * kl_grad(logp.detach())) * mask / mask.sum()
+        torch.testing.assert_close(logp.grad, expected)
 
 
 def test_zero_variance_and_refill():
@@ -131,7 +171,7 @@ def test_difficulty_and_weights_by_hand():
     assert difficulty([1.0] * 50) < difficulty([0.85] * 50) < difficulty([0.0] * 50)
     p = np.full(10, 1 / 10)
     assert difficulty([]) == pytest.approx(float(np.sum(p * np.log(p / tgt))))
-    weights = AdaptiveWeights(WeightingConfig(warmup=2))
+    weights = AdaptiveWeights(WeightsConfig(warmup=2))
     weights.update(["V", "VAS"], [0.0, 1.0])
     assert set(weights.weights().values()) == {1.0}  # warm-up
     weights.update(["V", "VAS"], [0.0, 1.0])
@@ -154,14 +194,14 @@ TAGS_DATA = [t for t in TAGS for _ in range(6)] + ["VAS"] * 10
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 20), st.integers(0, 50), st.sampled_from(["none", "static", "dynamic"]))
 def test_sampler_quotas_and_resume(batch_size, cut, curriculum):
-    cfg = SamplerConfig(batch_size=batch_size, curriculum=curriculum, total_steps=60, seed=7)
-    a = StratifiedSampler(TAGS_DATA, cfg)
+    cfg = SamplingConfig(batch_size=batch_size, curriculum=curriculum)
+    a = StratifiedSampler(TAGS_DATA, cfg, total_steps=60, seed=7)
     a.set_weights({"V": 2.0})
     for _ in range(cut):
         a.next_batch()
     state = a.state_dict()
     expected = [a.next_batch() for _ in range(5)]
-    b = StratifiedSampler(TAGS_DATA, cfg)
+    b = StratifiedSampler(TAGS_DATA, cfg, total_steps=60, seed=7)
     b.load_state_dict(state)
     assert [b.next_batch() for _ in range(5)] == expected
     probs = a.probabilities()
@@ -173,10 +213,10 @@ def test_sampler_quotas_and_resume(batch_size, cut, curriculum):
 
 
 def test_sampler_modes_and_static_stages():
-    homo = StratifiedSampler(TAGS_DATA, SamplerConfig(batch_size=8, batch_mode="homogeneous"))
+    homo = StratifiedSampler(TAGS_DATA, SamplingConfig(batch_size=8, batch_mode="homogeneous"))
     for _ in range(10):
         assert len({TAGS_DATA[i] for i in homo.next_batch()}) == 1
-    static = StratifiedSampler(TAGS_DATA, SamplerConfig(batch_size=10, curriculum="static", total_steps=9))
+    static = StratifiedSampler(TAGS_DATA, SamplingConfig(batch_size=10, curriculum="static"), total_steps=9)
     assert [static.stage(s) for s in range(9)] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     first = static.next_batch()
     assert {len(TAGS_DATA[i]) for i in first} == {1}
@@ -184,7 +224,7 @@ def test_sampler_modes_and_static_stages():
     p = static.probabilities()
     assert p["VAS"] == 0 and sum(p[t] for t in ("V", "A", "S")) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="total_steps"):
-        StratifiedSampler(TAGS_DATA, SamplerConfig(curriculum="static"))
+        StratifiedSampler(TAGS_DATA, SamplingConfig(curriculum="static"))
 
 
 def test_mixture_design_fit_and_optimum():

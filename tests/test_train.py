@@ -24,7 +24,7 @@ from tests.crash import fault_at
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["mupo", "mapo", "mapo-adaptive", "mixed-advantage", "mssr"]
 STEP_FIELDS = {"step", "reward", "accuracy", "reward_per_rmt", "stratum_weights", "zero_variance_fraction",
-               "reward_components", "lr", "seconds", "loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl",
+               "reward_components", "lr", "seconds", "loss", "clipfrac_high", "clipfrac_low", "approx_kl", "truncated_fraction",
                "entropy", "grad_norm", "tokens"}
 
 
@@ -69,6 +69,44 @@ def test_config_recipes_overrides_and_errors():
         load_config(None, ["steps=many"])
     with pytest.raises(ValueError, match="not one of"):
         load_config(None, ["rollout.engine=sglang"])
+
+
+def test_every_shipped_recipe_by_name_and_every_documented_key_loads():
+    from maple_rl.config import TrainConfig, recipe_names, settings_table
+
+    trainable = [name for name in recipe_names() if name not in ("demo", "pretrain-tiny-omni")]
+    assert sorted(trainable) == sorted(RECIPES)
+    for name in trainable:
+        assert load_config(name) == load_config(ROOT / "pipelines" / f"{name}.yaml")
+    rows = settings_table(TrainConfig())
+    assert all(meaning for _, _, _, meaning in rows)  # every field documented where declared
+    overrides = [f"{key}={json.dumps(list(default) if isinstance(default, tuple) else default)}"
+                 for key, _, default, _ in rows if default is not None]
+    assert settings_table(load_config("mapo", overrides)) == [(k, d, d, m) for k, _, d, m in rows]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.dtype=bf16", "model.dtype: 'bf16' is not one of"),
+    ("model.freeze=[vision, ears]", "model.freeze[1]: 'ears' is not one of"),
+    ("data.task=captions", "data.task: 'captions' is not one of"),
+    ("rollout.group_size=1", "rollout.group_size: must be >= 2 for the group estimator 'mapo'"),
+    ("rollout.temperature=0", "rollout.temperature: must be > 0"),
+    ("algo.estimator=nonesuch", "algo.estimator: not one of"),
+    ("algo.aggregation=token-sum", "algo.aggregation: not one of"),
+    ("algo.kl_estimator=k4", "algo.kl_estimator: not one of"),
+    ("algo.dual_clip=0.5", "algo.dual_clip: must be > 1"),
+    ("weights.w_min=2", "weights.w_min: need 0 < w_min <= 1 <= w_max"),
+    ("weights.tau=0", "weights.tau: must be > 0"),
+    ("sampling.replay=1.5", "sampling.replay: must be in [0, 1]"),
+    ("sampling.stage_fractions=[0, 0, 0]", "sampling.stage_fractions: must be three non-negative shares"),
+    ("optim.lr=0", "optim.lr: must be > 0"),
+    ("reward.corect=1", "unknown setting(s) reward.corect"),
+    ("steps=0", "steps: must be >= 1"),
+])
+def test_an_invalid_setting_in_each_section_is_refused_in_one_line_naming_the_key(override, message):
+    with pytest.raises(ValueError) as caught:
+        load_config("mapo", [override])
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
 def test_schedule_and_response_mask_by_hand():
@@ -118,6 +156,68 @@ def test_every_recipe_trains_the_tiny_omni_model(bench_and_model, tmp_path, reci
     after = dict(trainer.acc.unwrap_model(trainer.model).named_parameters())
     assert any(not torch.equal(before[k], after[k].detach()) for k in before)
     assert (final / "model.safetensors").exists() and (final / "tokenizer.json").exists()
+
+
+def test_kl_to_a_frozen_reference_and_frozen_encoders(bench_and_model, tmp_path):
+    bench, model = bench_and_model
+    config = load_config("mapo", quick(bench, model, tmp_path / "kl", "steps=2", "algo.minibatch_size=64",
+                                       "algo.kl_coef=0.5", "model.freeze=[vision, audio]", "optim.lr=0.01"))
+    trainer = Trainer(config)
+    policy = trainer.acc.unwrap_model(trainer.model)
+    start = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    logged: list[dict] = []
+    trainer.run(logged.append)
+    assert logged[0]["updates"] == 1 and logged[0]["kl_ref"] == 0.0  # RL starts at the reference (after warm-up)
+    assert logged[1]["kl_ref"] > 0.0 and "kl" not in logged[1]
+    reference = {k: v.detach() for k, v in trainer.reference.named_parameters()}
+    frozen = ("model.visual.", "model.audio_tower.")
+    moved = [k for k, v in policy.named_parameters() if not torch.equal(v.detach(), reference[k])]
+    assert moved and not any(k.startswith(frozen) for k in moved)
+    assert all(torch.equal(v.detach(), start[k]) for k, v in policy.named_parameters() if k.startswith(frozen))
+    resumed = Trainer(config, resume=True)  # the reference is checkpointed with the run
+    for name, value in resumed.reference.named_parameters():
+        torch.testing.assert_close(value, reference[name])
+
+
+def test_mssr_recipe_shapes_each_tokens_advantage_by_its_entropy(bench_and_model, tmp_path, monkeypatch):
+    """A_t = A + min(0.4 H_t, |A| / 2) reaches the loss, H_t the policy's full-vocab entropy."""
+    import maple_rl.trainer as trainer_module
+
+    bench, model = bench_and_model
+    trainer = Trainer(load_config("mssr", quick(bench, model, tmp_path / "mssr", "steps=1",
+                                                 "rollout.group_size=1")))
+    assert trainer.config.algo.entropy_shaping
+    raw: list[torch.Tensor] = []
+    passed: list[tuple[torch.Tensor, torch.Tensor]] = []
+    sample_and_score, real_loss = trainer.sample_and_score, trainer_module.policy_loss
+
+    def recording_scores(records):
+        scored = sample_and_score(records)
+        raw.append(scored.advantages[scored.keep])
+        return scored
+
+    def recording_loss(logp, old, adv, mask, config, **kw):
+        passed.append((adv.detach().clone(), kw["entropy"].detach().clone()))
+        return real_loss(logp, old, adv, mask, config, **kw)
+
+    monkeypatch.setattr(trainer, "sample_and_score", recording_scores)
+    monkeypatch.setattr(trainer_module, "policy_loss", recording_loss)
+    trainer.run()
+    shaped = torch.cat([adv for adv, _ in passed])
+    entropy = torch.cat([h for _, h in passed])
+    a = raw[0].to(shaped.dtype)[:, None].expand_as(shaped)
+    torch.testing.assert_close(shaped, a + torch.minimum(0.4 * entropy, a.abs() / 2.0))
+    assert shaped.shape == entropy.shape and bool((shaped != a).any())
+
+
+def test_truncated_completions_are_rewarded_but_not_trained_on(bench_and_model, tmp_path):
+    bench, model = bench_and_model
+    trainer = Trainer(load_config("mupo", quick(bench, model, tmp_path / "cut", "format_warmup_steps=0",
+                                                "algo.early_filter=false", "algo.mask_truncated_completions=true")))
+    scored = trainer.sample_and_score(trainer.items[:4])
+    no_eos = torch.tensor([trainer.eos_id not in row for row in scored.responses.tolist()])
+    assert torch.equal(scored.truncated, no_eos) and 0 < int(no_eos.sum()) < len(no_eos)
+    assert torch.equal(scored.keep, ~no_eos)
 
 
 @pytest.fixture(scope="module")

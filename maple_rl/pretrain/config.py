@@ -17,13 +17,10 @@ from pathlib import Path
 
 from maple_data.backends.tiny_omni import TinyOmniSize
 from maple_data.rmt import TAGS, parse_rmt
-from maple_rl.config import load_recipe
+from maple_rl.config import RECIPES_DIR, load_recipe
 
 FORMAT = 1  # bump when a code change makes the same recipe train different weights
-# the shipped recipe: in the wheel (maple_rl/_pipelines) or the repository's pipelines/
-DEFAULT_RECIPE = next(p / "pretrain-tiny-omni.yaml" for p in (Path(__file__).resolve().parents[1] / "_pipelines",
-                                                               Path(__file__).resolve().parents[2] / "pipelines")
-                      if p.is_dir())
+DEFAULT_RECIPE = RECIPES_DIR / "pretrain-tiny-omni.yaml"
 
 
 @dataclass
