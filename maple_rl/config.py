@@ -67,6 +67,7 @@ class AlgoConfig:
     estimator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {norm: stratum} for mapo
     stratify_by: Literal["rmt", "none"] = "rmt"  # strata in advantages and loss averaging
     early_filter: bool = True  # drop zero-variance groups before any log-prob work
+    refill_rounds: int = 0  # DAPO dynamic sampling: rounds replacing zero-variance groups by same-RMT prompts
     ppo_epochs: int = 1  # mu: passes over the step's samples
     minibatch_size: int = 16  # sequences per forward/backward pass
     gradient_accumulation_steps: int = 1  # minibatches per optimizer step
@@ -96,6 +97,7 @@ class AlgoConfig:
         _require("clip_high", self.clip_high >= 0, "must be >= 0", self.clip_high)
         _require("dual_clip", self.dual_clip is None or self.dual_clip > 1, "must be > 1 (or null)", self.dual_clip)
         _require("kl_coef", self.kl_coef >= 0, "must be >= 0", self.kl_coef)
+        _require("refill_rounds", self.refill_rounds >= 0, "must be >= 0", self.refill_rounds)
         _require("log_ratio_clip", self.log_ratio_clip > 0, "must be > 0", self.log_ratio_clip)
         _require("entropy_coef", self.entropy_coef >= 0, "must be >= 0", self.entropy_coef)
         _require("entropy_shaping_alpha", self.entropy_shaping_alpha >= 0, "must be >= 0", self.entropy_shaping_alpha)
@@ -190,6 +192,8 @@ class TrainConfig:
         _require("rollout.group_size", self.rollout.group_size >= 2 or self.algo.estimator == "mssr",
                  f"must be >= 2 for the group estimator {self.algo.estimator!r} (mssr takes 1)",
                  self.rollout.group_size)
+        _require("algo.refill_rounds", not self.algo.refill_rounds or self.rollout.group_size >= 2,
+                 "needs rollout.group_size >= 2 (a group of one has no reward variance)", self.algo.refill_rounds)
 
 
 def _require(key: str, ok: bool, why: str, value: Any) -> None:

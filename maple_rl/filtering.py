@@ -2,7 +2,8 @@
 
 A group whose G rewards are all equal has zero GRPO-family advantage and costs compute
 for nothing. MAPLE's "early" filtering drops such groups right after rewards are known;
-DAPO's dynamic sampling refills the batch with more prompts, bounded by ``max_rounds``.
+DAPO's dynamic sampling replaces them with more prompts (here of the same RMT, so the
+step's per-RMT quotas hold), bounded by ``max_rounds``.
 """
 
 from __future__ import annotations
@@ -36,41 +37,38 @@ def informative(rewards: Sequence[float], atol: float = 0.0) -> bool:
 
 @dataclass
 class RefillResult(Generic[G]):
-    """Groups kept for the step, and what it cost to find them."""
+    """A step's groups after refill, and what it cost."""
 
     groups: list[G]
-    rounds: int  # generation rounds used (1 = no refill needed)
-    drawn: int  # groups generated in all
-    dropped: int  # zero-variance groups dropped
-    target: int  # groups the step asked for
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Groups kept, and how many the step is short of its target."""
-        return {"kept": len(self.groups), "short": self.target - len(self.groups)}
-
-    @property
-    def zero_variance_fraction(self) -> float:
-        return self.dropped / self.drawn if self.drawn else 0.0
+    rounds: int  # draw rounds used (0: nothing needed replacing)
+    replaced: int  # zero-variance groups replaced by new ones
+    zero_variance: int  # zero-variance groups left after the last round
 
 
-def refill(draw: Callable[[int], list[G]], rewards_of: Callable[[G], Sequence[float]], target: int,
-           max_rounds: int = 3, atol: float = 0.0) -> RefillResult[G]:
-    """Draw groups until ``target`` informative ones are kept or ``max_rounds`` are used.
+def refill(groups: Sequence[G], tags: Sequence[str], draw: Callable[[list[str]], list[G] | None],
+           rewards_of: Callable[[G], Sequence[float]], max_rounds: int, atol: float = 0.0) -> RefillResult[G]:
+    """DAPO's dynamic sampling with RMT quotas kept: each round, every zero-variance group
+    is replaced by a newly drawn group of the same tag, for at most ``max_rounds`` rounds.
 
-    ``draw(k)`` generates and scores ``k`` new prompt groups; each round asks for the
-    number still missing. Excess groups of the last round are cut to ``target``. With
-    ``max_rounds`` spent, the step goes on with fewer groups (reported, never hidden).
+    ``draw(tags)`` samples one new group per tag, in order, or returns None when no more
+    are needed (in a distributed run, when no rank needs any: every rank must call it the
+    same number of times). Groups still without variance after the last round stay
+    (reported, never hidden). ``tags[i]`` is the RMT of ``groups[i]``.
     """
-    if target < 1 or max_rounds < 1:
-        raise ValueError("target and max_rounds must be at least 1")
-    kept: list[G] = []
-    drawn = dropped = rounds = 0
-    while len(kept) < target and rounds < max_rounds:
-        batch = draw(target - len(kept))
-        rounds += 1
-        drawn += len(batch)
-        good = [g for g in batch if informative(rewards_of(g), atol)]
-        dropped += len(batch) - len(good)
-        kept += good
-    return RefillResult(kept[:target], rounds, drawn, dropped, target)
+    if max_rounds < 0:
+        raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
+    if len(tags) != len(groups):
+        raise ValueError(f"tags must give one RMT per group ({len(groups)}), got {len(tags)}")
+    groups, rounds, replaced = list(groups), 0, 0
+    for _ in range(max_rounds):
+        flat = [i for i, group in enumerate(groups) if not informative(rewards_of(group), atol)]
+        new = draw([tags[i] for i in flat])
+        if new is None:
+            break
+        if len(new) != len(flat):
+            raise ValueError(f"draw returned {len(new)} groups for {len(flat)} tags")
+        for i, group in zip(flat, new):
+            groups[i] = group
+        rounds, replaced = rounds + 1, replaced + len(flat)
+    left = sum(not informative(rewards_of(group), atol) for group in groups)
+    return RefillResult(groups, rounds, replaced, left)

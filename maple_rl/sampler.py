@@ -98,7 +98,9 @@ class StratifiedSampler:
         total = sum(base.values())
         return {t: base[t] / total for t in self.strata}
 
-    def _take(self, tag: str, k: int) -> list[int]:
+    def take(self, tag: str, k: int) -> list[int]:
+        """The next ``k`` dataset indices of stratum ``tag`` (its queue reshuffles when spent);
+        also how refill draws a replacement of the same RMT."""
         out: list[int] = []
         while len(out) < k:
             queue, pos = self.queues[tag], self.positions[tag]
@@ -117,14 +119,14 @@ class StratifiedSampler:
         p = np.array([probs[t] for t in tags])
         if self.config.batch_mode == "homogeneous":
             chosen = tags[int(self.rng.choice(len(tags), p=p))]
-            batch = self._take(chosen, self.config.batch_size)
+            batch = self.take(chosen, self.config.batch_size)
         else:
             size = self.config.batch_size
             raw = np.array([self.credit[t] for t in tags]) + p * size
             shares = np.maximum(raw, 0.0)  # a stratum the curriculum just switched off may owe credit
             counts = largest_remainder(shares * size / shares.sum(), size)
             self.credit = {t: float(r - k) for t, r, k in zip(tags, raw, counts)}
-            batch = [i for t, k in zip(tags, counts) for i in self._take(t, int(k))]
+            batch = [i for t, k in zip(tags, counts) for i in self.take(t, int(k))]
         self.step += 1
         return batch
 

@@ -47,7 +47,7 @@ from maple_data.rmt import TAGS, tag_index
 from maple_rl.advantages import compute_advantages
 from maple_rl.config import TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
-from maple_rl.filtering import zero_variance_mask
+from maple_rl.filtering import RefillResult, refill, zero_variance_mask
 from maple_rl.losses import policy_loss
 from maple_rl.mssr import BetaTracker, entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
@@ -142,10 +142,23 @@ def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, *, su
 
 
 @dataclass
+class GroupSample:
+    """One record's G sampled responses and their rewards."""
+
+    record: dict[str, Any]
+    prompt: Any  # maple_data.prompts.Prompt
+    responses: torch.Tensor  # (G, T) response token ids, right-padded
+    texts: list[str]  # (G,) decoded responses
+    components: list[dict[str, float]]  # (G,) reward components
+    rewards: torch.Tensor  # (G,) float64
+
+
+@dataclass
 class Scored:
     """One batch's sampled responses with their rewards and advantages; rows are the
     N*G sequences (G per record, record-major)."""
 
+    records: list[dict[str, Any]]  # (N,) the records, after any refill
     prompts: list  # (N*G,) the prompt of each sequence
     responses: torch.Tensor  # (N*G, T) response token ids
     texts: list[str]  # (N*G,) the decoded responses
@@ -158,6 +171,8 @@ class Scored:
     components: list[dict[str, float]]  # (N*G,) reward components
     zero_variance: torch.Tensor  # (N*G,) bool: in a group whose rewards are all equal
     truncated: torch.Tensor  # (N*G,) bool: no EOS within max_new_tokens
+    refill_rounds: int = 0  # draw rounds refill used
+    refilled: int = 0  # zero-variance groups it replaced
 
 
 class Trainer:
@@ -281,27 +296,68 @@ class Trainer:
         return token_logprobs(model, self._encode(prompts), responses, suppressed=self.suppressed,
                               **self.forward_args)
 
-    def rollout(self, records: list[dict[str, Any]]) -> tuple[list, torch.Tensor, list[str]]:
-        """G sampled responses per record: (prompts, response ids (N*G, T), texts)."""
-        G = self.config.rollout.group_size
+    def rollout(self, records: list[dict[str, Any]], prompt_ids: Sequence[int]) -> list[GroupSample]:
+        """G sampled responses per record, with their rewards; ``prompt_ids`` are the
+        records' indices in the step's global batch (they seed the sampling streams)."""
+        cfg = self.config
+        G = cfg.rollout.group_size
+        if not records:
+            return []
         if self.engine_stale:
             self.engine.sync_weights(self.acc.unwrap_model(self.model))
             self.engine_stale = False
-        unique = [self._prompt(rec) for rec in records]
-        rank, world = self.acc.process_index, self.acc.num_processes  # local prompt k is global prompt rank + k world
-        seeds = [request_seed(self.config.seed, self.counter.step, rank + k * world) for k in range(len(records))]
-        responses = self.engine.generate(unique, G, seeds)
+        prompts = [self._prompt(rec) for rec in records]
+        seeds = [request_seed(cfg.seed, self.counter.step, k) for k in prompt_ids]
+        responses = self.engine.generate(prompts, G, seeds)
         texts = self.encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        return [p for p in unique for _ in range(G)], responses, texts
+        groups = []
+        for k, (record, prompt) in enumerate(zip(records, prompts)):
+            rows = slice(k * G, (k + 1) * G)
+            comps = [reward_components(text, record["task"], record["options"], record["answer"],
+                                       cfg.reward.caption_metric) for text in texts[rows]]
+            rewards = torch.tensor([total_reward(c, cfg.reward) for c in comps], dtype=torch.float64)
+            groups.append(GroupSample(record, prompt, responses[rows], texts[rows], comps, rewards))
+        return groups
 
-    def sample_and_score(self, records: list[dict[str, Any]]) -> Scored:
-        """G responses per record, their rewards and advantages (nothing is updated)."""
+    def _draw_like(self, tags: list[str], round_: int) -> list[GroupSample] | None:
+        """Refill's draw: one new group per tag. Every rank draws the same global list of
+        replacements from its copy of the sampler (their states stay equal) and keeps the
+        ones for its own tags; None once no rank needs any."""
+        from accelerate.utils import gather_object
+
+        per_rank = gather_object([tags]) if self.acc.num_processes > 1 else [tags]
+        if not any(per_rank):
+            return None
+        drawn = [self.sampler.take(tag, 1)[0] for wanted in per_rank for tag in wanted]
+        first = sum(len(wanted) for wanted in per_rank[:self.acc.process_index])
+        ids = range(first, first + len(tags))  # prompt ids past the batch's, one range per round
+        size = self.config.sampling.batch_size
+        return self.rollout([self.items[drawn[i]] for i in ids], [size * (round_ + 1) + i for i in ids])
+
+    def sample_and_score(self, records: list[dict[str, Any]], prompt_ids: Sequence[int] | None = None) -> Scored:
+        """G responses per record, zero-variance groups refilled (``algo.refill_rounds``),
+        rewards and advantages (nothing is updated). ``prompt_ids``: the records' indices
+        in the global batch (default: this rank's share of it)."""
+        cfg = self.config
+        if prompt_ids is None:
+            prompt_ids = [self.acc.process_index + k * self.acc.num_processes for k in range(len(records))]
+        groups = self.rollout(records, prompt_ids)
+        rounds = iter(range(cfg.algo.refill_rounds))
+        refilled = refill(groups, [g.record["rmt"] for g in groups], lambda tags: self._draw_like(tags, next(rounds)),
+                          lambda g: g.rewards.tolist(), cfg.algo.refill_rounds)
+        return self.score(refilled.groups, refilled)
+
+    def score(self, groups: list[GroupSample], refilled: RefillResult | None = None) -> Scored:
+        """Advantages, masks and filters of a step's groups."""
         cfg = self.config
         G = cfg.rollout.group_size
-        prompts, responses, texts = self.rollout(records)
-        comps = [reward_components(texts[k], records[k // G]["task"], records[k // G]["options"],
-                                   records[k // G]["answer"], cfg.reward.caption_metric) for k in range(len(texts))]
-        rewards = torch.tensor([total_reward(c, cfg.reward) for c in comps], dtype=torch.float64)
+        records = [g.record for g in groups]
+        width = max(g.responses.shape[1] for g in groups)  # refill rounds sample responses of other lengths
+        responses = torch.cat([torch.nn.functional.pad(g.responses, (0, width - g.responses.shape[1]),
+                                                       value=self.pad_id) for g in groups])
+        texts = [t for g in groups for t in g.texts]
+        comps = [c for g in groups for c in g.components]
+        rewards = torch.cat([g.rewards for g in groups])
         group_ids = torch.arange(len(records)).repeat_interleave(G)
         tag_ids = torch.tensor([tag_index(rec["rmt"]) for rec in records]).repeat_interleave(G)
         strata = tag_ids if cfg.algo.stratify_by == "rmt" else torch.zeros_like(tag_ids)
@@ -316,19 +372,19 @@ class Trainer:
         if cfg.algo.mask_truncated_completions:  # rewarded (the group's statistics), never trained on
             keep &= ~truncated
         advantages = compute_advantages(cfg.algo.estimator, rewards, group_ids if G > 1 else None, strata, **options)
-        return Scored(prompts, responses, texts, response_mask(responses, self.eos_id, self.pad_id), rewards,
-                      advantages, tag_ids, strata, keep, comps, zero_variance, truncated)
+        return Scored(records, [g.prompt for g in groups for _ in range(G)], responses, texts,
+                      response_mask(responses, self.eos_id, self.pad_id), rewards, advantages, tag_ids, strata, keep,
+                      comps, zero_variance, truncated, refilled.rounds if refilled else 0,
+                      refilled.replaced if refilled else 0)
 
     def train_step(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
         rank, world = self.acc.process_index, self.acc.num_processes
         batch = self.sampler.next_batch()
         self.prepared.clear()  # last step's prompts
-        mine = batch[rank::world]
-        records = [self.items[i] for i in mine]
         G = cfg.rollout.group_size
-        scored = self.sample_and_score(records)
-        rewards, comps, tag_ids = scored.rewards, scored.components, scored.tag_ids
+        scored = self.sample_and_score([self.items[i] for i in batch[rank::world]])
+        records, rewards, comps, tag_ids = scored.records, scored.rewards, scored.components, scored.tag_ids
         stats = self._update(scored.prompts, scored.responses, scored.mask, scored.advantages, scored.strata,
                              scored.keep)
         if cfg.algo.estimator == "mssr":  # forgetting follows the drift: KL to the reference, else old vs new
@@ -363,6 +419,10 @@ class Trainer:
             "lr": float(self.scheduler.get_last_lr()[0]), "prompts": len(batch),
             "seconds": time.perf_counter() - start, **stats,
         }
+        if cfg.algo.refill_rounds:  # every rank ran the same rounds; replacements are counted over all
+            metrics["refill_rounds"] = scored.refill_rounds
+            metrics["refilled"] = int(self.acc.reduce(torch.tensor(scored.refilled, device=self.acc.device),
+                                                      reduction="sum"))
         if cfg.log_samples_every and self.counter.step % cfg.log_samples_every == 0:
             metrics["samples"] = [{"item": rec["id"], "completion": scored.texts[k * G]} for k, rec in enumerate(records[:2])]
         return metrics

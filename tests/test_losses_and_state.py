@@ -124,12 +124,25 @@ def test_zero_variance_and_refill():
     r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
     g = torch.tensor([0, 0, 1, 1, 2, 2])
     assert zero_variance_mask(r, g).tolist() == [True, True, False, False, True, True]
-    pools = iter([[[1, 1], [0, 1], [0, 0]], [[1, 0], [1, 1]], [[0, 1]]])
-    result = refill(lambda k: next(pools), lambda grp: grp, target=3, max_rounds=3)
-    assert result.groups == [[0, 1], [1, 0], [0, 1]] and result.rounds == 3
-    assert (result.drawn, result.dropped) == (6, 3) and result.zero_variance_fraction == 0.5
-    short = refill(lambda k: [[1, 1]] * k, lambda grp: grp, target=2, max_rounds=2)
-    assert short.groups == [] and short.counts == {"kept": 0, "short": 2}
+    # groups are (tag, rewards); each round replaces every flat group by a new one of its tag
+    pools = iter([[("V", [1, 1]), ("VA", [1, 0]), ("S", [0, 0])], [("V", [0, 1]), ("S", [1, 0])]])
+    asked: list[list[str]] = []
+
+    def draw(tags):
+        asked.append(tags)
+        return next(pools) if tags else None  # None: nothing needed, stop
+
+    groups = [("V", [1, 1]), ("VA", [0, 0]), ("A", [0, 1]), ("S", [1, 1])]
+    result = refill(groups, [t for t, _ in groups], draw, lambda grp: grp[1], max_rounds=3)
+    assert asked == [["V", "VA", "S"], ["V", "S"], []]  # round 3 finds nothing flat
+    assert result.groups == [("V", [0, 1]), ("VA", [1, 0]), ("A", [0, 1]), ("S", [1, 0])]
+    assert (result.rounds, result.replaced, result.zero_variance) == (2, 5, 0)
+    short = refill([("V", [1, 1])], ["V"], lambda tags: [("V", [0, 0])], lambda grp: grp[1], max_rounds=1)
+    assert (short.rounds, short.replaced, short.zero_variance) == (1, 1, 1)  # left flat, reported
+    with pytest.raises(ValueError, match="draw returned 0 groups for 1 tags"):
+        refill([("V", [1, 1])], ["V"], lambda tags: [], lambda grp: grp[1], max_rounds=1)
+    with pytest.raises(ValueError, match="tags must give one RMT per group"):
+        refill([("V", [1, 1])], [], draw, lambda grp: grp[1], max_rounds=1)
 
 
 def test_beta_tracker_and_rho():

@@ -220,6 +220,24 @@ def test_truncated_completions_are_rewarded_but_not_trained_on(bench_and_model, 
     assert torch.equal(scored.keep, ~no_eos)
 
 
+def test_refill_replaces_zero_variance_groups_with_prompts_of_the_same_rmt(bench_and_model, tmp_path):
+    bench, model = bench_and_model
+    config = load_config("mapo", quick(bench, model, tmp_path / "refill", "algo.refill_rounds=3"))
+    trainer = Trainer(config)
+    trainer.format_warmup()
+    records = [trainer.items[i] for i in trainer.sampler.next_batch()]
+    plain = trainer.sample_and_score(records)  # refilled: same RMT multiset, the batch stays full
+    assert sorted(r["rmt"] for r in plain.records) == sorted(r["rmt"] for r in records)
+    assert len(plain.records) == len(records) and plain.responses.shape[0] == len(records) * 4
+    assert plain.refill_rounds >= 1 and plain.refilled >= 1
+    replaced = [k for k, (a, b) in enumerate(zip(records, plain.records)) if a is not b]
+    assert len(replaced) <= plain.refilled  # a slot may be replaced in several rounds
+    left = int(plain.zero_variance.view(len(records), 4)[:, 0].sum())
+    assert left == 0 or plain.refill_rounds == 3  # it stops early only when no group is left without variance
+    metrics = trainer.train_step()
+    assert {"refill_rounds", "refilled"} <= set(metrics)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(bench_and_model, tmp_path_factory) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """The reference 4-step mapo-adaptive run: its step metrics and final parameters."""
@@ -287,21 +305,21 @@ from maple_rl.trainer import Trainer
 
 class Recording(Trainer):
     seen = []
-    def rollout(self, records):
-        self.seen.append([r["id"] for r in records])
-        return super().rollout(records)
+    def rollout(self, records, prompt_ids):
+        self.seen.append([self.counter.step, [r["id"] for r in records]])
+        return super().rollout(records, prompt_ids)
 
 config = load_config(sys.argv[1], sys.argv[3:])
 trainer = Recording(config)
 log = []
-trainer.run(lambda m: log.append({"step": m["step"], "reward": m["reward"], "tokens": m["tokens"]}))
+trainer.run(lambda m: log.append({k: m[k] for k in ("step", "reward", "tokens", "refill_rounds", "refilled")}))
 with open(f"{sys.argv[2]}-{trainer.acc.process_index}.json", "w") as handle:
     json.dump({"seen": trainer.seen, "log": log, "world": trainer.acc.num_processes}, handle)
 """
 
 
 @pytest.mark.slow
-def test_two_accelerate_processes_see_disjoint_samples_and_agree(bench_and_model, tmp_path):
+def test_two_accelerate_processes_see_disjoint_samples_and_agree_also_when_refilling(bench_and_model, tmp_path):
     bench, model = bench_and_model
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
@@ -310,16 +328,17 @@ def test_two_accelerate_processes_see_disjoint_samples_and_agree(bench_and_model
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
                str(ROOT / "pipelines" / "mapo.yaml"), str(tmp_path / "rank"),
-               *quick(bench, model, tmp_path / "ddp", "steps=2")]
+               *quick(bench, model, tmp_path / "ddp", "steps=2", "algo.refill_rounds=2")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
     for step in range(2):
-        a, b = ranks[0]["seen"][step], ranks[1]["seen"][step]
+        a, b = (next(ids for s, ids in rank["seen"] if s == step) for rank in ranks)  # the step's batch
         assert a and b and not set(a) & set(b)  # disjoint samples per step
         assert len(a) + len(b) == 7
-    assert ranks[0]["log"] == ranks[1]["log"]  # reduced metrics agree
+    assert ranks[0]["log"] == ranks[1]["log"]  # reduced metrics agree, refill rounds included
+    assert any(m["refilled"] for m in ranks[0]["log"])  # refill ran, in step on both ranks
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # warm-up line + 2 steps, written once (rank 0)
 
@@ -427,7 +446,7 @@ def test_vllm_engine_samples_and_gets_the_policy_weights_after_every_update(benc
     changed = [True] + [m["updates"] > 0 for m in steps[:-1]]
     expected = [k for c in changed for k in (["collective_rpc", "reset_prefix_cache"] if c else []) + ["generate"]]
     assert [kind for kind, _ in engine.calls] == expected
-    trainer.rollout([trainer.items[0]])  # forces the sync of the last update
+    trainer.rollout([trainer.items[0]], [0])  # forces the sync of the last update
     served = engine.worker.model_runner.model.module.state_dict()
     policy = trainer.acc.unwrap_model(trainer.model).state_dict()
     assert all(torch.equal(served[k], policy[k]) for k in policy)
@@ -451,7 +470,8 @@ def test_rollouts_never_sample_media_placeholders(bench_and_model, tmp_path):
     trainer = Trainer(config)
     thinker = trainer.acc.unwrap_model(trainer.model).config
     assert {thinker.video_token_index, thinker.audio_token_index} <= set(trainer.suppressed)
-    prompts, responses, _ = trainer.rollout([trainer.items[i] for i in range(7)])
+    scored = trainer.sample_and_score([trainer.items[i] for i in range(7)])
+    prompts, responses = scored.prompts, scored.responses
     assert responses.numel() >= 7 * 8 * 4
     assert not torch.isin(responses, torch.tensor(trainer.suppressed)).any()
     logp, entropy = token_logprobs(trainer.acc.unwrap_model(trainer.model), trainer._encode(prompts[:2]),
