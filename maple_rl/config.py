@@ -30,11 +30,23 @@ RECIPES_DIR = next(p for p in (Path(__file__).resolve().parent / "_pipelines",
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0  # LoRA rank (peft); 0: train every weight
+    alpha: float = 16.0  # LoRA scaling numerator: updates are scaled by alpha / rank
+    target_modules: str = r"^(?!.*(visual|audio_tower)).*\.(q_proj|k_proj|v_proj|o_proj)$"  # regex of adapted modules
+
+    def __post_init__(self) -> None:
+        _require("rank", self.rank >= 0, "must be >= 0", self.rank)
+        _require("alpha", self.alpha > 0, "must be > 0", self.alpha)
+
+
+@dataclass
 class ModelConfig:
     path: str = "Qwen/Qwen2.5-Omni-3B"  # hub id or local folder (a Qwen2.5-Omni Thinker is trained)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
     freeze: list[Literal["vision", "audio"]] = field(default_factory=list)  # encoders kept frozen, e.g. [vision, audio]
+    lora: LoraConfig = field(default_factory=LoraConfig)  # parameter-efficient training (LoRA adapters)
 
 
 @dataclass
@@ -192,6 +204,9 @@ class TrainConfig:
         _require("rollout.group_size", self.rollout.group_size >= 2 or self.algo.estimator == "mssr",
                  f"must be >= 2 for the group estimator {self.algo.estimator!r} (mssr takes 1)",
                  self.rollout.group_size)
+        _require("model.lora.rank", not self.model.lora.rank or self.rollout.engine == "hf",
+                 "LoRA training samples with rollout.engine hf (the vLLM weight sync sends full weights)",
+                 self.model.lora.rank)
         _require("algo.refill_rounds", not self.algo.refill_rounds or self.rollout.group_size >= 2,
                  "needs rollout.group_size >= 2 (a group of one has no reward variance)", self.algo.refill_rounds)
 

@@ -45,7 +45,7 @@ from maple_data.errors import MissingExtra
 from maple_data.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_index
 from maple_rl.advantages import compute_advantages
-from maple_rl.config import TrainConfig, to_dict
+from maple_rl.config import LoraConfig, TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
 from maple_rl.filtering import RefillResult, refill, zero_variance_mask
 from maple_rl.losses import policy_loss
@@ -109,6 +109,17 @@ def freeze_encoders(model: torch.nn.Module, parts: Sequence[str]) -> None:
         if module is None:
             raise ValueError(f"model.freeze: {type(model).__name__} has no {part} encoder to freeze")
         module.requires_grad_(False)
+
+
+def with_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
+    """``model`` with LoRA adapters (peft) on the modules ``lora.target_modules`` matches;
+    every other weight frozen."""
+    try:
+        import peft
+    except ImportError as exc:
+        raise MissingExtra("model.lora needs peft: pip install 'maple-omni[train]'") from exc
+    return peft.get_peft_model(model, peft.LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0,
+                                                      target_modules=lora.target_modules))
 
 
 def load_policy(path: str, dtype: torch.dtype):
@@ -195,10 +206,13 @@ class Trainer:
         dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
         model, self.forward_args = load_policy(config.model.path, dtype)
         freeze_encoders(model, config.model.freeze)
+        if config.model.lora.rank:
+            model = with_lora(model, config.model.lora)
         # the frozen reference policy of the KL penalty: the policy RL starts from (after any
-        # format warm-up), as TRL / verl; checkpointed with the run
+        # format warm-up), as TRL / verl, checkpointed with the run; with LoRA, the base model
+        # (adapters off)
         self.reference = copy.deepcopy(model).requires_grad_(False).eval().to(self.acc.device) \
-            if config.algo.kl_coef else None
+            if config.algo.kl_coef and not config.model.lora.rank else None
         if config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.encoder = OmniEncoder(config.model.path)
@@ -427,6 +441,17 @@ class Trainer:
             metrics["samples"] = [{"item": rec["id"], "completion": scored.texts[k * G]} for k, rec in enumerate(records[:2])]
         return metrics
 
+    def _reference_logprobs(self, prompts, responses: torch.Tensor) -> torch.Tensor | None:
+        """Log-probs ``(B, T)`` under the KL reference (None without KL): the frozen copy, or
+        with LoRA the policy with its adapters disabled."""
+        if not self.config.algo.kl_coef:
+            return None
+        if self.reference is not None:
+            return self._score(self.reference, prompts, responses)[0]
+        policy = self.acc.unwrap_model(self.model)
+        with policy.disable_adapter():
+            return self._score(policy, prompts, responses)[0]
+
     def _update(self, prompts, responses, mask, advantages, strata, keep) -> dict[str, float]:
         """Old log-probs, then the PPO epochs over minibatches of the kept sequences."""
         cfg = self.config
@@ -445,8 +470,7 @@ class Trainer:
             for chunk in chunks:
                 chunk_prompts = [prompts[i] for i in chunk]
                 old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk])[0])
-                ref.append(self._score(self.reference, chunk_prompts, responses[chunk])[0]
-                           if self.reference is not None else None)
+                ref.append(self._reference_logprobs(chunk_prompts, responses[chunk]))
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
             for first in range(0, n_global, accum):  # every rank steps equally often (DDP collectives match)
@@ -478,7 +502,7 @@ class Trainer:
                 totals["grad_norm"] += float(grad_norm)
                 updates += 1
         n = max(totals.pop("n", 0), 1)
-        out = {key: totals[key] / n for key in LOSS_METRICS if key != "kl_ref" or self.reference is not None}
+        out = {key: totals[key] / n for key in LOSS_METRICS if key != "kl_ref" or cfg.algo.kl_coef}
         out["grad_norm"] = totals["grad_norm"] / max(updates, 1)
         out["tokens"] = float(self.acc.reduce(tokens, reduction="sum"))
         out["updates"] = updates
@@ -523,11 +547,17 @@ class Trainer:
                 logger.log(scalars, step=metrics["step"])
 
     def save_final(self) -> Path:
+        """``final/``: a complete model folder (with LoRA, the adapters merged into the base
+        weights, and the adapter alone in ``final/adapter``) plus the tokenizer files."""
         final = self.out / "final"
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
+            policy = self.acc.unwrap_model(self.model)
             with atomic_folder(final) as tmp:
-                self.acc.unwrap_model(self.model).save_pretrained(tmp)
+                if self.config.model.lora.rank:
+                    policy.save_pretrained(tmp / "adapter")
+                    policy = copy.deepcopy(policy).merge_and_unload()
+                policy.save_pretrained(tmp)
                 for name in MODEL_FILES:
                     source = Path(self.config.model.path) / name
                     if source.exists():

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
-from maple_rl.trainer import Trainer, lr_lambda, response_mask, token_logprobs
+from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask, token_logprobs
 from tests.crash import fault_at
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +238,44 @@ def test_refill_replaces_zero_variance_groups_with_prompts_of_the_same_rmt(bench
     assert {"refill_rounds", "refilled"} <= set(metrics)
 
 
+def test_lora_trains_only_adapters_resumes_exactly_and_saves_a_merged_model(bench_and_model, tmp_path):
+    bench, model = bench_and_model
+
+    def config(out):  # LoRA on the language model, frozen encoders, KL to the base model (adapters off)
+        return load_config("mapo", quick(bench, model, out, "steps=3", "model.lora.rank=4", "optim.lr=0.01",
+                                         "model.freeze=[vision, audio]", "algo.kl_coef=0.1"))
+
+    full = Trainer(config(tmp_path / "full"))
+    start = {k: v.detach().clone() for k, v in full.acc.unwrap_model(full.model).named_parameters()}
+    logged: list[dict] = []
+    final = full.run(logged.append)
+    trained = {k: v.detach() for k, v in full.acc.unwrap_model(full.model).named_parameters()}
+    changed = {k for k in start if not torch.equal(start[k], trained[k])}
+    assert changed and all(".lora_" in k for k in changed)  # only adapters move
+    scored = full.sample_and_score(full.items[:2])
+    prompts, responses = scored.prompts[:4], scored.responses[:4]
+    base = load_policy(str(model), torch.float32)[0]
+    reference = full._reference_logprobs(prompts, responses)  # the base model: adapters off
+    torch.testing.assert_close(reference, full._score(base, prompts, responses)[0])
+    assert not torch.allclose(reference, full._score(full.acc.unwrap_model(full.model), prompts, responses)[0])
+    cut = Trainer(config(tmp_path / "cut"))
+
+    def stop_after_one(metrics):
+        if metrics["step"] == 1:
+            cut.interrupted = True
+
+    with pytest.raises(KeyboardInterrupt):
+        cut.run(stop_after_one)
+    resumed = Trainer(config(tmp_path / "cut"), resume=True)
+    resumed.run()
+    for name, value in resumed.acc.unwrap_model(resumed.model).named_parameters():
+        torch.testing.assert_close(value, trained[name], rtol=1e-5, atol=1e-6)
+    assert (final / "adapter" / "adapter_config.json").exists()
+    merged = load_policy(str(final), torch.float32)[0]  # a plain model folder: adapters merged in
+    torch.testing.assert_close(full._score(merged, prompts, responses)[0],
+                               full._score(full.acc.unwrap_model(full.model), prompts, responses)[0])
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(bench_and_model, tmp_path_factory) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """The reference 4-step mapo-adaptive run: its step metrics and final parameters."""
@@ -319,7 +357,9 @@ with open(f"{sys.argv[2]}-{trainer.acc.process_index}.json", "w") as handle:
 
 
 @pytest.mark.slow
-def test_two_accelerate_processes_see_disjoint_samples_and_agree_also_when_refilling(bench_and_model, tmp_path):
+@pytest.mark.parametrize("mode", [(), ("model.lora.rank=4", "model.freeze=[vision, audio]")], ids=["full", "lora"])
+def test_two_accelerate_processes_see_disjoint_samples_and_agree_also_when_refilling(bench_and_model, tmp_path,
+                                                                                     mode):
     bench, model = bench_and_model
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
@@ -328,7 +368,7 @@ def test_two_accelerate_processes_see_disjoint_samples_and_agree_also_when_refil
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
                str(ROOT / "pipelines" / "mapo.yaml"), str(tmp_path / "rank"),
-               *quick(bench, model, tmp_path / "ddp", "steps=2", "algo.refill_rounds=2")]
+               *quick(bench, model, tmp_path / "ddp", "steps=2", "algo.refill_rounds=2", *mode)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
@@ -426,7 +466,6 @@ def test_weight_items_names_are_checkpoint_names_and_tied_tensors_are_listed_onc
 
 
 def test_vllm_engine_samples_and_gets_the_policy_weights_after_every_update(bench_and_model, tmp_path, monkeypatch):
-    from maple_rl.trainer import load_policy
     from tests.doubles import FakeVLLM
 
     bench, model = bench_and_model
