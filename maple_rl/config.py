@@ -90,6 +90,7 @@ class AlgoConfig:
     stratum_average: bool = True  # MAPO's per-stratum 1/|B_M| averaging of the loss
     kl_coef: float = 0.0  # beta of the KL penalty to the reference policy (0: no reference model)
     kl_estimator: str = "k3"  # maple_rl.losses.KL_ESTIMATORS name: k1, k2, k3 (= low_var_kl)
+    kl_in: Literal["loss", "reward"] = "loss"  # KL penalty per token in the loss, or summed per response off the reward
     ratio_level: Literal["token", "sequence"] = "token"  # sequence: GSPO's length-normalised sequence ratio
     log_ratio_clip: float = 20.0  # |log ratio| is clamped here before exp (float32 never overflows)
     entropy_coef: float = 0.0  # entropy bonus: the loss minus coef x entropy, aggregated like the loss

@@ -48,7 +48,7 @@ from maple_rl.advantages import compute_advantages
 from maple_rl.config import LoraConfig, TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
 from maple_rl.filtering import RefillResult, refill, zero_variance_mask
-from maple_rl.losses import policy_loss
+from maple_rl.losses import KL_ESTIMATORS, policy_loss
 from maple_rl.mssr import BetaTracker, entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
 from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout, request_seed
@@ -184,6 +184,7 @@ class Scored:
     truncated: torch.Tensor  # (N*G,) bool: no EOS within max_new_tokens
     refill_rounds: int = 0  # draw rounds refill used
     refilled: int = 0  # zero-variance groups it replaced
+    kl: torch.Tensor | None = None  # (N*G,) KL to the reference taken off the rewards (algo.kl_in: reward)
 
 
 class Trainer:
@@ -385,11 +386,28 @@ class Trainer:
         keep = ~zero_variance if cfg.algo.early_filter else torch.ones(len(texts), dtype=torch.bool)
         if cfg.algo.mask_truncated_completions:  # rewarded (the group's statistics), never trained on
             keep &= ~truncated
+        prompts, mask = [g.prompt for g in groups for _ in range(G)], response_mask(responses, self.eos_id, self.pad_id)
+        kl = None
+        if cfg.algo.kl_coef and cfg.algo.kl_in == "reward":  # r - beta sum_t KL_t, before the advantages
+            kl = self._sequence_kl(prompts, responses, mask)
+            rewards = rewards - cfg.algo.kl_coef * kl
         advantages = compute_advantages(cfg.algo.estimator, rewards, group_ids if G > 1 else None, strata, **options)
-        return Scored(records, [g.prompt for g in groups for _ in range(G)], responses, texts,
-                      response_mask(responses, self.eos_id, self.pad_id), rewards, advantages, tag_ids, strata, keep,
-                      comps, zero_variance, truncated, refilled.rounds if refilled else 0,
-                      refilled.replaced if refilled else 0)
+        return Scored(records, prompts, responses, texts, mask, rewards, advantages, tag_ids, strata, keep, comps,
+                      zero_variance, truncated, refilled.rounds if refilled else 0,
+                      refilled.replaced if refilled else 0, kl)
+
+    def _sequence_kl(self, prompts, responses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float64: each response's KL estimate to the reference, summed over its
+        tokens (``algo.kl_estimator``; no gradient)."""
+        estimate = KL_ESTIMATORS.get(self.config.algo.kl_estimator)
+        size, out = self.config.algo.minibatch_size, []
+        with torch.no_grad():
+            for first in range(0, len(prompts), size):
+                rows = slice(first, first + size)
+                logp = self._score(self.acc.unwrap_model(self.model), prompts[rows], responses[rows])[0]
+                kl = estimate(logp, self._reference_logprobs(prompts[rows], responses[rows]))
+                out.append((kl * mask[rows].to(kl.device)).sum(-1).double().cpu())
+        return torch.cat(out)
 
     def train_step(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
@@ -433,6 +451,10 @@ class Trainer:
             "lr": float(self.scheduler.get_last_lr()[0]), "prompts": len(batch),
             "seconds": time.perf_counter() - start, **stats,
         }
+        if scored.kl is not None:  # KL in the reward: mean per response token over every rank
+            kl_sum, tokens = self.acc.reduce(torch.tensor([float(scored.kl.sum()), float(scored.mask.sum())],
+                                                          device=self.acc.device), reduction="sum").tolist()
+            metrics["kl_ref"] = kl_sum / tokens
         if cfg.algo.refill_rounds:  # every rank ran the same rounds; replacements are counted over all
             metrics["refill_rounds"] = scored.refill_rounds
             metrics["refilled"] = int(self.acc.reduce(torch.tensor(scored.refilled, device=self.acc.device),
@@ -465,12 +487,13 @@ class Trainer:
         n_global = int(self.acc.gather(torch.tensor([len(chunks)], device=self.acc.device)).max())
         old: list[torch.Tensor] = []
         ref: list[torch.Tensor | None] = []
+        kl_in_loss = bool(cfg.algo.kl_coef) and cfg.algo.kl_in == "loss"
         self.model.train()
         with torch.no_grad():
             for chunk in chunks:
                 chunk_prompts = [prompts[i] for i in chunk]
                 old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk])[0])
-                ref.append(self._reference_logprobs(chunk_prompts, responses[chunk]))
+                ref.append(self._reference_logprobs(chunk_prompts, responses[chunk]) if kl_in_loss else None)
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
             for first in range(0, n_global, accum):  # every rank steps equally often (DDP collectives match)
@@ -502,7 +525,7 @@ class Trainer:
                 totals["grad_norm"] += float(grad_norm)
                 updates += 1
         n = max(totals.pop("n", 0), 1)
-        out = {key: totals[key] / n for key in LOSS_METRICS if key != "kl_ref" or cfg.algo.kl_coef}
+        out = {key: totals[key] / n for key in LOSS_METRICS if key != "kl_ref" or kl_in_loss}
         out["grad_norm"] = totals["grad_norm"] / max(updates, 1)
         out["tokens"] = float(self.acc.reduce(tokens, reduction="sum"))
         out["updates"] = updates

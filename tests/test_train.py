@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
+from maple_rl.rewards import total_reward
 from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask, token_logprobs
 from tests.crash import fault_at
 
@@ -274,6 +275,24 @@ def test_lora_trains_only_adapters_resumes_exactly_and_saves_a_merged_model(benc
     merged = load_policy(str(final), torch.float32)[0]  # a plain model folder: adapters merged in
     torch.testing.assert_close(full._score(merged, prompts, responses)[0],
                                full._score(full.acc.unwrap_model(full.model), prompts, responses)[0])
+
+
+def test_kl_in_the_reward_subtracts_beta_times_each_responses_summed_kl(bench_and_model, tmp_path):
+    bench, model = bench_and_model
+    trainer = Trainer(load_config("mapo", quick(bench, model, tmp_path / "klr", "algo.kl_coef=0.5",
+                                                "algo.kl_in=reward", "algo.kl_estimator=k1")))
+    trainer.format_warmup()  # the policy moves; the reference stays at the starting weights
+    scored = trainer.sample_and_score(trainer.items[:3])
+    policy = trainer.acc.unwrap_model(trainer.model)
+    with torch.no_grad():
+        logp = trainer._score(policy, scored.prompts, scored.responses)[0]
+        ref = trainer._score(trainer.reference, scored.prompts, scored.responses)[0]
+    kl = ((logp - ref) * scored.mask).sum(-1).double()  # k1, summed over each response's tokens
+    raw = torch.tensor([total_reward(c, trainer.config.reward) for c in scored.components], dtype=torch.float64)
+    torch.testing.assert_close(scored.rewards, raw - 0.5 * kl, rtol=1e-5, atol=1e-6)
+    assert kl.abs().max() > 1e-3
+    metrics = trainer.train_step()
+    assert metrics["kl_ref"] != 0.0 and "kl_ref" in metrics
 
 
 @pytest.fixture(scope="module")
