@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from maple_data.durable import Journal, log, read_journal
+from maple_data.durable import Journal, read_journal, report
 from maple_data.faults import Fault
 from maple_data.rmt import parse_rmt
 
@@ -80,11 +80,7 @@ def read(path: str | Path, faults: list[Fault] | None = None) -> list[Decision]:
         try:
             found.append(Decision(**raw))
         except (TypeError, ValueError) as exc:
-            fault = Fault(str(path), number, None, f"not a decision ({exc})")
-            if faults is None:
-                log.warning("%s", fault)
-            else:
-                faults.append(fault)
+            report(Fault(str(path), number, None, f"not a decision ({exc})"), faults)
     return found
 
 

@@ -210,8 +210,14 @@ def read_journal(path: str | Path, faults: list[Fault] | None = None) -> list[tu
                 why = "incomplete last line (a write was interrupted)"
         if why is None:
             out.append((number, record))
-        elif faults is not None:
-            faults.append(Fault(str(path), number, None, why))
         else:
-            log.warning("%s:%d: line skipped: %s", path, number, why)
+            report(Fault(str(path), number, None, why), faults)
     return out
+
+
+def report(fault: Fault, faults: list[Fault] | None) -> None:
+    """Record a skipped line: in ``faults`` when the caller collects them, else a warning."""
+    if faults is None:
+        log.warning("%s", fault)
+    else:
+        faults.append(fault)
