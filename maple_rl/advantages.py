@@ -10,7 +10,10 @@ defaults to 1e-6. Select by name with :func:`compute_advantages`.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+import inspect
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -205,6 +208,28 @@ def mssr(rewards: Tensor, group_ids: Tensor | None = None, strata: Tensor | None
         raise ValueError(f"baselines must have shape {tuple(r.shape)}, got {tuple(baselines.shape)}")
     raw = r - baselines.to(torch.float64)
     return _out((raw - raw.mean()) / raw.var(correction=0).clamp(min=min_var).sqrt(), rewards)
+
+
+TRAINER_SUPPLIED = ("baselines", "successes")  # options the trainer computes each step (mssr, mixed)
+
+
+def check_estimator_options(name: str, options: Mapping[str, Any]) -> None:
+    """``ValueError("estimator_options.KEY: ...")`` unless every key is a keyword option of
+    estimator ``name`` that a user sets (not one of :data:`TRAINER_SUPPLIED`), with a value
+    its annotation allows (a ``Literal`` member; a number for ``float``)."""
+    fn = ADVANTAGE_ESTIMATORS.get(name)
+    hints = typing.get_type_hints(fn)
+    settable = [p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in TRAINER_SUPPLIED]
+    for key, value in options.items():
+        if key not in settable:
+            raise ValueError(f"estimator_options.{key}: not an option of estimator {name!r} "
+                             f"(its options: {', '.join(settable) or 'none'})")
+        kind = hints[key]
+        if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
+            raise ValueError(f"estimator_options.{key}: not one of {list(typing.get_args(kind))}, got {value!r}")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"estimator_options.{key}: expected a number, got {value!r}")
 
 
 def compute_advantages(name: str, rewards: Tensor, group_ids: Tensor | None, strata: Tensor | None = None,

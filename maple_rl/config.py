@@ -98,12 +98,16 @@ class AlgoConfig:
     entropy_shaping_alpha: float = 0.4  # MSSR's alpha_e
     entropy_shaping_kappa: float = 2.0  # MSSR's kappa
     mask_truncated_completions: bool = False  # responses cut at max_new_tokens get no loss (DAPO, TRL)
+    rollout_is: Literal["none", "token_truncate", "sequence_mask"] = "none"  # engine/trainer mismatch correction
+    rollout_is_threshold: float = 2.0  # token_truncate: weight cap; sequence_mask: keep ratios in [1/t, t]
 
     def __post_init__(self) -> None:
-        from maple_rl.advantages import ADVANTAGE_ESTIMATORS
+        from maple_rl.advantages import ADVANTAGE_ESTIMATORS, check_estimator_options
         from maple_rl.losses import AGGREGATIONS, KL_ESTIMATORS
 
         _one_of("estimator", self.estimator, ADVANTAGE_ESTIMATORS.names())
+        check_estimator_options(self.estimator, self.estimator_options)
+        _require("rollout_is_threshold", self.rollout_is_threshold >= 1, "must be >= 1", self.rollout_is_threshold)
         _one_of("aggregation", self.aggregation, AGGREGATIONS.names())
         _one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS.names())
         _require("clip_low", 0 <= self.clip_low < 1, "must be in [0, 1)", self.clip_low)

@@ -9,7 +9,11 @@
   Requests use the same prompt convention as annotation
   (``maple_data.backends.vllm.build_request``).
 
-Either way the trainer recomputes every log-prob itself; the engine only samples.
+Either way the trainer recomputes every log-prob it trains on; the engines also return each
+sampled token's log-prob under the distribution they sampled from (temperature and banned
+ids applied: ``hf`` records it in :class:`SeededSampler`, ``vllm`` returns it with
+``logprobs=0`` and ``logprobs_mode=processed_logprobs``), so the trainer can measure and
+correct the engine/trainer mismatch (``algo.rollout_is``).
 
 Seeds: every (step, prompt) gets its own random stream, seeded by :func:`request_seed`
 (a hash of the run seed, the step and the prompt's index in the global batch), so no two
@@ -68,11 +72,21 @@ def prompt_seeds(seed: int | Sequence[int], n_prompts: int) -> list[int]:
     return [int(s) for s in seed]
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """What an engine sampled: ``responses`` (N, T) int64 ids, prompt-major (the G responses of
+    prompt 0 first), right-padded, ``T >= 1``; ``logprobs`` (N, T) float32, each sampled token's
+    log-prob under the sampling distribution (0 past a response's end), or None when the
+    engine does not report them (greedy decoding)."""
+
+    responses: torch.Tensor
+    logprobs: torch.Tensor | None = None
+
+
 class RolloutEngine(Protocol):
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> torch.Tensor:
-        """Response ids ``(len(prompts) * group_size, T)``, prompt-major (the G responses of
-        prompt 0 first), right-padded; ``T >= 1``. ``seed``: see :func:`prompt_seeds`; a
-        fixed seed gives the same samples."""
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> Rollout:
+        """``len(prompts) * group_size`` responses (see :class:`Rollout`). ``seed``: see
+        :func:`prompt_seeds`; a fixed seed gives the same samples."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from ``model``'s current weights."""
@@ -89,9 +103,31 @@ def pad_responses(token_ids: Sequence[Sequence[int]], pad_id: int, eos_id: int) 
     return out
 
 
+def pad_logprobs(values: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+    """``(N, width)`` float32 log-probs, right-padded with 0 (an empty row stays all 0: the
+    lone EOS :func:`pad_responses` puts there was not sampled)."""
+    out = torch.zeros((len(values), width), dtype=torch.float32)
+    for k, row in enumerate(values):
+        out[k, :len(row)] = torch.tensor(list(row), dtype=torch.float32)
+    return out
+
+
 def completion_ids(outputs: Sequence[Any]) -> list[list[int]]:
     """Token ids of every completion of vLLM ``RequestOutput``s, prompt-major."""
     return [list(c.token_ids) for out in outputs for c in out.outputs]
+
+
+def completion_logprobs(outputs: Sequence[Any]) -> list[list[float]]:
+    """Each sampled token's log-prob in every completion of vLLM ``RequestOutput``s (requested
+    with ``logprobs=0``: per position a ``{token_id: Logprob}`` holding the sampled token),
+    prompt-major; ``ValueError`` when the engine returned none."""
+    rows = []
+    for out in outputs:
+        for c in out.outputs:
+            if c.logprobs is None:
+                raise ValueError("the vLLM engine returned no log-probs: request them with logprobs=0")
+            rows.append([float(position[token].logprob) for token, position in zip(c.token_ids, c.logprobs)])
+    return rows
 
 
 def rollout_sampling_kwargs(group_size: int, temperature: float, max_new_tokens: int, eos_id: int,
@@ -99,9 +135,9 @@ def rollout_sampling_kwargs(group_size: int, temperature: float, max_new_tokens:
     """``vllm.SamplingParams`` keywords: G samples per prompt that stop at ``eos_id``
     (the chat turn end, as ``hf`` generation does), never sample a ``suppressed`` id
     (logit bias -100, OpenAI's "ban"), ids only (text is decoded once by the trainer's
-    tokenizer, for both engines)."""
+    tokenizer, for both engines), with each sampled token's log-prob (``logprobs=0``)."""
     return sampling_kwargs(group_size, temperature, max_new_tokens, seed) | {
-        "stop_token_ids": [eos_id], "detokenize": False,
+        "stop_token_ids": [eos_id], "detokenize": False, "logprobs": 0,
         "logit_bias": {int(t): -100.0 for t in suppressed} or None}
 
 
@@ -139,19 +175,37 @@ class SeededSampler:
     """Logits processor that samples with one generator per prompt: it returns
     ``scores / temperature + Gumbel noise`` for the ``(P * G, V)`` rows (prompt-major), so a
     greedy pick is a sample of ``softmax(scores / temperature)`` (Gumbel-max); the G rows of
-    prompt ``k`` draw their noise from a generator seeded with ``seeds[k]``."""
+    prompt ``k`` draw their noise from a generator seeded with ``seeds[k]``.
+
+    It also records each picked token's log-prob under that distribution: a call sees the
+    token picked at the previous call as the last column of ``input_ids``, and
+    :meth:`logprobs` takes the last pick from the generated ids."""
 
     def __init__(self, seeds: Sequence[int], group_size: int, temperature: float) -> None:
         self.seeds, self.group_size, self.temperature = list(seeds), group_size, temperature
         self.generators: list[torch.Generator] = []
+        self.picked: list[torch.Tensor] = []  # (N,) log-prob of the token picked at each earlier call
+        self.last: torch.Tensor | None = None  # (N, V) log-softmax of the latest call
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if not self.generators:  # on the device of the scores, known at the first call
             self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        if self.last is not None:
+            self.picked.append(self.last.gather(1, input_ids[:, -1:]).squeeze(1))
+        tempered = scores.float() / self.temperature
+        self.last = torch.log_softmax(tempered, dim=-1)
         shape = (self.group_size, scores.shape[1])
         u = torch.cat([torch.rand(shape, generator=g, device=scores.device) for g in self.generators])
         gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
-        return scores / self.temperature + gumbel
+        return (tempered + gumbel).to(scores.dtype)
+
+    def logprobs(self, responses: torch.Tensor) -> torch.Tensor:
+        """``(N, T)`` log-probs of the generated ``responses`` (N, T), one per call."""
+        if self.last is None or len(self.picked) + 1 != responses.shape[1]:
+            raise ValueError(f"{len(self.picked) + (self.last is not None)} sampling calls recorded for "
+                             f"{responses.shape[1]} generated tokens")
+        final = self.last.gather(1, responses[:, -1:].to(self.last.device)).squeeze(1)
+        return torch.stack([*self.picked, final], dim=1).cpu()
 
 
 class HFRollout:
@@ -164,9 +218,9 @@ class HFRollout:
                  spec: SamplingSpec, forward_args: dict[str, Any]) -> None:
         self.encode, self.policy, self.spec, self.forward_args = encode, policy, spec, forward_args
 
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> torch.Tensor:
-        """Samples through :class:`SeededSampler` (greedy decoding at temperature 0); torch's
-        global generator is neither read nor advanced."""
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> Rollout:
+        """Samples through :class:`SeededSampler`, with its log-probs (greedy decoding at
+        temperature 0, without); torch's global generator is neither read nor advanced."""
         from transformers import LogitsProcessorList
 
         spec = self.spec
@@ -183,8 +237,11 @@ class HFRollout:
                                  suppress_tokens=list(spec.suppressed) or None, **self.forward_args)
         responses = out[:, inputs["input_ids"].shape[1]:]
         if responses.shape[1] == 0:
-            responses = torch.full((len(repeated), 1), spec.eos_id, dtype=torch.long, device=out.device)
-        return responses
+            return Rollout(torch.full((len(repeated), 1), spec.eos_id, dtype=torch.long, device=out.device))
+        logprobs = sampler[0].logprobs(responses) if sampler else None
+        if logprobs is not None:  # rows that ended early were padded after their EOS
+            logprobs = logprobs * (responses.cpu() != spec.pad_id)
+        return Rollout(responses, logprobs)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Nothing to do: generation runs on the policy itself."""
@@ -205,10 +262,11 @@ class VLLMRollout:
         self.tokens = placeholder_tokens(model_path)
         self.llm = LLM(model=model_path, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=rank,
+                       logprobs_mode="processed_logprobs",  # after temperature and logit bias, as sampled
                        limit_mm_per_prompt={"video": 1, "audio": 1}, enable_prefix_caching=True,
                        worker_extension_cls=f"{__name__}.WeightLoaderExtension")
 
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> torch.Tensor:
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> Rollout:
         """One ``SamplingParams`` per prompt, seeded with its :func:`prompt_seeds` entry."""
         from vllm import SamplingParams
 
@@ -217,7 +275,8 @@ class VLLMRollout:
                                                            spec.eos_id, s, spec.suppressed))
                   for s in prompt_seeds(seed, len(prompts))]
         outputs = self.llm.generate([build_request(p, self.tokens) for p in prompts], params, use_tqdm=False)
-        return pad_responses(completion_ids(outputs), spec.pad_id, spec.eos_id)
+        responses = pad_responses(completion_ids(outputs), spec.pad_id, spec.eos_id)
+        return Rollout(responses, pad_logprobs(completion_logprobs(outputs), responses.shape[1]))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.llm.collective_rpc("maple_load_weights", args=(list(weight_items(model)),))

@@ -11,7 +11,9 @@ One step:
 4. rewards (each component logged) -> early zero-variance filter (groups whose G rewards
    are equal are dropped before any log-prob or backward work) -> advantages from the
    estimator registry, with RMT strata;
-5. old log-probs are recomputed by the trainer, then ``ppo_epochs`` passes over
+5. old log-probs are recomputed by the trainer (at the sampling temperature, as TRL and
+   verl; compared with the engine's own when it returns them, and optionally importance-
+   corrected for the difference: ``algo.rollout_is``), then ``ppo_epochs`` passes over
    minibatches of the policy loss (per-stratum averaging with the stratum weights),
    AdamW with grad clipping every ``gradient_accumulation_steps`` minibatches; the LR
    schedule steps once per step;
@@ -48,7 +50,7 @@ from maple_rl.advantages import compute_advantages
 from maple_rl.config import LoraConfig, TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
 from maple_rl.filtering import RefillResult, refill, zero_variance_mask
-from maple_rl.losses import KL_ESTIMATORS, policy_loss
+from maple_rl.losses import KL_ESTIMATORS, logprob_mismatch, policy_loss, rollout_is_weights
 from maple_rl.mssr import BetaTracker, entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
 from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout, request_seed
@@ -57,7 +59,8 @@ from maple_rl.weighting import AdaptiveWeights
 
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-LOSS_METRICS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl_ref", "entropy")  # per minibatch, averaged
+LOSS_METRICS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl_ref", "entropy",
+                "is_weight_mean")  # per minibatch, averaged
 FROZEN_PARTS = {"vision": "visual", "audio": "audio_tower"}  # model.freeze names -> Qwen2.5-Omni Thinker modules
 CHECKPOINT_MARKER = "complete.json"  # written last: a checkpoint folder without it is ignored
 MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
@@ -135,15 +138,16 @@ def load_policy(path: str, dtype: torch.dtype):
 
 
 def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, *, suppressed: Sequence[int] = (),
-                   **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs ``(N, T)`` of ``responses`` after the prompts in ``inputs``, and the
-    entropy of each position's distribution; token ids in ``suppressed`` (never sampled)
-    are excluded from the distribution, as the rollout engines exclude them."""
+                   temperature: float = 1.0, **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs ``(N, T)`` of ``responses`` after the prompts in ``inputs`` under
+    ``softmax(logits / temperature)`` (the distribution the rollouts sampled from, as TRL and
+    verl score them), and the entropy of each position's distribution; token ids in
+    ``suppressed`` (never sampled) are excluded, as the rollout engines exclude them."""
     prompt_len = inputs["input_ids"].shape[1]
     full = dict(inputs)
     full["input_ids"] = torch.cat([inputs["input_ids"], responses], dim=1)
     full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(responses)], dim=1)
-    logits = model(**full, **extra).logits[:, prompt_len - 1:-1, :].float()
+    logits = model(**full, **extra).logits[:, prompt_len - 1:-1, :].float() / temperature
     if len(suppressed):
         logits[..., list(suppressed)] = -1e9  # finite: probability 0 without 0 * -inf in the entropy
     logp_all = torch.log_softmax(logits, dim=-1)
@@ -162,6 +166,7 @@ class GroupSample:
     texts: list[str]  # (G,) decoded responses
     components: list[dict[str, float]]  # (G,) reward components
     rewards: torch.Tensor  # (G,) float64
+    logprobs: torch.Tensor | None = None  # (G, T) the engine's log-probs of the responses (None: not reported)
 
 
 @dataclass
@@ -185,6 +190,7 @@ class Scored:
     refill_rounds: int = 0  # draw rounds refill used
     refilled: int = 0  # zero-variance groups it replaced
     kl: torch.Tensor | None = None  # (N*G,) KL to the reference taken off the rewards (algo.kl_in: reward)
+    rollout_logp: torch.Tensor | None = None  # (N*G, T) the engine's log-probs (None when it reports none)
 
 
 class Trainer:
@@ -309,7 +315,7 @@ class Trainer:
     def _score(self, model, prompts, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``token_logprobs`` of ``responses`` after ``prompts`` with this run's inputs."""
         return token_logprobs(model, self._encode(prompts), responses, suppressed=self.suppressed,
-                              **self.forward_args)
+                              temperature=self.config.rollout.temperature, **self.forward_args)
 
     def rollout(self, records: list[dict[str, Any]], prompt_ids: Sequence[int]) -> list[GroupSample]:
         """G sampled responses per record, with their rewards; ``prompt_ids`` are the
@@ -323,7 +329,8 @@ class Trainer:
             self.engine_stale = False
         prompts = [self._prompt(rec) for rec in records]
         seeds = [request_seed(cfg.seed, self.counter.step, k) for k in prompt_ids]
-        responses = self.engine.generate(prompts, G, seeds)
+        sampled = self.engine.generate(prompts, G, seeds)
+        responses, logprobs = sampled.responses, sampled.logprobs
         texts = self.encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
         groups = []
         for k, (record, prompt) in enumerate(zip(records, prompts)):
@@ -331,7 +338,8 @@ class Trainer:
             comps = [reward_components(text, record["task"], record["options"], record["answer"],
                                        cfg.reward.caption_metric) for text in texts[rows]]
             rewards = torch.tensor([total_reward(c, cfg.reward) for c in comps], dtype=torch.float64)
-            groups.append(GroupSample(record, prompt, responses[rows], texts[rows], comps, rewards))
+            groups.append(GroupSample(record, prompt, responses[rows], texts[rows], comps, rewards,
+                                      None if logprobs is None else logprobs[rows]))
         return groups
 
     def _draw_like(self, tags: list[str], round_: int) -> list[GroupSample] | None:
@@ -370,6 +378,8 @@ class Trainer:
         width = max(g.responses.shape[1] for g in groups)  # refill rounds sample responses of other lengths
         responses = torch.cat([torch.nn.functional.pad(g.responses, (0, width - g.responses.shape[1]),
                                                        value=self.pad_id) for g in groups])
+        rollout_logp = None if any(g.logprobs is None for g in groups) else torch.cat(
+            [torch.nn.functional.pad(g.logprobs, (0, width - g.logprobs.shape[1])) for g in groups])
         texts = [t for g in groups for t in g.texts]
         comps = [c for g in groups for c in g.components]
         rewards = torch.cat([g.rewards for g in groups])
@@ -394,7 +404,7 @@ class Trainer:
         advantages = compute_advantages(cfg.algo.estimator, rewards, group_ids if G > 1 else None, strata, **options)
         return Scored(records, prompts, responses, texts, mask, rewards, advantages, tag_ids, strata, keep, comps,
                       zero_variance, truncated, refilled.rounds if refilled else 0,
-                      refilled.replaced if refilled else 0, kl)
+                      refilled.replaced if refilled else 0, kl, rollout_logp)
 
     def _sequence_kl(self, prompts, responses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(N,)`` float64: each response's KL estimate to the reference, summed over its
@@ -417,8 +427,7 @@ class Trainer:
         G = cfg.rollout.group_size
         scored = self.sample_and_score([self.items[i] for i in batch[rank::world]])
         records, rewards, comps, tag_ids = scored.records, scored.rewards, scored.components, scored.tag_ids
-        stats = self._update(scored.prompts, scored.responses, scored.mask, scored.advantages, scored.strata,
-                             scored.keep)
+        stats = self._update(scored)
         if cfg.algo.estimator == "mssr":  # forgetting follows the drift: KL to the reference, else old vs new
             self.tracker.update([rec["id"] for rec in records for _ in range(G)], rewards.tolist())
             self.tracker.rho.observe(stats.get("kl_ref", abs(stats["approx_kl"])))
@@ -474,10 +483,26 @@ class Trainer:
         with policy.disable_adapter():
             return self._score(policy, prompts, responses)[0]
 
-    def _update(self, prompts, responses, mask, advantages, strata, keep) -> dict[str, float]:
-        """Old log-probs, then the PPO epochs over minibatches of the kept sequences."""
+    def _rollout_is_weights(self, old: list[torch.Tensor], rollout_logp: torch.Tensor | None, mask: torch.Tensor,
+                            chunks: list[list[int]]) -> list[torch.Tensor | None]:
+        """Per minibatch, the ``algo.rollout_is`` importance weights ``pi_old / pi_rollout``
+        (None when off)."""
+        mode = self.config.algo.rollout_is
+        if mode == "none":
+            return [None] * len(chunks)
+        if rollout_logp is None:
+            raise ValueError(f"algo.rollout_is={mode} needs the engine's log-probs; "
+                             f"{self.config.rollout.engine} returned none (sampling at temperature 0?)")
+        return [rollout_is_weights(o, rollout_logp[c].to(o.device), mask[c].to(o.device), mode,
+                                   self.config.algo.rollout_is_threshold) for o, c in zip(old, chunks)]
+
+    def _update(self, scored: Scored) -> dict[str, float]:
+        """Old log-probs (compared with the engine's), then the PPO epochs over minibatches of
+        the kept sequences."""
         cfg = self.config
-        rows = torch.nonzero(keep).flatten().tolist()
+        prompts, responses, mask, advantages, strata = (scored.prompts, scored.responses, scored.mask,
+                                                        scored.advantages, scored.strata)
+        rows = torch.nonzero(scored.keep).flatten().tolist()
         totals: Counter = Counter()
         tokens = torch.tensor(float(mask[rows].sum()) if rows else 0.0, device=self.acc.device)
         weight_vec = torch.tensor([self.weights.weights()[t] for t in TAGS], dtype=torch.float64)
@@ -494,6 +519,7 @@ class Trainer:
                 chunk_prompts = [prompts[i] for i in chunk]
                 old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk])[0])
                 ref.append(self._reference_logprobs(chunk_prompts, responses[chunk]) if kl_in_loss else None)
+        is_weights = self._rollout_is_weights(old, scored.rollout_logp, mask, chunks)
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
         for _ in range(cfg.algo.ppo_epochs):
             for first in range(0, n_global, accum):  # every rank steps equally often (DDP collectives match)
@@ -511,7 +537,7 @@ class Trainer:
                                               horizon=cfg.rollout.max_new_tokens,
                                               strata=strata[chunk].to(logp.device),
                                               stratum_weights=weight_vec.to(logp.device), ref_logp=ref[k],
-                                              entropy=entropy)
+                                              entropy=entropy, is_weights=is_weights[k])
                         for key in LOSS_METRICS:
                             totals[key] += m.get(key, 0.0)
                         totals["n"] += 1
@@ -525,7 +551,10 @@ class Trainer:
                 totals["grad_norm"] += float(grad_norm)
                 updates += 1
         n = max(totals.pop("n", 0), 1)
-        out = {key: totals[key] / n for key in LOSS_METRICS if key != "kl_ref" or kl_in_loss}
+        optional = {"kl_ref": kl_in_loss, "is_weight_mean": cfg.algo.rollout_is != "none"}
+        out = {key: totals[key] / n for key in LOSS_METRICS if optional.get(key, True)}
+        if scored.rollout_logp is not None and chunks:  # engine vs trainer, on the trained tokens
+            out |= logprob_mismatch(torch.cat(old).cpu(), scored.rollout_logp[rows], mask[rows])
         out["grad_norm"] = totals["grad_norm"] / max(updates, 1)
         out["tokens"] = float(self.acc.reduce(tokens, reduction="sum"))
         out["updates"] = updates

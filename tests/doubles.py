@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +71,8 @@ class FakeVLLM:
     ``worker_extension_cls`` mixed into the worker class), answers ``collective_rpc`` by
     calling the named method on that worker, and samples ``n`` completions per request
     (ids only, ending at a stop id when one is drawn), completion ``j`` from a generator
-    seeded with the request's ``seed + j`` as vLLM does; ``params`` is one ``SamplingParams``
+    seeded with the request's ``seed + j`` as vLLM does (uniformly over the allowed ids, whose
+    log-prob it reports when ``params.logprobs`` is set); ``params`` is one ``SamplingParams``
     for every request or a list with one per request. It checks the request format and
     records every call for the test to inspect."""
 
@@ -122,7 +124,9 @@ class FakeVLLM:
                         ids = allowed[torch.randint(0, len(allowed), (length,), generator=generator)].tolist()
                         if length and float(torch.rand(1, generator=generator)) < 0.5:
                             ids[-1] = params.stop_token_ids[0]
-                        completions.append(type("Completion", (), {"token_ids": ids})())
+                        logprob = type("Logprob", (), {"logprob": -math.log(len(allowed))})()
+                        logprobs = None if getattr(params, "logprobs", None) is None else [{t: logprob} for t in ids]
+                        completions.append(type("Completion", (), {"token_ids": ids, "logprobs": logprobs})())
                     outputs.append(type("RequestOutput", (), {"outputs": completions})())
                 return outputs
 

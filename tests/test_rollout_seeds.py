@@ -77,22 +77,43 @@ def test_hf_identical_prompts_get_different_samples_and_a_repeat_gets_the_same(h
     same, media = prompt(), prompt(media=True)
     seeds = [request_seed(0, 3, k) for k in range(3)]
     rng = torch.get_rng_state()
-    first = hf_engine.generate([same, prompt(), media], G, seeds)
+    first = hf_engine.generate([same, prompt(), media], G, seeds).responses
     assert torch.equal(torch.get_rng_state(), rng)  # the trainer's global generator is untouched
     assert first.shape[0] == 3 * G and first.shape[1] >= 1
     assert not torch.equal(first[:G], first[G:2 * G])  # two identical prompts: different streams
     assert len({tuple(row.tolist()) for row in first[:G]}) > 1  # and different samples within a group
-    assert torch.equal(hf_engine.generate([same, prompt(), media], G, seeds), first)
+    assert torch.equal(hf_engine.generate([same, prompt(), media], G, seeds).responses, first)
     assert not torch.isin(first, torch.tensor(hf_engine.spec.suppressed)).any()
     # a prompt's samples depend on its seed only, not on its neighbours in the batch
-    alone = hf_engine.generate([prompt()], G, seeds[1:2])
+    alone = hf_engine.generate([prompt()], G, seeds[1:2]).responses
     assert torch.equal(alone, first[G:2 * G, :alone.shape[1]])
-    assert not torch.equal(hf_engine.generate([same, prompt(), media], G, [request_seed(0, 4, k) for k in range(3)]),
-                           first)
+    assert not torch.equal(hf_engine.generate([same, prompt(), media], G,
+                                              [request_seed(0, 4, k) for k in range(3)]).responses, first)
     # temperature 0: greedy, every sample of a prompt the same
     greedy = HFRollout(hf_engine.encode, hf_engine.policy, replace(hf_engine.spec, temperature=0.0),
                        hf_engine.forward_args).generate([same], G, seeds[:1])
-    assert all(torch.equal(row, greedy[0]) for row in greedy)
+    assert greedy.logprobs is None and all(torch.equal(row, greedy.responses[0]) for row in greedy.responses)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_hf_engine_log_probs_equal_the_trainers_at_the_sampling_temperature(hf_engine, temperature):
+    from maple_rl.trainer import response_mask, token_logprobs
+
+    spec = replace(hf_engine.spec, temperature=temperature)
+    engine = HFRollout(hf_engine.encode, hf_engine.policy, spec, hf_engine.forward_args)
+    prompts = [prompt(), prompt(media=True)]
+    out = engine.generate(prompts, 3, [request_seed(1, 0, k) for k in range(2)])
+    assert out.logprobs.shape == out.responses.shape and out.logprobs.dtype == torch.float32
+    repeated = [p for p in prompts for _ in range(3)]
+    with torch.no_grad():
+        trainer_logp, _ = token_logprobs(engine.policy(), engine.encode(repeated), out.responses,
+                                         suppressed=spec.suppressed, temperature=temperature, **engine.forward_args)
+    mask = response_mask(out.responses, spec.eos_id, spec.pad_id).bool()
+    assert mask.sum() >= 6 and (out.logprobs[~mask & (out.responses == spec.pad_id)] == 0).all()
+    assert torch.allclose(out.logprobs[mask], trainer_logp[mask], atol=1e-4)
+    at_one, _ = token_logprobs(engine.policy(), engine.encode(repeated), out.responses, suppressed=spec.suppressed,
+                               **engine.forward_args)
+    assert temperature == 1.0 or not torch.allclose(out.logprobs[mask], at_one[mask], atol=1e-3)
 
 
 # ---------------------------------------------------------------- vllm: the FakeVLLM double
@@ -125,7 +146,7 @@ def test_vllm_sends_one_sampling_params_per_prompt_with_its_own_seed(monkeypatch
                          max_model_len=64, rank=0, world_size=1, local_rank=0)
     for step in range(2):
         out = engine.generate([prompt()] * P, G, [request_seed(0, step, k) for k in range(P)])
-        assert out.shape[0] == P * G
+        assert out.responses.shape[0] == P * G and out.logprobs.shape == out.responses.shape
     assert [p.seed for p in sent] == [request_seed(0, step, k) for step in range(2) for k in range(P)]
     assert len({p.seed for p in sent}) == 2 * P and all(p.n == G for p in sent)
     # the trainer's single per-step int still gives each prompt its own seed

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
+from maple_rl.losses import rollout_is_weights
 from maple_rl.rewards import total_reward
 from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask, token_logprobs
 from tests.crash import fault_at
@@ -96,6 +97,12 @@ def test_every_shipped_recipe_by_name_and_every_documented_key_loads():
     ("algo.aggregation=token-sum", "algo.aggregation: not one of"),
     ("algo.kl_estimator=k4", "algo.kl_estimator: not one of"),
     ("algo.dual_clip=0.5", "algo.dual_clip: must be > 1"),
+    ("algo.estimator_options={norm: strat}", "algo.estimator_options.norm: not one of ['group', 'stratum'"),
+    ("algo.estimator_options={nrom: group}", "algo.estimator_options.nrom: not an option of estimator 'mapo' "
+                                             "(its options: norm, std, eps)"),
+    ("algo.estimator_options={eps: tiny}", "algo.estimator_options.eps: expected a number"),
+    ("algo.rollout_is=token", "algo.rollout_is: 'token' is not one of"),
+    ("algo.rollout_is_threshold=0.5", "algo.rollout_is_threshold: must be >= 1"),
     ("weights.w_min=2", "weights.w_min: need 0 < w_min <= 1 <= w_max"),
     ("weights.tau=0", "weights.tau: must be > 0"),
     ("sampling.replay=1.5", "sampling.replay: must be in [0, 1]"),
@@ -450,7 +457,14 @@ def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
 
 
 def test_rollout_padding_sampling_and_launcher_env_by_hand(monkeypatch):
-    from maple_rl.rollout import completion_ids, external_launcher_env, pad_responses, rollout_sampling_kwargs
+    from maple_rl.rollout import (
+        completion_ids,
+        completion_logprobs,
+        external_launcher_env,
+        pad_logprobs,
+        pad_responses,
+        rollout_sampling_kwargs,
+    )
 
     eos, pad = 9, 0
     assert pad_responses([[5, 6, 9], [], [7]], pad, eos).tolist() == [[5, 6, 9], [9, 0, 0], [7, 0, 0]]
@@ -460,7 +474,16 @@ def test_rollout_padding_sampling_and_launcher_env_by_hand(monkeypatch):
     assert completion_ids(out) == [[1], [2, 3], [4], []]
     assert rollout_sampling_kwargs(4, 0.7, 16, eos, 11) == {"n": 4, "temperature": 0.7, "max_tokens": 16, "seed": 11,
                                                             "stop_token_ids": [eos], "detokenize": False,
-                                                            "logit_bias": None}
+                                                            "logprobs": 0, "logit_bias": None}
+    # logprobs=0: per position a {token: Logprob} with the sampled token (vLLM may add others)
+    lp = lambda v: type("Logprob", (), {"logprob": v})()  # noqa: E731
+    with_logprobs = [type("O", (), {"outputs": [
+        type("C", (), {"token_ids": [2, 3], "logprobs": [{2: lp(-0.5)}, {3: lp(-1.25), 7: lp(-0.1)}]})(),
+        type("C", (), {"token_ids": [], "logprobs": []})()]})()]
+    assert completion_logprobs(with_logprobs) == [[-0.5, -1.25], []]
+    assert pad_logprobs([[-0.5, -1.25], []], 3).tolist() == [[-0.5, -1.25, 0.0], [0.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="returned no log-probs"):
+        completion_logprobs([type("O", (), {"outputs": [type("C", (), {"token_ids": [1], "logprobs": None})()]})()])
     assert rollout_sampling_kwargs(1, 1.0, 4, eos, 0, [3, 4])["logit_bias"] == {3: -100.0, 4: -100.0}
     for name in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -509,6 +532,35 @@ def test_vllm_engine_samples_and_gets_the_policy_weights_after_every_update(benc
     policy = trainer.acc.unwrap_model(trainer.model).state_dict()
     assert all(torch.equal(served[k], policy[k]) for k in policy)
     assert not torch.equal(served["lm_head.weight"], load_policy(str(model), torch.float32)[0].lm_head.weight)
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "sequence_mask"])
+def test_rollout_is_logs_engine_vs_trainer_log_probs_and_weights_the_loss(bench_and_model, tmp_path, monkeypatch,
+                                                                           mode):
+    """hf samples from the policy it trains: the two log-probs agree and every weight is ~1.
+    The vLLM double samples uniformly: far from the policy, so weights are capped or masked."""
+    from tests.doubles import FakeVLLM
+
+    bench, model = bench_and_model
+    extra = ("format_warmup_steps=0", "steps=1", f"algo.rollout_is={mode}", "algo.rollout_is_threshold=1.5",
+             "algo.early_filter=false", "rollout.temperature=0.8")
+    hf = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml", quick(bench, model, tmp_path / "h", *extra)))
+    m = hf.train_step()
+    assert m["logprob_abs_diff"] < 1e-4 and m["logprob_pearson"] > 0.9999
+    assert m["is_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    fake = FakeVLLM(lambda path: load_policy(path, torch.float32)[0])
+    monkeypatch.setitem(sys.modules, "vllm", fake.module)
+    far = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml",
+                              quick(bench, model, tmp_path / "v", "rollout.engine=vllm", *extra)))
+    scored = far.sample_and_score([far.items[i] for i in range(7)])
+    old = far._score(far.acc.unwrap_model(far.model), scored.prompts, scored.responses)[0].detach()
+    (weights,) = far._rollout_is_weights([old], scored.rollout_logp, scored.mask, [list(range(len(old)))])
+    expected = rollout_is_weights(old, scored.rollout_logp, scored.mask, mode, 1.5)
+    assert torch.equal(weights, expected) and (weights <= 1.5).all() and weights[scored.mask.bool()].min() < 1.0
+    m = far.train_step()
+    assert m["logprob_abs_diff"] > 0.1 and m["is_weight_mean"] < 1.0
+    off = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml", quick(bench, model, tmp_path / "n", *extra[:2])))
+    assert "is_weight_mean" not in off.train_step() and off._rollout_is_weights([old], None, scored.mask, [[0]]) == [None]
 
 
 def test_vllm_engine_without_vllm_says_what_to_install(bench_and_model, tmp_path, monkeypatch):
