@@ -227,7 +227,8 @@ def annotate(
     dtype: Annotated[str, typer.Option(help="hf: float32, bfloat16, float16 or auto.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="hf: sequences per forward pass.")] = 8,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per engine.")] = 1,
-    frames: Annotated[int, typer.Option(help="Extraction: frames per video.")] = 16,
+    frames: Annotated[int | None, typer.Option(help="Extraction: frames per video (default: the settings of "
+                                                     "OUT's own extraction, `maple-data extract`, else 16).")] = None,
     workers: Annotated[int, typer.Option(help="Extraction: worker processes.")] = 1,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when QA rows or videos failed.")] = False,
@@ -242,8 +243,7 @@ def annotate(
     from maple_data.ablation import AblationSettings, Item, run_annotate
     from maple_data.backends import load_backend
     from maple_data.backends.model_source import check_model
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
+    from maple_data.extract import run_extract, settings_for_reuse
     from maple_data.qa_input import read_qa_file
 
     try:
@@ -258,7 +258,7 @@ def annotate(
         typer.echo(str(fault))
     with progress_bar() as bar:
         task = bar.add_task("extract", total=None)
-        extracted = run_extract(videos_dir, out, ExtractSettings(frames=FrameSpec(count=frames)), workers=workers,
+        extracted = run_extract(videos_dir, out, settings_for_reuse(out, frames), workers=workers,
                                 on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task))
     for path, message in sorted(extracted.failed.items()):
         typer.echo(f"{videos_dir / path}: {message}")

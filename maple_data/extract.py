@@ -29,7 +29,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from maple_data.audio import AudioTrackDecoder
-from maple_data.durable import Journal
+from maple_data.durable import Journal, write_atomic
 from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_times
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.probe import MediaError, Probe, open_media, probe
@@ -42,6 +42,7 @@ SUBTITLE_SOURCES = ("sidecar", "embedded")
 AsrMode = Literal["off", "missing", "always"]
 EXTRACTED = "extracted"
 JOURNAL = "journal.jsonl"
+SETTINGS = "settings.json"  # the settings of the latest run: what later commands reuse
 SHARD_PREFIX = "media"
 
 
@@ -76,6 +77,35 @@ class ExtractSettings:
         """The extract key of a file with this content under these settings."""
         blob = json.dumps({"sha256": sha256, "settings": asdict(self)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExtractSettings:
+        """The inverse of ``asdict`` (as stored in ``extracted/settings.json``)."""
+        return cls(**{**raw, "frames": FrameSpec(**raw["frames"]), "subtitle_sources": tuple(raw["subtitle_sources"]),
+                      "languages": tuple(raw["languages"])})
+
+
+def saved_settings(work_dir: str | Path) -> ExtractSettings | None:
+    """The settings of the latest extraction into ``work_dir`` (None before the first)."""
+    path = Path(work_dir) / EXTRACTED / SETTINGS
+    if not path.exists():
+        return None
+    try:
+        return ExtractSettings.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: unreadable extraction settings ({exc}); delete it to extract with defaults") \
+            from None
+
+
+def settings_for_reuse(work_dir: str | Path, frames: int | None) -> ExtractSettings:
+    """What a command that extracts on the way (``annotate``) uses: the work folder's own
+    extraction settings, with the frame count replaced when ``frames`` is given; without an
+    earlier extraction, the defaults (``frames`` frames when given)."""
+    saved = saved_settings(work_dir) or ExtractSettings()
+    if frames is None or (saved.frames.fps is None and saved.frames.count == frames):
+        return saved
+    return ExtractSettings(**{**asdict(saved), "frames": FrameSpec(**{**asdict(saved.frames), "count": frames,
+                                                                          "fps": None})})
 
 
 @dataclass
@@ -253,6 +283,7 @@ def run_extract(
     root = Path(videos_dir)
     out_dir = Path(work_dir) / EXTRACTED
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / SETTINGS, json.dumps(asdict(settings), indent=1))
     paths = discover(root, extensions)
     summary = ExtractSummary(out_dir=out_dir)
     journal = Journal(out_dir / JOURNAL)

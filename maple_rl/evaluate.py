@@ -42,6 +42,7 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
     per_rmt, per_condition = defaultdict(list), defaultdict(list)
     by_item_input: dict[tuple[str, str], float] = {}
     said_none = right_none = is_none = 0
+    chances = []
     for row, texts in zip(rows, answers):
         picks = [parse_choice(t, row["options"] or ()) for t in texts]
         chosen = [row["options"][p] if p is not None else None for p in picks]
@@ -50,6 +51,7 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
         per_condition[condition].append(acc)
         if condition == "exact":
             per_rmt[row["rmt"]].append(acc)
+            chances.append(1 / max(len(row["options"] or ()), 1))
         by_item_input[(row["id"].split("@")[0], row.get("input_modalities") or row["rmt"])] = acc
         for c in chosen:
             said_none += c == NONE
@@ -69,6 +71,7 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
         "accuracy": _mean([a for v in per_condition.values() for a in v]),
         "per_rmt": {t: tags[t] for t in TAGS if t in tags},
         "items_per_rmt": {t: len(per_rmt[t]) for t in TAGS if t in per_rmt},
+        "chance": _mean(chances),  # expected accuracy of a uniform guess among the options (exact rows)
         "per_condition": {c: _mean(v) for c, v in sorted(per_condition.items())},
         "condition_rows": {c: len(v) for c, v in sorted(per_condition.items())},
         "uni_multi_gap": (_mean(multi) - _mean(uni)) if uni and multi else None,
@@ -79,33 +82,59 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
     }
 
 
-def bar_chart(values: dict[str, float | None], path: Path, title: str) -> None:
-    width, height, margin = 560, 300, 40
+LEFT = 50  # pixels left of a chart's plot area (the y axis labels)
+
+
+def _unit_axes(title: str, width: int = 600, height: int = 320, bottom: int = 50, top: int = 40):
+    """A white image with ``title`` and a y axis for values in [0, 1] (ticks 0, 0.5, 1); returns
+    the image, its drawing context, the y pixel of 0 and the pixels of a value of 1."""
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((margin, 10), title, fill="black")
-    bar = (width - 2 * margin) // max(len(values), 1) - 12
+    draw.text((LEFT, 10), title, fill="black")
+    base, plot = height - bottom, height - bottom - top
+    draw.line([(LEFT - 4, top), (LEFT - 4, base)], fill="black")
+    for tick in (0.0, 0.5, 1.0):
+        y = base - tick * plot
+        draw.line([(LEFT - 8, y), (LEFT - 4, y)], fill="black")
+        draw.text((8, y - 6), f"{tick:.1f}", fill="black")
+    return image, draw, base, plot
+
+
+def bar_chart(values: dict[str, float | None], path: Path, title: str, counts: dict[str, int] | None = None,
+              chance: float | None = None) -> None:
+    """PNG of one bar per name (values in [0, 1]): a y axis with 0 / 0.5 / 1, each bar's value
+    (``n/a`` without items) and item count ``n`` under its name, and a dashed chance line."""
+    image, draw, base, plot = _unit_axes(title)
+    width, left = image.width, LEFT
+    bar = (width - left - 20) // max(len(values), 1) - 12
     for i, (name, value) in enumerate(values.items()):
-        x = margin + i * (bar + 12)
-        h = (value or 0.0) * (height - 2 * margin - 20)
-        draw.rectangle([x, height - margin - h, x + bar, height - margin], fill=(66, 133, 244))
-        draw.text((x, height - margin + 6), name, fill="black")
-        draw.text((x, height - margin - h - 14), "-" if value is None else f"{value:.2f}", fill="black")
+        x = left + i * (bar + 12)
+        h = (value or 0.0) * plot
+        draw.rectangle([x, base - h, x + bar, base], fill=(66, 133, 244))
+        draw.text((x, base + 6), name, fill="black")
+        draw.text((x, base + 22), f"n={(counts or {}).get(name, 0)}", fill="gray")
+        draw.text((x, base - h - 14), "n/a" if value is None else f"{value:.2f}", fill="black")
+    if chance is not None:
+        y = base - chance * plot
+        for x in range(left, width - 20, 12):
+            draw.line([(x, y), (x + 6, y)], fill=(219, 68, 55))
+        draw.text((width - 110, y - 14), f"chance {chance:.2f}", fill=(219, 68, 55))
     image.save(path, format="PNG")
 
 
 def curve_chart(metrics_path: Path, path: Path) -> None:
+    """PNG of the mean reward (y, 0 to 1) per training step (x, first and last step labelled)."""
     points = [(p["step"], p["reward"]) for p in Journal.read(metrics_path) if "reward" in p]
-    width, height, margin = 560, 300, 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((margin, 10), "mean reward per training step", fill="black")
+    image, draw, base, plot = _unit_axes("mean reward per training step")
+    right = image.width - 20
     if len(points) > 1:
         steps = [s for s, _ in points]
-        xy = [(margin + (s - steps[0]) / (steps[-1] - steps[0] or 1) * (width - 2 * margin),
-               height - margin - r * (height - 2 * margin)) for s, r in points]
+        xy = [(LEFT + (s - steps[0]) / (steps[-1] - steps[0] or 1) * (right - LEFT),
+               base - min(max(r, 0.0), 1.0) * plot) for s, r in points]
         draw.line(xy, fill=(219, 68, 55), width=2)
-    draw.line([(margin, height - margin), (width - margin, height - margin)], fill="black")
+        draw.text((LEFT, base + 6), f"step {steps[0]}", fill="black")
+        draw.text((right - 60, base + 6), f"step {steps[-1]}", fill="black")
+    draw.line([(LEFT - 4, base), (right, base)], fill="black")
     image.save(path, format="PNG")
 
 
@@ -139,18 +168,22 @@ def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "eval.json", json.dumps(result, indent=1))
-    bar_chart({t: result["per_rmt"].get(t) for t in TAGS}, out / "per_rmt.png", "accuracy per RMT (exact inputs)")
+    bar_chart({t: result["per_rmt"].get(t) for t in TAGS}, out / "per_rmt.png", "accuracy per RMT (exact inputs)",
+              result["items_per_rmt"], result["chance"])
     if metrics is not None and Path(metrics).exists():
         curve_chart(Path(metrics), out / "training.png")
     lines = [f"# Evaluation of `{model}`", "", f"{data} `{config}` / `{split}`, {len(rows)} rows, pass@1 over "
              f"k = {k}.", "", "| RMT | " + " | ".join(TAGS) + " |", "|---|" + "---|" * len(TAGS),
-             "| accuracy | " + " | ".join("-" if result["per_rmt"].get(t) is None else f"{result['per_rmt'][t]:.3f}"
-                                          for t in TAGS) + " |", ""]
+             "| accuracy | " + " | ".join("n/a" if result["per_rmt"].get(t) is None
+                                          else f"{result['per_rmt'][t]:.3f}" for t in TAGS) + " |",
+             "| items | " + " | ".join(str(result["items_per_rmt"].get(t, 0)) for t in TAGS) + " |", "",
+             f"- chance (a uniform guess among the options): "
+             f"{'n/a (no items)' if result['chance'] is None else format(result['chance'], '.3f')}"]
     for key in ("accuracy", "uni_multi_gap", "modality_gap", "fusion_gain", "none_precision", "none_recall"):
         value = result[key]
-        lines.append(f"- {key.replace('_', ' ')}: {'n/a' if value is None else f'{value:.3f}'}")
-    lines += ["", "| condition | accuracy |", "|---|---|"]
-    lines += [f"| {c} | {a:.3f} |" for c, a in result["per_condition"].items()]
+        lines.append(f"- {key.replace('_', ' ')}: {'n/a (undefined here)' if value is None else f'{value:.3f}'}")
+    lines += ["", "| condition | accuracy | rows |", "|---|---|---|"]
+    lines += [f"| {c} | {a:.3f} | {result['condition_rows'][c]} |" for c, a in result["per_condition"].items()]
     lines += ["", "![accuracy per RMT](per_rmt.png)"] + (["", "![training](training.png)"]
                                                            if (out / "training.png").exists() else [])
     write_atomic(out / "eval.md", "\n".join(lines) + "\n")

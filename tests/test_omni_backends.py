@@ -168,6 +168,35 @@ def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, tiny_omni
     assert (work / "ablation" / "settings.json").exists()
 
 
+def test_annotate_after_a_custom_extract_reuses_it(synth_corpus, seven_items, tiny_omni, tmp_path):
+    """It used to re-extract with default settings (plus --frames) and drop the custom rows."""
+    from maple_data.extract import EXTRACTED, SETTINGS, media_schema, saved_settings, settings_for_reuse
+    from maple_data.shards import ShardReader
+
+    work = tmp_path / "work"
+    extract = ["extract", str(synth_corpus / "videos"), "-o", str(work), "--frames", "5", "--max-pixels", "20000"]
+    assert CliRunner().invoke(app, extract).exit_code == 0
+    custom = saved_settings(work)
+    assert (custom.frames.count, custom.frames.max_pixels) == (5, 20000)
+
+    def extracted() -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {r["id"]: (r["extract_key"], len(r["frames"]), r["video_meta"]["width"] * r["video_meta"]["height"])
+                for r in ShardReader(work / EXTRACTED, schema=media_schema())}
+
+    before = extracted()
+    assert all(n == 5 and pixels <= 20000 for _, n, pixels in before.values())
+    args = annotate_args(synth_corpus, seven_items, work, tiny_omni, "--samples", "1")
+    without_frames = args[:args.index("--frames")] + args[args.index("--frames") + 2:]
+    result = CliRunner().invoke(app, without_frames)
+    assert result.exit_code == 0, result.output
+    assert extracted() == before and saved_settings(work) == custom  # nothing re-extracted
+    assert settings_for_reuse(work, 5) == custom and settings_for_reuse(work, 6).frames.max_pixels == 20000
+    assert settings_for_reuse(tmp_path / "fresh", None).frames.count == 16
+    (work / EXTRACTED / SETTINGS).write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable extraction settings"):
+        saved_settings(work)
+
+
 @pytest.mark.slow
 def test_annotate_killed_then_resumed_never_redoes_or_duplicates_a_subset(synth_corpus, seven_items, tiny_omni,
                                                                            tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from maple_data.rmt import TAGS
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
@@ -145,6 +146,9 @@ def test_summarise_metrics_by_hand():
     assert result["uni_multi_gap"] == -0.5 and result["modality_gap"] == 0.5
     assert result["fusion_gain"] == pytest.approx(0.5)  # item a: VAS 1.0 - best single (V) 0.5
     assert result["none_precision"] == 1.0 and result["none_recall"] == 0.5  # said None once, right; 1 of 2
+    assert result["chance"] == 0.5 and result["items_per_rmt"] == {"V": 1, "VA": 1}  # two options per exact row
+    only_v = summarise(rows[:1], answers[:1])  # one tag: no uni/multi gap, no fusion gain, no None rows
+    assert only_v["uni_multi_gap"] is None and only_v["fusion_gain"] is None and only_v["none_recall"] is None
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -424,7 +428,11 @@ def test_cli_train_then_eval(bench_and_model, tmp_path):
     assert report["rows"] > 0 and 0.0 <= report["accuracy"] <= 1.0
     assert set(report["per_condition"]) <= {"exact", "superset", "deficit"}
     assert (tmp_path / "report" / "per_rmt.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "report" / "training.png").exists() and "accuracy" in (tmp_path / "report" / "eval.md").read_text()
+    md = (tmp_path / "report" / "eval.md").read_text()
+    assert (tmp_path / "report" / "training.png").exists() and "| accuracy |" in md
+    items = next(line for line in md.splitlines() if line.startswith("| items |"))
+    assert [int(n) for n in items.strip("| ").split(" | ")[1:]] == [report["items_per_rmt"].get(t, 0) for t in TAGS]
+    assert f"- chance (a uniform guess among the options): {report['chance']:.3f}" in md
 
 
 def config_overrides(config) -> list[str]:
