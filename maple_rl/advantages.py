@@ -4,7 +4,7 @@ Shapes: ``rewards`` (N,) float, one scalar reward per response; ``group_ids`` (N
 the prompt each response answers (responses of one prompt form a group of size G);
 ``strata`` (N,) int >= 0, the RMT index of each response (``maple_data.rmt.tag_index``).
 Every estimator returns advantages (N,), a scalar per response that the loss broadcasts
-over its tokens. Formulas and sources: ``ALGORITHMS.md`` sections 1, 2, 4, 5; ``eps``
+over its tokens. Formulas and sources: ``docs/algorithms.md`` §2-§5; ``eps``
 defaults to 1e-6. Select by name with :func:`compute_advantages`.
 """
 

@@ -1,6 +1,6 @@
 """``maple-rl eval``: accuracy per RMT and condition, gaps, None-option precision/recall.
 
-Metrics (``../ALGORITHMS.md`` section 7; **ours** where the paper is silent):
+Metrics (``docs/algorithms.md`` §12; **ours** where the paper is silent):
 - accuracy = pass@1 averaged over ``k`` samples (greedy when ``k == 1`` and temperature 0);
 - per RMT and per condition (exact / superset / deficit, from the rows' input modalities);
 - uni/multi gap = mean accuracy over bi+tri tags - mean over uni tags (exact rows);

@@ -4,7 +4,7 @@ entropy bonus, and the rollout-engine / trainer log-prob mismatch (diagnostics a
 Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``mask``, ``entropy``, ``is_weights``: (B, T) per
 response token (``mask`` 1 for response tokens, 0 for padding); ``advantages`` (B,) or (B, T);
 ``strata`` (B,) int RMT index; ``stratum_weights`` (n_strata,) indexed by stratum.
-Formulas: ``ALGORITHMS.md`` sections 1 and 2.
+Formulas: ``docs/algorithms.md`` §6 (stratum averaging: §6.4).
 
 Aggregations under TRL's ``loss_type`` names resolve to the same functions:
 

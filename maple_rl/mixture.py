@@ -1,4 +1,4 @@
-"""Data-mixture search (MoDoMoDo, arXiv 2505.24871; ``ALGORITHMS.md`` section 6).
+"""Data-mixture search (MoDoMoDo, arXiv 2505.24871; ``docs/algorithms.md`` §10).
 
 Pilot runs with mixtures ``w`` (points of the simplex over m domains, e.g. the 7 RMT
 strata) give scores. A quadratic surrogate ``L(w) = a + b.w + w'Cw`` is fitted by least

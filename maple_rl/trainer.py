@@ -49,9 +49,10 @@ from maple_data.rmt import TAGS, tag_index
 from maple_rl.advantages import compute_advantages
 from maple_rl.config import LoraConfig, TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
+from maple_rl.estimator_hooks import hook_for
 from maple_rl.filtering import RefillResult, refill, zero_variance_mask
 from maple_rl.losses import KL_ESTIMATORS, logprob_mismatch, policy_loss, rollout_is_weights
-from maple_rl.mssr import BetaTracker, entropy_shaped_advantages
+from maple_rl.mssr import entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
 from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout, request_seed
 from maple_rl.sampler import StratifiedSampler
@@ -170,6 +171,18 @@ class GroupSample:
 
 
 @dataclass
+class StepOutcome:
+    """Every rank's responses of one step, merged (M responses in all): what the adaptive
+    weights, the curriculum and the step's metrics read."""
+
+    tags: list[str]  # (M,) RMT of each response
+    rewards: torch.Tensor  # (M,) float64 total reward
+    correct: torch.Tensor  # (M,) float64 correctness component
+    zero_variance: torch.Tensor  # (M,) float64 1 in a group whose rewards are all equal
+    truncated: torch.Tensor  # (M,) float64 1 without EOS within max_new_tokens
+
+
+@dataclass
 class Scored:
     """One batch's sampled responses with their rewards and advantages; rows are the
     N*G sequences (G per record, record-major)."""
@@ -235,9 +248,9 @@ class Trainer:
         self.sampler = StratifiedSampler([r["rmt"] for r in self.items], config.sampling, total_steps=config.steps,
                                          seed=config.seed)
         self.weights = AdaptiveWeights(config.weights)
-        self.tracker = BetaTracker()
+        self.estimator_hook = hook_for(config.algo.estimator)  # e.g. MSSR's value tracker
         self.counter = StepCounter()
-        for obj in (self.sampler, self.weights, self.tracker, self.counter, self.reference):
+        for obj in (self.sampler, self.weights, self.estimator_hook, self.counter, self.reference):
             if obj is not None:
                 self.acc.register_for_checkpointing(obj)
         self.engine = self._rollout_engine()
@@ -386,11 +399,8 @@ class Trainer:
         group_ids = torch.arange(len(records)).repeat_interleave(G)
         tag_ids = torch.tensor([tag_index(rec["rmt"]) for rec in records]).repeat_interleave(G)
         strata = tag_ids if cfg.algo.stratify_by == "rmt" else torch.zeros_like(tag_ids)
-        options = dict(cfg.algo.estimator_options)
-        if cfg.algo.estimator == "mssr":
-            options["baselines"] = self.tracker.baselines([rec["id"] for rec in records for _ in range(G)])
-        if cfg.algo.estimator == "mixed":  # its success rate counts correct answers, not the summed reward
-            options["successes"] = torch.tensor([correctness(c) for c in comps], dtype=torch.float64)
+        options = dict(cfg.algo.estimator_options) | self.estimator_hook.options(
+            [rec["id"] for rec in records for _ in range(G)], comps)
         zero_variance = zero_variance_mask(rewards, group_ids) if G > 1 else torch.zeros(len(texts), dtype=torch.bool)
         truncated = ~(responses == self.eos_id).any(dim=1)
         keep = ~zero_variance if cfg.algo.early_filter else torch.ones(len(texts), dtype=torch.bool)
@@ -420,45 +430,65 @@ class Trainer:
         return torch.cat(out)
 
     def train_step(self) -> dict[str, Any]:
-        cfg, start = self.config, time.perf_counter()
-        rank, world = self.acc.process_index, self.acc.num_processes
-        batch = self.sampler.next_batch()
-        self.prepared.clear()  # last step's prompts
-        G = cfg.rollout.group_size
-        scored = self.sample_and_score([self.items[i] for i in batch[rank::world]])
-        records, rewards, comps, tag_ids = scored.records, scored.rewards, scored.components, scored.tag_ids
+        """One step, as named steps: draw the prompts -> rollout, rewards, zero-variance
+        filter / refill and advantages -> old log-probs and the policy update -> the
+        estimator's own state -> adaptive weights and curriculum -> metrics."""
+        start = time.perf_counter()
+        records, n_prompts = self.draw_prompts()
+        scored = self.sample_and_score(records)
         stats = self._update(scored)
-        if cfg.algo.estimator == "mssr":  # forgetting follows the drift: KL to the reference, else old vs new
-            self.tracker.update([rec["id"] for rec in records for _ in range(G)], rewards.tolist())
-            self.tracker.rho.observe(stats.get("kl_ref", abs(stats["approx_kl"])))
-        # adaptive weights and curriculum from every rank's rewards (ranks hold different counts)
-        from accelerate.utils import gather_object
-
-        local = [(int(t), float(r), correctness(c), bool(z), bool(cut))
-                 for t, r, c, z, cut in zip(tag_ids, rewards, comps, scored.zero_variance, scored.truncated)]
-        merged = gather_object(local) if self.acc.num_processes > 1 else local
-        all_tags = [row[0] for row in merged]
-        all_rewards, all_correct, all_zero_variance, all_truncated = (
-            torch.tensor([row[k] for row in merged], dtype=torch.float64) for k in (1, 2, 3, 4))
-        tags = [TAGS[int(t)] for t in all_tags]
-        if cfg.weights.adaptive:
-            self.weights.update(tags, all_rewards.tolist())
-            if cfg.sampling.curriculum == "dynamic":
-                self.sampler.set_weights(self.weights.weights())
+        G = self.config.rollout.group_size
+        self.estimator_hook.observe([rec["id"] for rec in scored.records for _ in range(G)], scored.rewards.tolist(),
+                                    stats)
+        outcome = self._gather_outcome(scored)
+        self._update_weights(outcome)
         self.scheduler.step()
         self.counter.step += 1
+        metrics = self._step_metrics(scored, outcome, stats, n_prompts)
+        metrics["seconds"] = time.perf_counter() - start
+        return metrics
+
+    def draw_prompts(self) -> tuple[list[dict[str, Any]], int]:
+        """The stratified sampler's global batch (the same on every rank): this rank's share of
+        the records (every world_size-th), and the global batch size."""
+        batch = self.sampler.next_batch()
+        self.prepared.clear()  # last step's prompts
+        return [self.items[i] for i in batch[self.acc.process_index::self.acc.num_processes]], len(batch)
+
+    def _gather_outcome(self, scored: Scored) -> StepOutcome:
+        """Every rank's responses of the step, merged (ranks hold different counts)."""
+        from accelerate.utils import gather_object
+
+        local = [(int(t), float(r), correctness(c), bool(z), bool(cut)) for t, r, c, z, cut in
+                 zip(scored.tag_ids, scored.rewards, scored.components, scored.zero_variance, scored.truncated)]
+        merged = gather_object(local) if self.acc.num_processes > 1 else local
+        rewards, correct, zero_variance, truncated = (
+            torch.tensor([row[k] for row in merged], dtype=torch.float64) for k in (1, 2, 3, 4))
+        return StepOutcome([TAGS[row[0]] for row in merged], rewards, correct, zero_variance, truncated)
+
+    def _update_weights(self, outcome: StepOutcome) -> None:
+        """Adaptive stratum weights from every rank's rewards; the dynamic curriculum follows them."""
+        if self.config.weights.adaptive:
+            self.weights.update(outcome.tags, outcome.rewards.tolist())
+            if self.config.sampling.curriculum == "dynamic":
+                self.sampler.set_weights(self.weights.weights())
+
+    def _step_metrics(self, scored: Scored, outcome: StepOutcome, stats: dict[str, float],
+                      n_prompts: int) -> dict[str, Any]:
+        """The step's ``metrics.jsonl`` line (rewards and fractions over every rank)."""
+        cfg, comps = self.config, scored.components
         per_tag: dict[str, list[float]] = {}
-        for tag, value in zip(tags, all_rewards.tolist()):
+        for tag, value in zip(outcome.tags, outcome.rewards.tolist()):
             per_tag.setdefault(tag, []).append(value)
         metrics = {
-            "step": self.counter.step, "reward": float(all_rewards.mean()), "accuracy": float(all_correct.mean()),
+            "step": self.counter.step, "reward": float(outcome.rewards.mean()),
+            "accuracy": float(outcome.correct.mean()),
             "reward_per_rmt": {t: sum(v) / len(v) for t, v in sorted(per_tag.items(), key=lambda kv: TAGS.index(kv[0]))},
             "stratum_weights": self.weights.weights(),
-            "zero_variance_fraction": float(all_zero_variance.mean()),
-            "truncated_fraction": float(all_truncated.mean()),
+            "zero_variance_fraction": float(outcome.zero_variance.mean()),
+            "truncated_fraction": float(outcome.truncated.mean()),
             "reward_components": {k: sum(c.get(k, 0.0) for c in comps) / len(comps) for k in sorted({*comps[0]})},
-            "lr": float(self.scheduler.get_last_lr()[0]), "prompts": len(batch),
-            "seconds": time.perf_counter() - start, **stats,
+            "lr": float(self.scheduler.get_last_lr()[0]), "prompts": n_prompts, **stats,
         }
         if scored.kl is not None:  # KL in the reward: mean per response token over every rank
             kl_sum, tokens = self.acc.reduce(torch.tensor([float(scored.kl.sum()), float(scored.mask.sum())],
@@ -469,7 +499,9 @@ class Trainer:
             metrics["refilled"] = int(self.acc.reduce(torch.tensor(scored.refilled, device=self.acc.device),
                                                       reduction="sum"))
         if cfg.log_samples_every and self.counter.step % cfg.log_samples_every == 0:
-            metrics["samples"] = [{"item": rec["id"], "completion": scored.texts[k * G]} for k, rec in enumerate(records[:2])]
+            G = cfg.rollout.group_size
+            metrics["samples"] = [{"item": rec["id"], "completion": scored.texts[k * G]}
+                                  for k, rec in enumerate(scored.records[:2])]
         return metrics
 
     def _reference_logprobs(self, prompts, responses: torch.Tensor) -> torch.Tensor | None:

@@ -1,4 +1,4 @@
-"""Difficulty-adaptive stratum weights (MAPLE, ``ALGORITHMS.md`` section 3).
+"""Difficulty-adaptive stratum weights (MAPLE, ``docs/algorithms.md`` §7).
 
 Difficulty of tag M: ``D_M = KL(p_emp(M) || p_tgt)``, ``p_emp`` the add-one smoothed
 histogram of the last ``window`` rewards of M over ``bins`` equal bins of [0, 1],

@@ -51,6 +51,35 @@ def test_readme_names_the_commands_that_ci_runs():
     assert "install torch==2.13.0" in makefile.split("install:")[1].split("test:")[0]
 
 
+def layout_entries() -> set[str]:
+    """Paths named in the README's layout picture: an entry indented under a folder entry
+    (``name/``) belongs to it."""
+    block = re.search(r"## Layout\n\n```\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S).group(1)
+    entries, folders = set(), []  # folders: (indent, path) of the enclosing folder entries
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 12):  # a description's continuation line
+            continue
+        indent, name = len(line) - len(line.lstrip()), line.split()[0].rstrip(",")
+        folders = [(i, f) for i, f in folders if i < indent]
+        path = (folders[-1][1] if folders else "") + name
+        entries.add(path.rstrip("/"))
+        if name.endswith("/"):
+            folders.append((indent, path))
+    return entries
+
+
+def test_readme_layout_picture_matches_the_package_tree():
+    entries = layout_entries()
+    modules = {str(p.relative_to(ROOT).with_suffix("")) + ".py" for package in ("maple_data", "maple_rl")
+               for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}
+    subpackages = {str(p.parent.relative_to(ROOT)) for package in ("maple_data", "maple_rl")
+                   for p in (ROOT / package).glob("*/__init__.py")}
+    assert modules - entries == set(), "modules missing from the README layout"
+    assert subpackages - entries == set(), "subpackages missing from the README layout"
+    named = {e for e in entries if e.startswith(("maple_data/", "maple_rl/", "docs/"))}
+    assert {e for e in named if not (ROOT / e).exists()} == set(), "layout names files that do not exist"
+
+
 def test_schema_doc_is_generated_from_the_schema():
     assert (ROOT / "docs/schema.md").read_text() == schema_markdown()
 
