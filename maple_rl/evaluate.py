@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from maple_data.answers import parse_choice
-from maple_data.backends.hf import HFBackend
+from maple_data.backends import Backend, load_backend
 from maple_data.durable import Journal, write_atomic
 from maple_data.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_size
@@ -144,14 +144,16 @@ def eval_rows(data: str, config: str = "qa_exact", split: str = "test",
     return [r for r in load_items(data, config, split, "qa") if (r.get("condition") or "exact") in conditions]
 
 
-def score(backend: HFBackend, rows: list[dict[str, Any]], *, k: int = 1, temperature: float = 0.0,
+def score(backend: Backend, rows: list[dict[str, Any]], *, k: int = 1, temperature: float = 0.0,
           max_new_tokens: int = 16) -> dict[str, Any]:
-    """:func:`summarise` of ``backend``'s answers to ``rows`` (no files written)."""
+    """:func:`summarise` of ``backend``'s answers to ``rows`` (no files written); prompts go
+    ``backend.batch_size`` at a time (a vLLM engine, which batches itself, takes them all)."""
     prompts = [build_prompt(r["question"], r["options"], media_of(r), r.get("input_modalities") or r["rmt"])
                for r in rows]
     answers = []
-    for start in range(0, len(prompts), backend.batch_size):
-        answers += backend.generate(prompts[start:start + backend.batch_size], k, temperature=temperature,
+    step = getattr(backend, "batch_size", None) or max(len(prompts), 1)
+    for start in range(0, len(prompts), step):
+        answers += backend.generate(prompts[start:start + step], k, temperature=temperature,
                                     max_new_tokens=max_new_tokens)
     return summarise(rows, answers)
 
@@ -159,11 +161,12 @@ def score(backend: HFBackend, rows: list[dict[str, Any]], *, k: int = 1, tempera
 def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact", split: str = "test",
              conditions: tuple[str, ...] = ("exact", "superset", "deficit"), k: int = 1, temperature: float = 0.0,
              max_new_tokens: int = 16, batch_size: int = 8, metrics: str | Path | None = None,
-             device: str = "auto") -> dict[str, Any]:
-    """Evaluate ``model`` on ``data`` and write the report files to ``out``."""
+             device: str = "auto", engine: str = "hf") -> dict[str, Any]:
+    """Evaluate ``model`` on ``data`` and write the report files to ``out``. ``engine``: ``hf``
+    (transformers on ``device``) or ``vllm`` (a vLLM engine: GPU, or vLLM's CPU build)."""
     rows = eval_rows(data, config, split, conditions)
-    backend = HFBackend(model, device=device, batch_size=batch_size)
-    result = {"model": model, "data": str(data), "config": config, "split": split, "k": k,
+    backend = load_backend(engine, model, **({"device": device, "batch_size": batch_size} if engine == "hf" else {}))
+    result = {"model": model, "data": str(data), "config": config, "split": split, "k": k, "engine": engine,
               **score(backend, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

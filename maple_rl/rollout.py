@@ -5,7 +5,11 @@
   parallel size 1, ``distributed_executor_backend="external_launcher"`` so it joins the
   ranks accelerate started), sampling ``n = G`` per prompt; before a rollout that follows
   a weight change, the policy's weights are loaded into it through ``LLM.collective_rpc``
-  and its prefix cache is reset (cached KV blocks were computed with the old weights).
+  under the names the engine serves (:data:`ENGINE_WEIGHT_PREFIXES`: vLLM serves a
+  Qwen2.5-Omni Thinker inside the full model, as ``thinker.*``) and its prefix cache is
+  reset (cached KV blocks were computed with the old weights). Engine settings (length cap,
+  eager mode and float32 on vLLM's CPU build) are the annotation backend's
+  (``maple_data.backends.vllm.engine_options``).
   Requests use the same prompt convention as annotation
   (``maple_data.backends.vllm.build_request``).
 
@@ -23,12 +27,13 @@ sends one ``SamplingParams`` per prompt with ``seed = request_seed`` and ``n = G
 samples child ``j`` of that request from ``seed + j``, and two requests' ranges
 ``[seed, seed + G)`` of 63-bit hashed seeds overlap with probability about ``2 G / 2^63``.
 The request building, sampling parameters, response padding and weight listing are pure
-and tested without vLLM; the engine itself needs a GPU machine.
+and tested without vLLM; the engine itself is tested with vLLM's CPU build (``make test-vllm``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -37,8 +42,16 @@ from typing import Any, Protocol
 
 import torch
 
-from maple_data.backends.vllm import build_request, placeholder_tokens, sampling_kwargs
-from maple_data.errors import MissingExtra
+from maple_data.backends.omni_folder import architecture, vllm_folder
+from maple_data.backends.vllm import (
+    build_request,
+    engine_options,
+    load_vllm,
+    placeholder_tokens,
+    prepare_engine_env,
+    sampling_kwargs,
+    vllm_on_cpu,
+)
 from maple_data.prompts import Prompt
 
 
@@ -141,17 +154,47 @@ def rollout_sampling_kwargs(group_size: int, temperature: float, max_new_tokens:
         "logit_bias": {int(t): -100.0 for t in suppressed} or None}
 
 
+# names the engine serves a policy's weights under, per architecture of the served model
+# folder (``config.json`` ``architectures``): a prefix before the policy's checkpoint names
+ENGINE_WEIGHT_PREFIXES: dict[str, str] = {
+    "Qwen2_5OmniForConditionalGeneration": "thinker.",  # the Thinker inside the full Qwen2.5-Omni model
+    "Qwen3OmniMoeForConditionalGeneration": "thinker.",
+}
+
+
+def checkpoint_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s tensors under the names ``save_pretrained`` writes, as it writes them: a
+    tied tensor under the name it keeps, and the names transformers 5 renames in memory (a
+    Thinker's ``model.language_model.*``) renamed back."""
+    state = model.state_dict()
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+        from transformers.modeling_utils import remove_tied_weights_from_state_dict
+    except ImportError:  # older transformers: in-memory names are checkpoint names
+        return state
+    return revert_weight_conversion(model, remove_tied_weights_from_state_dict(dict(state), model))
+
+
 def weight_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of every parameter and buffer under its checkpoint name (the
     names ``save_pretrained`` writes, which vLLM's ``load_weights`` maps itself); a
     tensor shared by two names (tied embeddings) is listed once."""
     seen: set[int] = set()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in checkpoint_state(model).items():
         key = tensor.data_ptr()
         if key in seen:
             continue
         seen.add(key)
         yield name, tensor.detach()
+
+
+def engine_weight_items(model: torch.nn.Module, served: str | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """:func:`weight_items` named as an engine serving architecture ``served`` expects:
+    :data:`ENGINE_WEIGHT_PREFIXES` ``[served]`` before each name (kept once when the policy
+    was loaded from a folder whose names had it already)."""
+    prefix = ENGINE_WEIGHT_PREFIXES.get(served or "", "")
+    for name, tensor in weight_items(model):
+        yield prefix + name.removeprefix(prefix), tensor
 
 
 def external_launcher_env(rank: int, world_size: int, local_rank: int) -> dict[str, str]:
@@ -163,11 +206,20 @@ def external_launcher_env(rank: int, world_size: int, local_rank: int) -> dict[s
 
 
 class WeightLoaderExtension:
-    """Mixed into vLLM's GPU worker (``worker_extension_cls``): loads ``(name, tensor)``
+    """Mixed into vLLM's worker (GPU or CPU; ``worker_extension_cls``): loads ``(name, tensor)``
     pairs into the model it serves."""
 
     def maple_load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> int:
-        self.model_runner.model.load_weights(weights=weights)  # type: ignore[attr-defined]
+        """Load ``weights`` (checkpoint names): through the runner's in-place reload where vLLM
+        has one (it redoes each layer's post-load processing, e.g. the CPU kernels' packed
+        weights, and drops the encoder and multimodal caches computed with the old weights),
+        else straight into the model."""
+        runner = self.model_runner  # type: ignore[attr-defined]
+        reload = getattr(runner, "reload_weights", None)
+        if reload is not None and "weights_iterator" in inspect.signature(reload).parameters:
+            reload(weights_iterator=iter(weights), is_checkpoint_format=True)
+        else:
+            runner.model.load_weights(weights=weights)
         return len(weights)
 
 
@@ -248,23 +300,27 @@ class HFRollout:
 
 
 class VLLMRollout:
-    """A colocated vLLM engine (see the module docstring); one per rank."""
+    """A colocated vLLM engine (see the module docstring); one per rank. ``dtype``: the
+    policy's (``auto``: float32 on CPU, bfloat16 on GPU); ``max_model_len`` is capped at the
+    model's limit."""
 
     def __init__(self, model_path: str, spec: SamplingSpec, *, gpu_memory_utilization: float, max_model_len: int,
-                 rank: int, world_size: int, local_rank: int) -> None:
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise MissingExtra("rollout.engine=vllm needs vLLM on a GPU machine: pip install 'maple-omni[vllm]'"
-                               ) from exc
+                 rank: int, world_size: int, local_rank: int, dtype: str = "auto") -> None:
+        vllm = load_vllm("rollout.engine=vllm")
         os.environ.update(external_launcher_env(rank, world_size, local_rank))
+        cpu = vllm_on_cpu()
+        prepare_engine_env(cpu)
+        served = vllm_folder(model_path)
         self.spec = spec
         self.tokens = placeholder_tokens(model_path)
-        self.llm = LLM(model=model_path, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
-                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=rank,
-                       logprobs_mode="processed_logprobs",  # after temperature and logit bias, as sampled
-                       limit_mm_per_prompt={"video": 1, "audio": 1}, enable_prefix_caching=True,
-                       worker_extension_cls=f"{__name__}.WeightLoaderExtension")
+        self.llm = vllm.LLM(model=served, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
+                            gpu_memory_utilization=gpu_memory_utilization, seed=rank,
+                            logprobs_mode="processed_logprobs",  # after temperature and logit bias, as sampled
+                            worker_extension_cls=f"{__name__}.WeightLoaderExtension",
+                            **engine_options(served, dtype=dtype, max_model_len=max_model_len, cpu=cpu))
+        hf_config = getattr(getattr(getattr(self.llm, "llm_engine", None), "model_config", None), "hf_config", None)
+        names = getattr(hf_config, "architectures", None)  # what the engine loaded (a hub id has no local config)
+        self.architecture = names[0] if names else architecture(served)
 
     def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int | Sequence[int]) -> Rollout:
         """One ``SamplingParams`` per prompt, seeded with its :func:`prompt_seeds` entry."""
@@ -279,5 +335,12 @@ class VLLMRollout:
         return Rollout(responses, pad_logprobs(completion_logprobs(outputs), responses.shape[1]))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        self.llm.collective_rpc("maple_load_weights", args=(list(weight_items(model)),))
+        """Load ``model``'s weights under the served names, then drop every cache that holds
+        results of the old ones (prefix KV blocks; encoder outputs and, where vLLM has them,
+        the multimodal input caches that the in-place reload clears on the worker side)."""
+        self.llm.collective_rpc("maple_load_weights", args=(list(engine_weight_items(model, self.architecture)),))
         self.llm.reset_prefix_cache()
+        for reset in (getattr(self.llm, "reset_mm_cache", None),
+                      getattr(getattr(self.llm, "llm_engine", None), "reset_encoder_cache", None)):
+            if reset is not None:
+                reset()

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from maple_data.backends.model_source import check_model
+from maple_data.backends.omni_folder import PROCESSOR_FILES, complete_processor_files, save_omni
 from maple_data.backends.omni_inputs import OmniEncoder, to_device
 from maple_data.durable import PARTIAL, Journal, atomic_folder, fsync_tree, partial_path, swap_into_place, write_atomic
 from maple_data.errors import MissingExtra
@@ -64,8 +65,7 @@ LOSS_METRICS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl_ref", 
                 "is_weight_mean")  # per minibatch, averaged
 FROZEN_PARTS = {"vision": "visual", "audio": "audio_tower"}  # model.freeze names -> Qwen2.5-Omni Thinker modules
 CHECKPOINT_MARKER = "complete.json"  # written last: a checkpoint folder without it is ignored
-MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
-               "chat_template.jinja", "vocab.json", "merges.txt")
+MODEL_FILES = PROCESSOR_FILES  # tokenizer and processor files a model folder carries besides weights and config
 
 
 class StepCounter:
@@ -310,7 +310,8 @@ class Trainer:
         if r.engine == "vllm":
             return VLLMRollout(self.config.model.path, spec, gpu_memory_utilization=r.vllm_gpu_memory_utilization,
                                max_model_len=r.vllm_max_model_len, rank=self.acc.process_index,
-                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index)
+                               world_size=self.acc.num_processes, local_rank=self.acc.local_process_index,
+                               dtype=self.config.model.dtype)
         return HFRollout(self._encode, lambda: self.acc.unwrap_model(self.model), spec, self.forward_args)
 
     def _prompt(self, record: dict[str, Any]):
@@ -632,7 +633,9 @@ class Trainer:
 
     def save_final(self) -> Path:
         """``final/``: a complete model folder (with LoRA, the adapters merged into the base
-        weights, and the adapter alone in ``final/adapter``) plus the tokenizer files."""
+        weights, and the adapter alone in ``final/adapter``) plus the tokenizer files, in the
+        layout both transformers and vLLM load (a Qwen2.5-Omni Thinker inside the full config:
+        ``maple_data.backends.omni_folder``)."""
         final = self.out / "final"
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
@@ -641,11 +644,12 @@ class Trainer:
                 if self.config.model.lora.rank:
                     policy.save_pretrained(tmp / "adapter")
                     policy = copy.deepcopy(policy).merge_and_unload()
-                policy.save_pretrained(tmp)
+                save_omni(policy, tmp)
                 for name in MODEL_FILES:
                     source = Path(self.config.model.path) / name
                     if source.exists():
                         shutil.copy(source, tmp / name)
+                complete_processor_files(tmp)
         self.acc.wait_for_everyone()
         return final
 

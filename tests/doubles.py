@@ -94,7 +94,7 @@ class FakeVLLM:
                 worker_cls = type("Worker", (extension,), {})
                 self.worker = worker_cls()
                 self.worker.model_runner = type("ModelRunner", (), {})()
-                self.worker.model_runner.model = _LoadableModel(fake.load_model(model))
+                self.worker.model_runner.model = _LoadableModel(fake.load_model(model), model)
                 self.kwargs, self.calls = kwargs, []
                 fake.engines.append(self)
 
@@ -136,15 +136,28 @@ class FakeVLLM:
 
 class _LoadableModel:
     """The ``load_weights(weights=[(name, tensor)])`` interface of a vLLM model, over a
-    torch module; unknown names are errors (as in vLLM)."""
+    torch module, under the names vLLM serves: those of the served folder's weights file
+    (``thinker.*`` in a full Qwen2.5-Omni folder), each mapped to the module's tensor by
+    transformers' own save-time renaming; unknown names are errors (as in vLLM)."""
 
-    def __init__(self, module) -> None:
+    def __init__(self, module, folder: str) -> None:
+        from safetensors import safe_open
+        from transformers.core_model_loading import revert_weight_conversion
+
         self.module = module
         self.vocab_size = module.get_output_embeddings().weight.shape[0]
+        self.tensors = dict(module.state_dict())  # a bare module (no folder): its own names
+        weights = Path(folder) / "model.safetensors"
+        if weights.exists():
+            with safe_open(str(weights), "pt") as handle:
+                in_file = set(handle.keys())
+            prefix = "thinker." if all(n.startswith("thinker.") for n in in_file) else ""
+            saved = revert_weight_conversion(module, dict(module.state_dict()))  # same tensors, saved names
+            self.tensors = {prefix + name.removeprefix(prefix): tensor for name, tensor in saved.items()}
+            assert in_file <= set(self.tensors), sorted(in_file - set(self.tensors))[:3]
 
     def load_weights(self, weights) -> None:
-        state = self.module.state_dict()
         for name, tensor in weights:
-            if name not in state:
-                raise KeyError(f"no parameter {name!r} in the served model")
-            state[name].copy_(tensor)
+            if name not in self.tensors:
+                raise KeyError(f"There is no module or parameter named {name!r} in the served model")
+            self.tensors[name].copy_(tensor)

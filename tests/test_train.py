@@ -574,7 +574,8 @@ def test_rollout_is_logs_engine_vs_trainer_log_probs_and_weights_the_loss(bench_
 def test_vllm_engine_without_vllm_says_what_to_install(bench_and_model, tmp_path, monkeypatch):
     bench, model = bench_and_model
     monkeypatch.setitem(sys.modules, "vllm", None)  # import fails as when vLLM is absent
-    with pytest.raises(RuntimeError, match=r"needs vLLM on a GPU machine: pip install 'maple-omni\[vllm\]'"):
+    with pytest.raises(RuntimeError, match=r"rollout.engine=vllm needs vLLM: pip install 'maple-omni\[vllm\]' on a "
+                                           r"GPU machine, or its CPU build .*: make install-vllm"):
         Trainer(load_config(None, quick(bench, model, tmp_path / "x", "rollout.engine=vllm")))
 
 

@@ -1,6 +1,8 @@
 """A tiny Qwen2.5-Omni Thinker built in code: random weights, a byte-level BPE tokenizer
 trained on the fly, a Whisper feature extractor and the Qwen vision parameters, saved as
-a model folder that :class:`maple_data.backends.hf.HFBackend` loads like a real one.
+a model folder in the full Qwen2.5-Omni layout (:mod:`maple_data.backends.omni_folder`),
+which transformers (:class:`maple_data.backends.hf.HFBackend`, ``load_policy``) and vLLM
+load as the same model, like a real one.
 
 For tests and the offline demo, where nothing can be downloaded.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maple_data.answers import LETTERS
+from maple_data.backends.omni_folder import complete_processor_files, save_omni
 from maple_data.prompts import QA_INSTRUCTION, SYSTEM_PROMPT
 from maple_data.qwen_video import VisionSpec
 
@@ -40,13 +43,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
 @dataclass(frozen=True)
 class TinyOmniSize:
     """Sizes of a tiny Qwen2.5-Omni Thinker. ``hidden / heads`` is the attention head size
-    (vLLM's CPU attention needs 32, 64, 80, ...); ``max_pixels`` caps the frame area the
-    processor resizes to (a multiple of 28 x 28); ``tie_embeddings=False`` keeps a separate
-    output layer (vLLM ties a tied one to the embeddings and ignores a trained head)."""
+    (vLLM's CPU attention needs 32, 64, 80, ...: the defaults give 32); ``max_pixels`` caps
+    the frame area the processor resizes to (a multiple of 28 x 28); ``tie_embeddings=False``
+    keeps a separate output layer (written as such in the config, so that vLLM and
+    transformers both use the trained head)."""
 
     hidden: int = 32
     layers: int = 2
-    heads: int = 2
+    heads: int = 1
     kv_heads: int = 1
     ffn_ratio: int = 2  # text MLP width = ffn_ratio * hidden
     vision_depth: int = 1
@@ -55,7 +59,7 @@ class TinyOmniSize:
     audio_d_model: int = 16
     max_pixels: int = 28 * 28 * 64
     vocab_size: int = 512
-    tie_embeddings: bool = True
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads or self.heads % self.kv_heads or (self.hidden // self.heads) % 4:
@@ -65,11 +69,14 @@ class TinyOmniSize:
 
 def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, seed: int = 0,
                     size: TinyOmniSize = TinyOmniSize()) -> Path:
-    """Write a tiny Qwen2.5-Omni Thinker model folder (random weights, sizes ``size``) to
-    ``out_dir``; returns it."""
+    """Write a tiny Qwen2.5-Omni model folder (a Thinker with random weights, sizes ``size``,
+    in the full layout with its tokenizer and processor settings) to ``out_dir``; returns it."""
     import torch
-    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,17 +103,19 @@ def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, seed: int
         video_token_index=ids["<|VIDEO|>"], vision_start_token_id=ids["<|vision_bos|>"],
         vision_end_token_id=ids["<|vision_eos|>"], audio_start_token_id=ids["<|audio_bos|>"],
         audio_end_token_id=ids["<|audio_eos|>"], pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=size.tie_embeddings,  # transformers reads this one, vLLM the text config's
     )
     torch.manual_seed(seed)
     model = Qwen2_5OmniThinkerForConditionalGeneration(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
+    save_omni(model, out)
     tokenizer.save_pretrained(out)
     features = WhisperFeatureExtractor(feature_size=N_MELS).to_dict()
     spec = VisionSpec(max_pixels=size.max_pixels)
     vision = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.__dict__.items()}
     (out / "preprocessor_config.json").write_text(json.dumps({**features, **vision}, indent=1), encoding="utf-8")
+    complete_processor_files(out)
     return out
 
 
