@@ -18,7 +18,7 @@ import hashlib
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,11 +27,33 @@ from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_cho
 from maple_data.backends import Backend
 from maple_data.durable import Journal, write_atomic
 from maple_data.extract import EXTRACTED, media_schema, newest_rows
+from maple_data.posterior import (
+    ANSWERS,
+    Likelihood,
+    columns,
+    counts_of,
+    empirical_prior,
+    next_subset,
+    parse_prior,
+    posterior,
+    prior_vector,
+)
 from maple_data.prompts import DecodedMedia, Prompt, build_prompt
-from maple_data.proposal import (ProposalConfig, SearchMode, SubsetResult, chunks, fail_decided,
-                                 pass_threshold, propose, search_stages, stage_needed)
+from maple_data.proposal import (
+    DEFAULT_OPTIONS,
+    ProposalConfig,
+    SearchMode,
+    SubsetResult,
+    chunks,
+    fail_decided,
+    joint_budget,
+    pass_threshold,
+    propose,
+    search_stages,
+    stage_needed,
+)
 from maple_data.qa_input import QAItem
-from maple_data.rmt import TAGS, is_subset
+from maple_data.rmt import TAGS, is_subset, parse_rmt
 from maple_data.shards import read_batches
 
 ABLATION = "ablation"
@@ -45,7 +67,8 @@ class AblationSettings:
     ``temperature`` (``sample`` scoring) or one forward pass scoring the options
     (``logprob``; caption items are always sampled and scored by ``caption_metric``).
     ``chunk``: samples per round in adaptive search (smaller stops earlier, larger batches
-    better)."""
+    better). ``proposal.rule`` picks the adaptive search: the threshold rule's stages, or
+    the joint rule's posterior-driven search (up to K answers per subset on average)."""
 
     model: str
     scoring: Scoring = "sample"
@@ -100,17 +123,29 @@ def score_answer(item: Item, text: str, metric: str = DEFAULT_CAPTION_METRIC) ->
 Sampler = Callable[[list[str], int], list[list[tuple[float, str]]]]  # subsets, n -> (score, answer) per sample
 
 
+def item_likelihood(config: ProposalConfig, task: str, options: Sequence[str] | None, scoring: str) -> Likelihood:
+    """The joint rule's likelihood for one item: chance 1 / options for a QA item (a caption
+    has ``caption_chance``); logprob scoring of a QA item observes accuracy levels."""
+    qa = task != "caption"
+    return config.likelihood(len(options) if qa and options else None, level=qa and scoring == "logprob")
+
+
 def run_search(available: str, settings: AblationSettings, sample: Sampler,
                done: Mapping[str, SubsetResult] | None = None,
-               on_result: Callable[[SubsetResult], None] | None = None) -> tuple[dict[str, SubsetResult], int]:
+               on_result: Callable[[SubsetResult], None] | None = None, *,
+               likelihood: Likelihood | None = None,
+               prior: Mapping[str, float] | None = None) -> tuple[dict[str, SubsetResult], int]:
     """The search over subsets of ``available`` for one item; returns ``(results, samples
     drawn)``. ``sample(subsets, n)`` draws ``n`` scored answers for each subset (one batch);
     ``done`` results are reused, ``on_result`` gets each newly finished subset.
 
-    Adaptive search stops sampling a subset once it cannot pass (:func:`fail_decided`
-    against ``tau`` for the full input, against :func:`pass_threshold` after it), so its
-    proposals equal exhaustive search's on the same samples; it evaluates later stages
-    only when :func:`stage_needed`."""
+    Threshold rule: adaptive search stops sampling a subset once it cannot pass
+    (:func:`fail_decided` against ``tau`` for the full input, against :func:`pass_threshold`
+    after it), so its proposals equal exhaustive search's on the same samples; it evaluates
+    later stages only when :func:`stage_needed`. Joint rule: :func:`joint_search` (with the
+    item's ``likelihood`` and ``prior``)."""
+    if settings.search == "adaptive" and settings.proposal.rule == "joint":
+        return joint_search(available, settings, sample, done, on_result, likelihood=likelihood, prior=prior)
     results = {s: r for s, r in (done or {}).items() if is_subset(s, available)}
     drawn, adaptive, budget = 0, settings.search == "adaptive", settings.samples
     for index, stage in enumerate(search_stages(available, settings.search)):
@@ -136,12 +171,56 @@ def run_search(available: str, settings: AblationSettings, sample: Sampler,
     return results, drawn
 
 
+def joint_search(available: str, settings: AblationSettings, sample: Sampler,
+                 done: Mapping[str, SubsetResult] | None = None,
+                 on_result: Callable[[SubsetResult], None] | None = None, *,
+                 likelihood: Likelihood | None = None,
+                 prior: Mapping[str, float] | None = None) -> tuple[dict[str, SubsetResult], int]:
+    """The joint rule's adaptive search for one item: ``chunk`` answers at a time from
+    :func:`maple_data.posterior.next_subset` (largest expected information gain) until the
+    best answer's posterior reaches ``proposal.target`` or the item has K answers per subset
+    on average (:func:`joint_budget`; a level, with logprob scoring, is observed once per
+    subset). ``done`` results count as evidence and may get more answers; ``on_result``
+    gets each subset that got new answers once, when the item stops, with all its answers
+    (a later journal line for a subset replaces an earlier one). Returns ``(results,
+    answers drawn)``."""
+    full = parse_rmt(available)
+    config = settings.proposal
+    model = likelihood or config.likelihood(DEFAULT_OPTIONS)
+    log_prior = prior_vector(full, prior)
+    results = {s: SubsetResult(s, list(r.scores), list(r.answers)) for s, r in (done or {}).items()
+               if is_subset(s, full)}
+    budget, drawn, touched = joint_budget(full, settings.samples), 0, []
+    while True:
+        counts = counts_of(results, full)
+        room = budget - sum(n for _, n in counts.values())
+        left = {s: 0 if model.level and s in counts else max(0, room) for s in columns(full)}
+        subset = next_subset(counts, full, model, log_prior, left, config.target)
+        if subset is None:
+            break
+        step = min(settings.chunk, left[subset])
+        result = results.setdefault(subset, SubsetResult(subset))
+        scored = sample([subset], step)[0]
+        result.scores += [score for score, _ in scored]
+        result.answers += [answer for _, answer in scored]
+        drawn += step
+        if subset not in touched:
+            touched.append(subset)
+    for subset in touched:
+        if on_result is not None:
+            on_result(results[subset])
+    return results, drawn
+
+
 def evaluate_item(item: Item, media: Mapping[str, Any], backend: Backend, settings: AblationSettings,
                   done: Mapping[str, SubsetResult] | None = None,
-                  on_result: Callable[[SubsetResult], None] | None = None) -> tuple[dict[str, SubsetResult], int]:
+                  on_result: Callable[[SubsetResult], None] | None = None, *,
+                  prior: Mapping[str, float] | None = None) -> tuple[dict[str, SubsetResult], int]:
     """Ablation inference for one item with a model; returns ``(results, model calls)``
     (sampled completions, or one forward pass per subset with ``logprob`` scoring of a QA
-    item, which samples once and is never curtailed)."""
+    item, which samples once and is never curtailed). ``prior``: the joint rule's weights
+    over the answers (default uniform)."""
+    likelihood = item_likelihood(settings.proposal, item.task, item.options, settings.scoring)
     prompts: dict[str, Prompt] = {}
     decoded = DecodedMedia.from_row(media)  # once per item: every subset's prompt shares these arrays
 
@@ -158,14 +237,15 @@ def evaluate_item(item: Item, media: Mapping[str, Any], backend: Backend, settin
             return [[(p[correct], item.options[max(range(len(p)), key=p.__getitem__)])] for p in probs]
 
         return run_search(media["available_modalities"], replace(settings, samples=1, chunk=1), sample, done,
-                          on_result)
+                          on_result, likelihood=likelihood, prior=prior)
 
     def sample(subsets: list[str], n: int) -> list[list[tuple[float, str]]]:
         outputs = backend.generate([prompt(s) for s in subsets], n, temperature=settings.temperature,
                                    max_new_tokens=settings.max_new_tokens)
         return [[(score_answer(item, t, settings.caption_metric), t) for t in texts] for texts in outputs]
 
-    return run_search(media["available_modalities"], settings, sample, done, on_result)
+    return run_search(media["available_modalities"], settings, sample, done, on_result, likelihood=likelihood,
+                      prior=prior)
 
 
 # ---------------------------------------------------------------- files
@@ -214,6 +294,26 @@ class AnnotateSummary:
     missing_media: dict[str, str] = field(default_factory=dict)  # item id -> why
 
 
+class SeenMix:
+    """The joint rule's prior during annotation: fixed weights from ``spec`` (uniform or
+    explicit), or for ``empirical`` the mix of answers seen so far: one pseudo-count per
+    answer plus the sum of the finished items' posteriors (each under the mix of its time)."""
+
+    def __init__(self, spec: str) -> None:
+        parsed = parse_prior(spec)
+        self.empirical = parsed == {}
+        self.totals = dict.fromkeys(ANSWERS, 1.0) if self.empirical else None
+        self.prior: Mapping[str, float] | None = dict(self.totals) if self.empirical else parsed
+
+    def add(self, results: Mapping[str, SubsetResult], available: str, likelihood: Likelihood) -> None:
+        counts = counts_of(results, available)
+        if not self.empirical or not counts:
+            return
+        for h, p in posterior(counts, available, likelihood, self.prior).items():
+            self.totals[h] += p
+        self.prior = dict(self.totals)
+
+
 def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, settings: AblationSettings, *,
                  num_shards: int = 1, shard_index: int = 0,
                  on_start: Callable[[int], None] | None = None,
@@ -240,6 +340,7 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
     items_log = folder / part_name("items", shard_index, num_shards)
     seen: set[str] = set()
     entries = []
+    mix = SeenMix(settings.proposal.prior)
     try:
         for media in media_rows(work, set(by_video)):
             seen.add(media["id"])
@@ -252,7 +353,9 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
                     results_log.append([{"item": item_id, "subset": result.subset, "key": settings.result_key,
                                          "scores": result.scores, "answers": result.answers}])
 
-                _, calls = evaluate_item(item, media, backend, settings, done, record)
+                results, calls = evaluate_item(item, media, backend, settings, done, record, prior=mix.prior)
+                mix.add(results, media["available_modalities"],
+                        item_likelihood(settings.proposal, item.task, item.options, settings.scoring))
                 summary.model_calls += calls
                 summary.evaluated += calls > 0
                 if on_item is not None:
@@ -269,16 +372,29 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
     return summary
 
 
+def entry_likelihood(item: Mapping[str, Any], settings: Mapping[str, Any], config: ProposalConfig) -> Likelihood:
+    """:func:`item_likelihood` of an ``items-*.jsonl`` entry under the stored settings."""
+    return item_likelihood(config, item.get("task", "qa"), item.get("options"), settings.get("scoring", "sample"))
+
+
 def proposal_entry(item: Mapping[str, Any], results: Mapping[str, SubsetResult], settings: Mapping[str, Any],
-                   config: ProposalConfig) -> dict[str, Any]:
-    """One line of proposals.jsonl: the item, its proposal and the evidence in the
+                   config: ProposalConfig, prior: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """One line of proposals.jsonl: the item, its proposal (``rule``, ``status``, ``rmt``,
+    ``confidence``, ``flags``), the joint rule's ``posterior`` over the answers (shown by the
+    review page whichever rule proposed; empty without evidence) and the evidence in the
     schema's ``ablation`` form (all 7 subsets, unevaluated ones marked so)."""
-    proposal = propose(results, item["available_modalities"], config)
+    available = item["available_modalities"]
+    likelihood = entry_likelihood(item, settings, config)
+    proposal = propose(results, available, config, likelihood=likelihood, prior=prior)
+    counts = counts_of(results, available)
+    post = proposal.posterior or (posterior(counts, available, likelihood, prior or parse_prior(config.prior) or None)
+                                  if counts else {})
     evidence = [{"subset": tag, "accuracy": results[tag].accuracy if tag in results else None,
                  "n_samples": results[tag].n if tag in results else 0, "evaluated": tag in results,
                  "sample_answers": results[tag].answers if tag in results else []} for tag in TAGS]
-    return {**item, "status": proposal.status, "rmt": proposal.rmt, "confidence": round(proposal.confidence, 4),
-            "flags": list(proposal.flags),
+    return {**item, "rule": config.rule, "status": proposal.status, "rmt": proposal.rmt,
+            "confidence": round(proposal.confidence, 4), "flags": list(proposal.flags),
+            "posterior": {h: round(p, 4) for h, p in post.items()},
             "ablation": {"model": settings["model"], "scoring": settings["scoring"], "results": evidence}}
 
 
@@ -291,23 +407,29 @@ def read_proposals(work_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_propose(work_dir: str | Path, config: ProposalConfig | None = None) -> tuple[Path, Counter]:
-    """Recompute every proposal from stored results (no model calls); writes
-    ``WORK/proposals.jsonl`` atomically. Returns its path and counts by outcome."""
+    """Recompute every proposal from stored results (no model calls) with ``config`` (default:
+    the stored one); writes ``WORK/proposals.jsonl`` atomically. Returns its path and counts
+    by outcome. An ``empirical`` prior is the mix of answers over all items, by EM
+    (:func:`maple_data.posterior.empirical_prior`)."""
     work = Path(work_dir)
     folder = work / ABLATION
     settings_path = folder / "settings.json"
     if not settings_path.exists():
         raise FileNotFoundError(f"no ablation results in {folder}: run maple-data annotate first")
     settings = json.loads(settings_path.read_text(encoding="utf-8"))
-    config = config or ProposalConfig(**settings["proposal"])
+    config = config or ProposalConfig.from_dict(settings["proposal"])
     results = read_results(folder, settings["result_key"])
     items: dict[str, dict[str, Any]] = {}
     for path in sorted(folder.glob("items-*.jsonl")):
         for entry in Journal.read(path):
             items[entry["id"]] = entry
+    prior = parse_prior(config.prior)
+    if prior == {}:
+        prior = empirical_prior([(counts_of(results.get(i, {}), e["available_modalities"]), e["available_modalities"],
+                                  entry_likelihood(e, settings, config)) for i, e in items.items()])
     lines, counts = [], Counter()
     for item_id in sorted(items):
-        entry = proposal_entry(items[item_id], results.get(item_id, {}), settings, config)
+        entry = proposal_entry(items[item_id], results.get(item_id, {}), settings, config, prior)
         counts[entry["rmt"] or entry["status"]] += 1
         counts.update(f"flag: {flag}" for flag in entry["flags"])
         lines.append(json.dumps(entry, ensure_ascii=False) + "\n")

@@ -188,18 +188,24 @@ def extract(
         raise typer.Exit(1)
 
 
-def _proposal_config(tau: float, delta: float, min_samples: int):
+def _proposal_config(tau: float, delta: float, min_samples: int, **joint):
     from maple_data.proposal import ProposalConfig
 
     try:
-        return ProposalConfig(tau=tau, delta=delta, min_samples=min_samples)
+        return ProposalConfig(tau=tau, delta=delta, min_samples=min_samples, **joint)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
 
-TAU_HELP = "A subset passes at accuracy >= TAU; full input below TAU makes the item unanswerable."
-DELTA_HELP = "A passing subset must also be within DELTA of the full input's accuracy."
+TAU_HELP = "Threshold rule: a subset passes at accuracy >= TAU; full input below TAU makes the item unanswerable."
+DELTA_HELP = "Threshold rule: a passing subset must also be within DELTA of the full input's accuracy."
 MIN_SAMPLES_HELP = "Flag low-k when the deciding subset has fewer samples."
+RULE_HELP = ("joint: the answer (a tag or unanswerable) that best explains all subset results together, its "
+             "posterior as the confidence; threshold: the smallest subset passing TAU and DELTA on its own.")
+PRIOR_HELP = ("Joint rule: prior over the answers: uniform, empirical (the mix of answers seen so far) or weights "
+              "such as V=2,VA=1,unanswerable=0.5 (answers not named weigh 0).")
+TARGET_HELP = ("Joint rule, adaptive search: stop an item once its best answer's posterior reaches TARGET (or its "
+               "budget of K answers per subset on average is spent).")
 
 
 @app.command()
@@ -214,10 +220,16 @@ def annotate(
     samples: Annotated[int, typer.Option(help="K, answers per subset.")] = 8,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
-    search: Annotated[str, typer.Option(help="adaptive (full input, then singles, then pairs only when "
-                                             "needed; stops a subset once it cannot pass) or exhaustive.")]
+    search: Annotated[str, typer.Option(help="adaptive or exhaustive (K answers from every subset). Adaptive, "
+                                             "joint rule: each answer from the subset with the largest expected "
+                                             "information gain until --target; threshold rule: full input, then "
+                                             "singles, then pairs only when needed, a subset stopped once it "
+                                             "cannot pass.")]
     = "adaptive",
     chunk: Annotated[int, typer.Option(help="Adaptive search: answers drawn per round.")] = 1,
+    rule: Annotated[str, typer.Option(help=RULE_HELP)] = "joint",
+    prior: Annotated[str, typer.Option(help=PRIOR_HELP)] = "uniform",
+    target: Annotated[float, typer.Option(help=TARGET_HELP)] = 0.98,
     tau: Annotated[float, typer.Option(help=TAU_HELP)] = 0.75,
     delta: Annotated[float, typer.Option(help=DELTA_HELP)] = 0.15,
     min_samples: Annotated[int, typer.Option(help=MIN_SAMPLES_HELP)] = 4,
@@ -249,7 +261,8 @@ def annotate(
     try:
         settings = AblationSettings(model=model, scoring=scoring, samples=samples, temperature=temperature,
                                     max_new_tokens=max_new_tokens, search=search, chunk=chunk,
-                                    proposal=_proposal_config(tau, delta, min_samples))
+                                    proposal=_proposal_config(tau, delta, min_samples, rule=rule, prior=prior,
+                                                              target=target))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     check_model(model)  # a missing or unreachable model fails now, not after the extraction
@@ -299,20 +312,28 @@ def _print_proposals(work: Path, config) -> None:
 @app.command()
 def propose(
     work: Annotated[Path, typer.Argument(help="Work folder of `maple-data annotate`.")],
+    rule: Annotated[str | None, typer.Option(help=RULE_HELP + " (default: the annotate setting)")] = None,
+    prior: Annotated[str | None, typer.Option(help=PRIOR_HELP + " (default: the annotate setting)")] = None,
     tau: Annotated[float | None, typer.Option(help=TAU_HELP + " (default: the annotate setting)")] = None,
     delta: Annotated[float | None, typer.Option(help=DELTA_HELP + " (default: the annotate setting)")] = None,
     min_samples: Annotated[int | None, typer.Option(help=MIN_SAMPLES_HELP + " (default: annotate's)")] = None,
 ) -> None:
     """Recompute proposals from stored ablation results (no model calls) and merge the
-    results of all --num-shards processes into WORK/proposals.jsonl."""
+    results of all --num-shards processes into WORK/proposals.jsonl. Either rule works on
+    results of either search (the threshold rule calls an item incomplete when its full
+    input was not evaluated, which the joint rule's adaptive search may skip)."""
     import json
+    from dataclasses import asdict
+
+    from maple_data.proposal import ProposalConfig
 
     settings_path = work / "ablation" / "settings.json"
     if not settings_path.exists():
         raise typer.BadParameter(f"no ablation results in {work} (run maple-data annotate first)")
-    stored = json.loads(settings_path.read_text())["proposal"]
-    config = _proposal_config(stored["tau"] if tau is None else tau, stored["delta"] if delta is None else delta,
-                              stored["min_samples"] if min_samples is None else min_samples)
+    stored = asdict(ProposalConfig.from_dict(json.loads(settings_path.read_text())["proposal"]))
+    given = {"rule": rule, "prior": prior, "tau": tau, "delta": delta, "min_samples": min_samples}
+    merged = stored | {k: v for k, v in given.items() if v is not None}
+    config = _proposal_config(**merged)
     _print_proposals(work, config)
 
 

@@ -8,7 +8,9 @@ HTTP API (JSON):
 - ``GET /`` the page; ``GET /api/queue?rmt=&flag=`` the queue (unreviewed by this
   reviewer first, then flagged, then lowest confidence) and progress;
 - ``GET /api/item/<id>`` one item: question, options, answer, proposal, confidence,
-  flags, the 7-subset evidence, preview URLs, this reviewer's last decision;
+  flags, the rule that proposed it, the posterior over the answers (each tag and
+  ``unanswerable``; empty for proposals written before it existed), the 7-subset evidence,
+  preview URLs, this reviewer's last decision;
 - ``POST /api/decide`` ``{"item", "verdict", "rmt"?, "note"?}`` (all strings; ``rmt``
   needed for an override, ``note`` at most 2000 characters) -> ``{"ok": true}`` once the
   decision is on disk;
@@ -150,6 +152,7 @@ class ReviewApp:
         decision = self.mine.get(item_id)
         return {**{k: entry[k] for k in ("id", "video_id", "task", "question", "options", "answer", "status", "rmt",
                                          "confidence", "flags", "available_modalities")},
+                "rule": entry.get("rule"), "posterior": entry.get("posterior") or {},
                 "evidence": entry["ablation"]["results"], "model": entry["ablation"]["model"],
                 "subtitles": (media or {}).get("subtitles") or [],
                 "media": {k: f"/media/{Path(v).name}" for k, v in preview.items()},

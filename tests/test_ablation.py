@@ -45,7 +45,7 @@ def r(subset: str, correct: int, n: int) -> SubsetResult:
 
 
 def test_proposal_rule_and_its_flags_on_constructed_cases():
-    config = ProposalConfig(tau=0.75, delta=0.15, min_samples=4)
+    config = ProposalConfig(rule="threshold", tau=0.75, delta=0.15, min_samples=4)
     # minimal passing subset, confidence = min((7/8 - .75)/.25, (.75 - 2/8)/.75) = min(0.5, 0.6667)
     clean = {"VAS": r("VAS", 8, 8), "V": r("V", 2, 8), "A": r("A", 1, 8), "S": r("S", 2, 8),
              "VA": r("VA", 7, 8), "VS": r("VS", 2, 8), "AS": r("AS", 3, 8)}
@@ -66,7 +66,8 @@ def test_proposal_rule_and_its_flags_on_constructed_cases():
     # low K on the deciding subset
     assert propose({"VAS": r("VAS", 2, 2)}, "VAS", config).flags == ("low-k",)
     # delta: S passes tau but is more than delta below full
-    p = propose({"VAS": r("VAS", 10, 10), "S": r("S", 8, 10)}, "VAS", ProposalConfig(tau=0.75, delta=0.15))
+    p = propose({"VAS": r("VAS", 10, 10), "S": r("S", 8, 10)}, "VAS", ProposalConfig(rule="threshold", tau=0.75,
+                                                                                      delta=0.15))
     assert p.rmt == "VAS"
     # a video without audio: full is VS
     assert propose({"VS": r("VS", 8, 8), "S": r("S", 8, 8)}, "VS", config).rmt == "S"
@@ -103,7 +104,8 @@ def test_adaptive_search_proposes_exactly_what_exhaustive_search_does(bits, avai
     streams = {tag: [float(x) for x in b] for tag, b in zip(TAGS, bits)}
     proposals, calls = [], []
     for mode in ("exhaustive", "adaptive"):
-        config = AblationSettings(model="m", samples=8, search=mode, chunk=chunk)
+        config = AblationSettings(model="m", samples=8, search=mode, chunk=chunk,
+                                  proposal=ProposalConfig(rule="threshold"))
         results, drawn = run_search(available, config, stream_sampler(streams))
         proposals.append(propose(results, available, config.proposal))
         calls.append(drawn)
@@ -143,11 +145,12 @@ def annotated(synth_corpus, tmp_path):
     return tmp_path / "work", items, truth
 
 
+@pytest.mark.parametrize("rule", ["threshold", "joint"])
 @pytest.mark.parametrize("search", ["adaptive", "exhaustive"])
-def test_table_backend_reproduces_the_synthetic_ground_truth(annotated, search):
+def test_table_backend_reproduces_the_synthetic_ground_truth(annotated, search, rule):
     work, items, truth = annotated
     backend = TableBackend(items, truth)
-    settings = AblationSettings(model="table", samples=16, search=search)
+    settings = AblationSettings(model="table", samples=16, search=search, proposal=ProposalConfig(rule=rule))
     summary = run_annotate(items.values(), work, backend, settings)
     assert summary.items == 14 and not summary.missing_media
     _, counts = run_propose(work)
@@ -164,10 +167,10 @@ def test_table_backend_reproduces_the_synthetic_ground_truth(annotated, search):
 
 def test_propose_with_another_threshold_needs_no_model(annotated):
     work, items, truth = annotated
-    settings = AblationSettings(model="table", samples=16, search="exhaustive")
+    settings = AblationSettings(model="table", samples=16, search="exhaustive", proposal=ProposalConfig(rule="threshold"))
     run_annotate(items.values(), work, TableBackend(items, truth), settings)
     _, strict = run_propose(work)
-    _, lenient = run_propose(work, ProposalConfig(tau=0.05, delta=1.0))  # chance passes: smaller tags
+    _, lenient = run_propose(work, ProposalConfig(rule="threshold", tau=0.05, delta=1.0))  # chance passes: smaller tags
     assert strict != lenient
     assert sum(v for k, v in lenient.items() if k in ("V", "A", "S")) > sum(
         v for k, v in strict.items() if k in ("V", "A", "S"))

@@ -114,6 +114,18 @@ def test_page_in_headless_chromium(server, work):
         assert page.evaluate("document.querySelector('#video track').src").endswith(".vtt")
         assert page.evaluate("document.querySelector('#video').duration") > 3.5
         first = page.inner_text("#item-id")
+        # the posterior over the answers: one bar per tag of the item and one for unanswerable, as wide as its share
+        shown = request(port, "GET", f"/api/item/{first}")[1]
+        bars = page.evaluate("[...document.querySelectorAll('#evidence .pbar')].map((b) => "
+                             "[b.dataset.answer, parseFloat(b.firstChild.style.width), "
+                             "b.firstChild.getBoundingClientRect().width / b.getBoundingClientRect().width])")
+        assert [a for a, _, _ in bars] == list(shown["posterior"]) and len(bars) == 8
+        assert sum(shown["posterior"].values()) == pytest.approx(1.0, abs=1e-3)
+        for answer, width, drawn in bars:
+            assert width == pytest.approx(100 * shown["posterior"][answer], abs=0.06)
+            assert drawn == pytest.approx(shown["posterior"][answer], abs=0.02)  # rendered, not only styled
+        best = max(shown["posterior"], key=shown["posterior"].get)
+        assert best == (shown["rmt"] or "unanswerable") and shown["rule"] == "joint"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "review-page.png"))
         page.click("#accept")  # accept via click
