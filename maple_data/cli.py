@@ -199,7 +199,7 @@ def _proposal_config(tau: float, delta: float, min_samples: int, **joint):
 
 TAU_HELP = "Threshold rule: a subset passes at accuracy >= TAU; full input below TAU makes the item unanswerable."
 DELTA_HELP = "Threshold rule: a passing subset must also be within DELTA of the full input's accuracy."
-MIN_SAMPLES_HELP = "Flag low-k when the deciding subset has fewer samples."
+MIN_SAMPLES_HELP = "Threshold rule: flag low-k when the deciding subset has fewer samples."
 RULE_HELP = ("joint: the answer (a tag or unanswerable) that best explains all subset results together, its "
              "posterior as the confidence; threshold: the smallest subset passing TAU and DELTA on its own.")
 PRIOR_HELP = ("Joint rule: prior over the answers: uniform, empirical (the mix of answers seen so far) or weights "

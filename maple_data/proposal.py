@@ -26,8 +26,8 @@ under a Beta prior (a Beta-Binomial marginal likelihood). The proposal is the mo
 probable answer; its posterior probability is the confidence. Flags: ``close`` (the
 runner-up's posterior is at least ``close`` times the best's), ``non-monotone`` (a subset
 whose own evidence says it holds, by odds of at least 1 / ``close``, inside one whose own
-evidence says it does not), ``low-k`` (the chosen tag's subset, or full input for
-unanswerable, has fewer than ``min_samples`` answers). ``incomplete``: nothing evaluated.
+evidence says it does not); no ``low-k``: the posterior already weighs how many answers
+each subset got. ``incomplete``: nothing evaluated.
 Its adaptive search (:func:`maple_data.posterior.next_subset`) draws each next answer from
 the subset with the largest expected information gain, until the best answer's posterior
 reaches ``target`` or the item's budget (K answers per subset on average) is spent.
@@ -53,7 +53,7 @@ DEFAULT_OPTIONS = 4  # options of a multiple-choice item when the caller does no
 class ProposalConfig:
     """Settings of both proposal rules (stored in ``ablation/settings.json``).
 
-    Threshold rule: ``tau``, ``delta``, ``min_samples``. Joint rule (see
+    Threshold rule: ``tau``, ``delta``, ``min_samples`` (the ``low-k`` flag). Joint rule (see
     :mod:`maple_data.posterior`): ``prior`` over the answers (``uniform``, ``empirical`` =
     the mix seen so far, or ``V=2,VA=1,unanswerable=0.5``), the accuracy of a subset that
     holds the tag ~ Beta with mean ``high`` and concentration ``high_concentration``, of one
@@ -190,9 +190,6 @@ def propose_joint(results: Mapping[str, SubsetResult], available: str = "VAS",
     odds = subset_log_odds(counts, full, model)
     if any(a != b and is_subset(a, b) and odds[a] >= decisive and odds[b] <= -decisive for a in odds for b in odds):
         flags.append("non-monotone")
-    deciding = full if best == UNANSWERABLE else best
-    if counts.get(deciding, (0.0, 0))[1] < config.min_samples:
-        flags.append("low-k")
     if best == UNANSWERABLE:
         return Proposal("unanswerable", None, p_best, tuple(flags), post)
     return Proposal("proposed", best, p_best, tuple(flags), post)
