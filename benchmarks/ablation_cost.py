@@ -30,8 +30,8 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from maple_data.ablation import AblationSettings, SeenMix, run_search
-from maple_data.proposal import ProposalConfig, propose
+from maple_data.annotate.ablation import AblationSettings, SeenMix, run_search
+from maple_data.annotate.proposal import ProposalConfig, propose
 from maple_data.rmt import TAGS, is_subset
 
 SCENARIOS = ("current", "hard", "non-monotone")

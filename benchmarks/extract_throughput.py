@@ -36,8 +36,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from maple_data.extract import ExtractSettings, extract_video, run_extract
-from maple_data.frames import FrameSpec
+from maple_data.media.extract import ExtractSettings, extract_video, run_extract
+from maple_data.media.frames import FrameSpec
 
 
 def write_clip(path: Path, seconds: float, width: int, height: int, fps: int, seed: int,

@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from maple_data.backends.hf import HFBackend  # noqa: E402
+from maple_data.models.hf import HFBackend  # noqa: E402
 from maple_data.rmt import TAGS  # noqa: E402
 from maple_rl.demo import answerable_accuracy, load_demo_config, prepare_bench, rl_config  # noqa: E402
 from maple_rl.evaluate import eval_rows, score  # noqa: E402

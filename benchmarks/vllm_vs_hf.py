@@ -52,10 +52,10 @@ def shutdown_vllm() -> None:
 
 def corpus_and_model(root: Path, videos: int, model: str | None) -> tuple[Path, Path, Path]:
     """(corpus, extracted work folder, model folder)."""
-    from maple_data.backends.tiny_omni import build_tiny_omni
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
-    from maple_data.synth import SynthConfig, generate
+    from maple_data.inputs.synth import SynthConfig, generate
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
+    from maple_data.models.tiny_omni import build_tiny_omni
 
     corpus = generate(root / "corpus", SynthConfig(n=videos, seed=11, mode="learnable", width=224, height=56,
                                                    fps=4.0, duration=2.0))
@@ -67,9 +67,9 @@ def corpus_and_model(root: Path, videos: int, model: str | None) -> tuple[Path, 
 
 
 def annotate_pass(name: str, model: Path, corpus: Path, extracted: Path, work: Path, samples: int) -> dict[str, Any]:
-    from maple_data.ablation import AblationSettings, Item, run_annotate
-    from maple_data.backends import load_backend
-    from maple_data.qa_input import read_qa_file
+    from maple_data.annotate.ablation import AblationSettings, Item, run_annotate
+    from maple_data.inputs.qa import read_qa_file
+    from maple_data.models import load_backend
 
     shutil.copytree(extracted, work)
     items = [Item.from_qa(q) for q in read_qa_file(corpus / "videos" / "qa.jsonl", corpus / "videos").items]
@@ -91,9 +91,9 @@ def annotate_pass(name: str, model: Path, corpus: Path, extracted: Path, work: P
 def bench_of(corpus: Path, extracted: Path, root: Path) -> Path:
     """A benchmark of the corpus: the table double's proposals (true tags), accepted."""
     from maple_data import decisions as journal
-    from maple_data.ablation import AblationSettings, Item, run_annotate, run_propose
-    from maple_data.bench import BenchSettings, build_bench
-    from maple_data.qa_input import read_qa_file
+    from maple_data.annotate.ablation import AblationSettings, Item, run_annotate, run_propose
+    from maple_data.bench.build import BenchSettings, build_bench
+    from maple_data.inputs.qa import read_qa_file
     from tests.doubles import TableBackend
 
     work = root / "bench-work"

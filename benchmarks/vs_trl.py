@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from maple_data.answers import parse_choice  # noqa: E402
-from maple_data.backends.chat import render_chat  # noqa: E402
-from maple_data.backends.tiny_omni import build_tiny_text_lm  # noqa: E402
-from maple_data.prompts import build_prompt  # noqa: E402
+from maple_data.models.chat import render_chat  # noqa: E402
+from maple_data.models.prompts import build_prompt  # noqa: E402
+from maple_data.models.tiny_omni import build_tiny_text_lm  # noqa: E402
 from maple_data.schema import load_schema  # noqa: E402
 from maple_data.shards import ShardWriter  # noqa: E402
 from maple_rl.config import load_config  # noqa: E402

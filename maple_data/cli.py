@@ -76,7 +76,7 @@ def synth(
     plus one caption item. Writes OUT/videos/*.mp4 + .srt, OUT/videos/qa.jsonl and
     OUT/ground_truth.jsonl.
     """
-    from maple_data.synth import SynthConfig, generate
+    from maple_data.inputs.synth import SynthConfig, generate
 
     try:
         config = SynthConfig(n=n, seed=seed, width=width, height=height, fps=fps, duration=duration,
@@ -102,7 +102,7 @@ def validate(
     Prints one line per fault, FILE:ROW [FIELD] MESSAGE, saying what was expected.
     Exits 1 when anything is wrong, 0 otherwise.
     """
-    from maple_data.validate import validate_path
+    from maple_data.inputs.validate import validate_path
 
     checked, faults = validate_path(path, videos)
     if faults:
@@ -154,8 +154,8 @@ def extract(
     stream, unsupported codec) is reported and the job goes on; a file without audio is
     extracted with A unavailable. Exits 1 when any video failed (see --allow-failures).
     """
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
 
     try:
         settings = ExtractSettings(
@@ -189,7 +189,7 @@ def extract(
 
 
 def _proposal_config(tau: float, delta: float, min_samples: int, **joint):
-    from maple_data.proposal import ProposalConfig
+    from maple_data.annotate.proposal import ProposalConfig
 
     try:
         return ProposalConfig(tau=tau, delta=delta, min_samples=min_samples, **joint)
@@ -252,11 +252,11 @@ def annotate(
     (kill it at any time; a re-run continues), then writes OUT/proposals.jsonl. With
     --num-shards > 1 run one process per shard index, then `maple-data propose OUT`.
     """
-    from maple_data.ablation import AblationSettings, Item, run_annotate
-    from maple_data.backends import load_backend
-    from maple_data.backends.model_source import check_model
-    from maple_data.extract import run_extract, settings_for_reuse
-    from maple_data.qa_input import read_qa_file
+    from maple_data.annotate.ablation import AblationSettings, Item, run_annotate
+    from maple_data.inputs.qa import read_qa_file
+    from maple_data.media.extract import run_extract, settings_for_reuse
+    from maple_data.models import load_backend
+    from maple_data.models.model_source import check_model
 
     try:
         settings = AblationSettings(model=model, scoring=scoring, samples=samples, temperature=temperature,
@@ -296,7 +296,7 @@ def annotate(
 
 
 def _print_proposals(work: Path, config) -> None:
-    from maple_data.ablation import run_propose
+    from maple_data.annotate.ablation import run_propose
     from maple_data.rmt import TAGS
 
     path, counts = run_propose(work, config)
@@ -325,7 +325,7 @@ def propose(
     import json
     from dataclasses import asdict
 
-    from maple_data.proposal import ProposalConfig
+    from maple_data.annotate.proposal import ProposalConfig
 
     settings_path = work / "ablation" / "settings.json"
     if not settings_path.exists():
@@ -358,7 +358,7 @@ def review(
     per-subset evidence, accept / override (V, A, S toggles) / mark unanswerable / reject,
     with keyboard shortcuts. Every decision is fsynced to WORK/decisions.jsonl before the
     page is told it is saved; restarting resumes at the first unreviewed item."""
-    from maple_data.review import accept_confident as bulk_accept, serve
+    from maple_data.review.server import accept_confident as bulk_accept, serve
 
     try:
         if accept_confident is not None:
@@ -384,8 +384,8 @@ def review_stats(
     """Proposal-vs-verdict confusion per RMT, acceptance rate, and Cohen's kappa between
     reviewers on items decided by both."""
     from maple_data import decisions as journal
-    from maple_data.ablation import read_proposals
-    from maple_data.review_stats import confusion, pairwise_kappa
+    from maple_data.annotate.ablation import read_proposals
+    from maple_data.review.stats import confusion, pairwise_kappa
 
     proposals = {p["id"]: p["rmt"] or p["status"] for p in read_proposals(work)}
     faults: list = []
@@ -414,7 +414,7 @@ def export_labelstudio(
     = "/data/local-files/?d=",
 ) -> None:
     """Write WORK/labelstudio/tasks.json (proposals as predictions) and labeling_config.xml."""
-    from maple_data.labelstudio import export_tasks
+    from maple_data.review.labelstudio import export_tasks
 
     console.print(f"wrote {export_tasks(work, media_url)}/tasks.json and labeling_config.xml")
 
@@ -425,7 +425,7 @@ def import_labelstudio(
     export: Annotated[Path, typer.Argument(help="Label Studio JSON export with annotations.")],
 ) -> None:
     """Append completed Label Studio annotations to WORK/decisions.jsonl."""
-    from maple_data.labelstudio import import_annotations
+    from maple_data.review.labelstudio import import_annotations
 
     added, faults = import_annotations(work, export)
     for fault in faults:
@@ -456,7 +456,7 @@ def build_bench_command(
     Configs: qa_exact, qa_all_combinations, qa_plus, caption. Only human-verified items
     enter unless --include-proposed; unanswerable or rejected items never do.
     """
-    from maple_data.bench import BenchSettings, build_bench
+    from maple_data.bench.build import BenchSettings, build_bench
 
     try:
         settings = BenchSettings(ratios=tuple(float(x) for x in _csv(ratios)), seed=seed,
@@ -490,7 +490,7 @@ def stats(
 ) -> None:
     """Count rows per config/split/RMT/condition and validate every row against the schema.
     Exits 1 when a row is invalid."""
-    from maple_data.stats import collect
+    from maple_data.bench.stats import collect
 
     counts, conditions, faults = collect(path)
     _count_table(counts, f"rows per RMT: {path}")
@@ -517,7 +517,7 @@ def publish_command(
 ) -> None:
     """Upload a benchmark folder to the Hugging Face Hub as a dataset repo (checked first:
     the card must declare every config/split and each must have files)."""
-    from maple_data.publish import check_bench, publish, resolve_token, upload_plan
+    from maple_data.bench.publish import check_bench, publish, resolve_token, upload_plan
 
     problems = check_bench(bench)
     if problems:

@@ -47,5 +47,5 @@ def load_items(path: str | Path, config: str = "auto", split: str = "train", tas
 
 
 def media_of(record: dict[str, Any]) -> dict[str, Any]:
-    """The media-row view of a record that :func:`maple_data.prompts.build_prompt` reads."""
+    """The media-row view of a record that :func:`maple_data.models.prompts.build_prompt` reads."""
     return {k: record.get(k) for k in ("frames", "frame_timestamps", "audio", "subtitles")}

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.ablation import AblationSettings, Item, read_proposals, run_annotate, run_propose
-from maple_data.backends.hf import HFBackend
-from maple_data.bench import BenchSettings, build_bench
+from maple_data.annotate.ablation import AblationSettings, Item, read_proposals, run_annotate, run_propose
+from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.durable import write_atomic
-from maple_data.extract import ExtractSettings, run_extract
-from maple_data.frames import FrameSpec
-from maple_data.qa_input import read_qa_file
+from maple_data.inputs.qa import read_qa_file
+from maple_data.inputs.synth import SynthConfig, generate
+from maple_data.media.extract import ExtractSettings, run_extract
+from maple_data.media.frames import FrameSpec
+from maple_data.models.hf import HFBackend
 from maple_data.rmt import TAGS
-from maple_data.synth import SynthConfig, generate
 from maple_rl.config import TrainConfig, load_config, load_recipe, recipe_path
 from maple_rl.evaluate import evaluate
 from maple_rl.pretrain import PretrainResult, load_pretrain_config, pretrain

@@ -23,9 +23,9 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from maple_data.answers import parse_choice
-from maple_data.backends import Backend, load_backend
 from maple_data.durable import Journal, write_atomic
-from maple_data.prompts import build_prompt
+from maple_data.models import Backend, load_backend
+from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_size
 from maple_rl.data import load_items, media_of
 

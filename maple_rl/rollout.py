@@ -9,9 +9,9 @@
   Qwen2.5-Omni Thinker inside the full model, as ``thinker.*``) and its prefix cache is
   reset (cached KV blocks were computed with the old weights). Engine settings (length cap,
   eager mode and float32 on vLLM's CPU build) are the annotation backend's
-  (``maple_data.backends.vllm.engine_options``).
+  (``maple_data.models.vllm.engine_options``).
   Requests use the same prompt convention as annotation
-  (``maple_data.backends.vllm.build_request``).
+  (``maple_data.models.vllm.build_request``).
 
 Either way the trainer recomputes every log-prob it trains on; the engines also return each
 sampled token's log-prob under the distribution they sampled from (temperature and banned
@@ -42,8 +42,9 @@ from typing import Any, Protocol
 
 import torch
 
-from maple_data.backends.omni_folder import architecture, vllm_folder
-from maple_data.backends.vllm import (
+from maple_data.models.omni_folder import architecture, vllm_folder
+from maple_data.models.prompts import Prompt
+from maple_data.models.vllm import (
     build_request,
     engine_options,
     load_vllm,
@@ -52,7 +53,6 @@ from maple_data.backends.vllm import (
     sampling_kwargs,
     vllm_on_cpu,
 )
-from maple_data.prompts import Prompt
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from typing import Any
 
 import torch
 
-from maple_data.backends.model_source import check_model
-from maple_data.backends.omni_folder import PROCESSOR_FILES, complete_processor_files, save_omni
-from maple_data.backends.omni_inputs import OmniEncoder, to_device
 from maple_data.durable import PARTIAL, Journal, atomic_folder, fsync_tree, partial_path, swap_into_place, write_atomic
 from maple_data.errors import MissingExtra
-from maple_data.prompts import build_prompt
+from maple_data.models.model_source import check_model
+from maple_data.models.omni_folder import PROCESSOR_FILES, complete_processor_files, save_omni
+from maple_data.models.omni_inputs import OmniEncoder, to_device
+from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_index
 from maple_rl.advantages import compute_advantages
 from maple_rl.config import LoraConfig, TrainConfig, to_dict
@@ -162,7 +162,7 @@ class GroupSample:
     """One record's G sampled responses and their rewards."""
 
     record: dict[str, Any]
-    prompt: Any  # maple_data.prompts.Prompt
+    prompt: Any  # maple_data.models.prompts.Prompt
     responses: torch.Tensor  # (G, T) response token ids, right-padded
     texts: list[str]  # (G,) decoded responses
     components: list[dict[str, float]]  # (G,) reward components
@@ -635,7 +635,7 @@ class Trainer:
         """``final/``: a complete model folder (with LoRA, the adapters merged into the base
         weights, and the adapter alone in ``final/adapter``) plus the tokenizer files, in the
         layout both transformers and vLLM load (a Qwen2.5-Omni Thinker inside the full config:
-        ``maple_data.backends.omni_folder``)."""
+        ``maple_data.models.omni_folder``)."""
         final = self.out / "final"
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maple_data.inputs.synth import SynthConfig, generate
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.schema import load_schema
-from maple_data.synth import SynthConfig, generate
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

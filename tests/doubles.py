@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maple_data.ablation import Item
-from maple_data.prompts import Prompt
+from maple_data.annotate.ablation import Item
+from maple_data.models.prompts import Prompt
 from maple_data.rmt import is_subset
 
 
@@ -48,11 +48,11 @@ class TableBackend:
 def annotated_synthetic(root: Path, n: int, seed: int) -> tuple[Path, dict[str, Item], list[dict]]:
     """A synthetic corpus of ``n`` videos under ``root``, extracted and annotated with the
     table backend (``root/work``). Returns (work folder, items by id, proposals)."""
-    from maple_data.ablation import AblationSettings, run_annotate, run_propose
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
-    from maple_data.qa_input import read_qa_file
-    from maple_data.synth import SynthConfig, generate
+    from maple_data.annotate.ablation import AblationSettings, run_annotate, run_propose
+    from maple_data.inputs.qa import read_qa_file
+    from maple_data.inputs.synth import SynthConfig, generate
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
 
     corpus = generate(root / "corpus", SynthConfig(n=n, seed=seed))
     work = root / "work"

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from maple_data.synth import ASS_HEADER
+from maple_data.inputs.synth import ASS_HEADER
 
 WIDTH, HEIGHT, BITS, RED_ROWS = 160, 96, 10, 8
 

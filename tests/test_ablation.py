@@ -7,17 +7,31 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from maple_data.ablation import (AblationSettings, Item, evaluate_item, read_results, run_annotate,
-                                 run_propose, run_search, score_answer)
+from maple_data.annotate.ablation import (
+    AblationSettings,
+    Item,
+    evaluate_item,
+    read_results,
+    run_annotate,
+    run_propose,
+    run_search,
+    score_answer,
+)
+from maple_data.annotate.proposal import (
+    ProposalConfig,
+    SubsetResult,
+    fail_decided,
+    pass_threshold,
+    propose,
+    search_stages,
+)
 from maple_data.answers import format_options, parse_choice, token_f1
-from maple_data.extract import ExtractSettings, load_media, run_extract
-from maple_data.frames import FrameSpec
-from maple_data.prompts import build_prompt
-from maple_data.proposal import ProposalConfig, SubsetResult, fail_decided, pass_threshold, propose, search_stages
-from maple_data.qa_input import read_qa_file
+from maple_data.inputs.qa import read_qa_file
+from maple_data.media.extract import ExtractSettings, load_media, run_extract
+from maple_data.media.frames import FrameSpec
+from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS
 from tests.doubles import TableBackend
 

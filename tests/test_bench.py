@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from maple_data import decisions as journal
-from maple_data.bench import CONFIGS, NONE_OPTION, BenchSettings, assign_splits, build_bench, qa_plus_row
+from maple_data.bench.build import CONFIGS, NONE_OPTION, BenchSettings, assign_splits, build_bench, qa_plus_row
 from maple_data.cli import app
 from maple_data.rmt import TAGS, is_subset
 from tests.doubles import annotated_synthetic

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from maple_data.cli import app as data_app
-from maple_data.cli import schema_markdown
+from maple_data.cli import app as data_app, schema_markdown
 from maple_rl.cli import app as rl_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,10 +70,10 @@ def layout_entries() -> set[str]:
 
 def test_readme_layout_picture_matches_the_package_tree():
     entries = layout_entries()
-    modules = {str(p.relative_to(ROOT).with_suffix("")) + ".py" for package in ("maple_data", "maple_rl")
-               for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}
+    modules = {str(p.relative_to(ROOT)) for package in ("maple_data", "maple_rl")
+               for p in (ROOT / package).rglob("*.py") if p.name != "__init__.py"}
     subpackages = {str(p.parent.relative_to(ROOT)) for package in ("maple_data", "maple_rl")
-                   for p in (ROOT / package).glob("*/__init__.py")}
+                   for p in (ROOT / package).rglob("*/__init__.py")}
     assert modules - entries == set(), "modules missing from the README layout"
     assert subpackages - entries == set(), "subpackages missing from the README layout"
     named = {e for e in entries if e.startswith(("maple_data/", "maple_rl/", "docs/"))}

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from maple_data import decisions as journal
-from maple_data.bench import BenchSettings, build_bench
+from maple_data.bench.build import BenchSettings, build_bench
+from maple_data.bench.stats import collect
 from maple_data.durable import Journal, atomic_folder, atomic_path, read_journal, write_atomic
-from maple_data.extract import EXTRACTED, JOURNAL, ExtractSettings, run_extract
-from maple_data.frames import FrameSpec
-from maple_data.stats import collect
+from maple_data.media.extract import EXTRACTED, JOURNAL, ExtractSettings, run_extract
+from maple_data.media.frames import FrameSpec
 from tests.crash import cli_command, fault_at, run
 from tests.doubles import annotated_synthetic
 
@@ -38,7 +38,7 @@ def test_build_bench_killed_at_each_file_leaves_readers_the_old_benchmark_or_the
     assert old != new
     parquet_files = sum(name.endswith(".parquet") for name in new)
     kill_points = [("pyarrow.parquet:write_table", k, "kill-after", old) for k in range(1, parquet_files + 1)]
-    kill_points += [("maple_data.bench:write_card", 1, "kill-before", old),  # every Parquet written, no card
+    kill_points += [("maple_data.bench.build:write_card", 1, "kill-before", old),  # every Parquet written, no card
                     ("maple_data.durable:swap_into_place", 1, "kill-before", old),  # complete, not yet in place
                     ("maple_data.durable:_exchange", 1, "kill-after", new)]  # in place, old copy not yet removed
     command = ("build-bench", verified_work, "-o", out, "--seed", "1")
@@ -121,7 +121,7 @@ def test_extract_journal_with_a_torn_tail_keeps_later_records(synth_corpus, tmp_
 
 
 def test_ablation_results_journal_with_a_torn_tail_keeps_later_results(tmp_path):
-    from maple_data.ablation import ABLATION, AblationSettings, read_results, run_annotate
+    from maple_data.annotate.ablation import ABLATION, AblationSettings, read_results, run_annotate
     from tests.doubles import TableBackend
 
     work, items, _ = annotated_synthetic(tmp_path, n=2, seed=5)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from maple_data import decisions as journal
-from maple_data.bench import BenchSettings, build_bench
+from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.errors import describe
-from maple_data.extract import EXTRACTED, load_media
+from maple_data.media.extract import EXTRACTED, load_media
 from tests.crash import cli_command, fault_at, run
 
 

@@ -13,15 +13,15 @@ from typer.testing import CliRunner
 
 from maple_data.cli import app
 from maple_data.durable import Journal
-from maple_data.extract import EXTRACTED, ExtractSettings, extract_video, load_media, run_extract
-from maple_data.frames import FrameSpec, nearest_frames, output_size, sample_times
+from maple_data.inputs.validate import validate_path
+from maple_data.media.extract import EXTRACTED, ExtractSettings, extract_video, load_media, run_extract
+from maple_data.media.frames import FrameSpec, nearest_frames, output_size, sample_times
+from maple_data.media.subtitles import decode_text, find_sidecar, parse_subtitles
 from maple_data.media_bytes import decode_audio, decode_image
-from maple_data.shards import ShardReader, list_shards
 from maple_data.schema import load_schema
-from maple_data.subtitles import decode_text, find_sidecar, parse_subtitles
-from maple_data.validate import validate_path
-from tests.media_factory import RED_ROWS, cfr_times, garble_audio, read_code, vfr_times, write_media
+from maple_data.shards import ShardReader, list_shards
 from tests.crash import cli_command, kill_when, run
+from tests.media_factory import RED_ROWS, cfr_times, garble_audio, read_code, vfr_times, write_media
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,13 +9,11 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from maple_data.ablation import AblationSettings, Item, item_likelihood, run_annotate, run_search
-from maple_data.cli import app
-from maple_data.posterior import (
+from maple_data.annotate.ablation import AblationSettings, Item, item_likelihood, run_annotate, run_search
+from maple_data.annotate.posterior import (
     UNANSWERABLE,
     Likelihood,
     columns,
@@ -27,7 +25,8 @@ from maple_data.posterior import (
     prior_vector,
     reachable,
 )
-from maple_data.proposal import ProposalConfig, SubsetResult, propose, propose_joint
+from maple_data.annotate.proposal import ProposalConfig, SubsetResult, propose, propose_joint
+from maple_data.cli import app
 from maple_data.rmt import TAGS, is_subset, subsets
 from tests.doubles import TableBackend
 
@@ -268,7 +267,7 @@ def test_joint_search_resumes_from_stored_results():
 
 @pytest.fixture
 def annotated_items(synth_corpus):
-    from maple_data.qa_input import read_qa_file
+    from maple_data.inputs.qa import read_qa_file
 
     qa = read_qa_file(synth_corpus / "videos" / "qa.jsonl", synth_corpus / "videos")
     items = {q.id: Item.from_qa(q) for q in qa.items if q.task == "qa"}
@@ -278,8 +277,8 @@ def annotated_items(synth_corpus):
 
 
 def test_propose_switches_rules_without_a_model_and_stores_the_posterior(synth_corpus, tmp_path, annotated_items):
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
 
     items, truth = annotated_items
     work = tmp_path / "work"
@@ -310,9 +309,9 @@ def test_propose_switches_rules_without_a_model_and_stores_the_posterior(synth_c
 
 
 def test_annotate_with_the_joint_search_resumes_and_learns_the_mix(synth_corpus, tmp_path, annotated_items):
-    from maple_data.ablation import read_results, run_propose
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
+    from maple_data.annotate.ablation import read_results, run_propose
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
 
     items, truth = annotated_items
     work = tmp_path / "work"

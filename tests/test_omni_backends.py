@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from maple_data.backends.chat import QWEN3_OMNI, render_chat
-from maple_data.backends.omni_inputs import audio_token_count
-from maple_data.backends.vllm import build_request, option_distribution, sampling_kwargs
 from maple_data.cli import app
 from maple_data.durable import Journal
-from maple_data.prompts import Prompt
-from maple_data.qwen_video import CLIP_MEAN, CLIP_STD, VisionSpec, preprocess_video, smart_resize
+from maple_data.models.chat import QWEN3_OMNI, render_chat
+from maple_data.models.omni_inputs import audio_token_count
+from maple_data.models.prompts import Prompt
+from maple_data.models.qwen_video import CLIP_MEAN, CLIP_STD, VisionSpec, preprocess_video, smart_resize
+from maple_data.models.vllm import build_request, option_distribution, sampling_kwargs
 from tests.crash import cli_command, kill_when, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ def test_chat_rendering_expands_placeholders_and_audio_token_count():
 @pytest.fixture(scope="session")
 def tiny_omni(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
-    from maple_data.backends.tiny_omni import build_tiny_omni
+    from maple_data.models.tiny_omni import build_tiny_omni
 
     return build_tiny_omni(tmp_path_factory.mktemp("tiny-omni"), ["What colour is the shape?", "red green blue"])
 
@@ -132,7 +132,7 @@ def test_encoder_prepares_each_prompt_object_once_and_batches_like_distinct_copi
 
     import torch
 
-    from maple_data.backends.omni_inputs import OmniEncoder
+    from maple_data.models.omni_inputs import OmniEncoder
 
     encoder = OmniEncoder(str(tiny_omni))
     shared, text_only = prompt_with(), prompt_with(frames=False, audio=False)
@@ -155,8 +155,8 @@ def test_tiny_model_folder_is_the_full_omni_layout_and_a_bare_thinker_converts_t
     from safetensors import safe_open
     from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration
 
-    from maple_data.backends.omni_folder import NAMED_TOKENS, PROCESSOR_CLASSES, architecture, vllm_folder
-    from maple_data.backends.vllm import engine_options
+    from maple_data.models.omni_folder import NAMED_TOKENS, PROCESSOR_CLASSES, architecture, vllm_folder
+    from maple_data.models.vllm import engine_options
 
     config = json.loads((tiny_omni / "config.json").read_text())
     thinker, text = config["thinker_config"], config["thinker_config"]["text_config"]
@@ -212,7 +212,7 @@ def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, tiny_omni
 
 def test_annotate_after_a_custom_extract_reuses_it(synth_corpus, seven_items, tiny_omni, tmp_path):
     """It used to re-extract with default settings (plus --frames) and drop the custom rows."""
-    from maple_data.extract import EXTRACTED, SETTINGS, media_schema, saved_settings, settings_for_reuse
+    from maple_data.media.extract import EXTRACTED, SETTINGS, media_schema, saved_settings, settings_for_reuse
     from maple_data.shards import ShardReader
 
     work = tmp_path / "work"

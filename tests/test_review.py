@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from maple_data import decisions as journal
 from maple_data.cli import app
-from maple_data.labelstudio import export_tasks, import_annotations
-from maple_data.review import serve
-from maple_data.review_stats import cohen_kappa
+from maple_data.review.labelstudio import export_tasks, import_annotations
+from maple_data.review.server import serve
+from maple_data.review.stats import cohen_kappa
 from tests.doubles import annotated_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +268,7 @@ def test_unknown_methods_and_internal_errors_are_answered_in_json(server, monkey
     def boom(*_):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("maple_data.review.ensure_preview", boom)
+    monkeypatch.setattr("maple_data.review.server.ensure_preview", boom)
     item = request(port, "GET", "/api/queue")[1]["items"][0]
     assert request(port, "GET", f"/api/item/{item}") == (500, {"ok": False,
                                                               "error": "internal error: RuntimeError: disk on fire"})

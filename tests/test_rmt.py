@@ -1,8 +1,7 @@
 """The shared RMT vocabulary: parsing, sizes, subsets and conditions."""
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from maple_data import rmt
 from maple_data.rmt import Condition, RMTError

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from maple_data.prompts import Prompt
+from maple_data.models.prompts import Prompt
 from maple_rl.rollout import HFRollout, SamplingSpec, VLLMRollout, prompt_seeds, request_seed
 
 INT64 = st.integers(-2**63, 2**63 - 1)
@@ -59,8 +59,8 @@ def test_prompt_seeds_from_an_int_or_one_seed_per_prompt():
 
 @pytest.fixture(scope="module")
 def hf_engine(tmp_path_factory):
-    from maple_data.backends.omni_inputs import OmniEncoder
-    from maple_data.backends.tiny_omni import build_tiny_omni
+    from maple_data.models.omni_inputs import OmniEncoder
+    from maple_data.models.tiny_omni import build_tiny_omni
     from maple_rl.trainer import load_policy
 
     path = str(build_tiny_omni(tmp_path_factory.mktemp("tiny-omni"), ["What colour is the shape?"]))

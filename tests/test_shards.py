@@ -14,9 +14,9 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from maple_data.media_bytes import decode_audio, decode_image
+from maple_data.rmt import TAGS
 from maple_data.schema import load_schema
 from maple_data.shards import RecordError, ShardReader, ShardWriter, list_shards, stats_path
-from maple_data.rmt import TAGS
 from tests.conftest import make_record
 
 

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from maple_data.cli import app
-from maple_data.qa_input import read_qa_file
+from maple_data.inputs.qa import read_qa_file
+from maple_data.inputs.synth import COLOURS, ORDINALS, SHAPES, WHEEL, Scene, learnable_item
 from maple_data.rmt import TAGS
-from maple_data.synth import COLOURS, ORDINALS, SHAPES, WHEEL, Scene, learnable_item
 
 runner = CliRunner()
 

@@ -36,8 +36,8 @@ def bench_and_model(tmp_path_factory) -> tuple[Path, Path]:
     """A verified benchmark of 14 synthetic videos (table-backend proposals, accepted by a
     script) and a tiny random-weight Qwen2.5-Omni Thinker whose tokenizer knows the questions."""
     from maple_data import decisions as journal
-    from maple_data.backends.tiny_omni import build_tiny_omni
-    from maple_data.bench import BenchSettings, build_bench
+    from maple_data.bench.build import BenchSettings, build_bench
+    from maple_data.models.tiny_omni import build_tiny_omni
     from tests.doubles import annotated_synthetic
 
     root = tmp_path_factory.mktemp("rl")
@@ -444,7 +444,7 @@ def config_overrides(config) -> list[str]:
 def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
     """The trainer also drives a plain causal LM (the vs_trl benchmark's setting)."""
     from benchmarks.vs_trl import make_items, write_shards
-    from maple_data.backends.tiny_omni import build_tiny_text_lm
+    from maple_data.models.tiny_omni import build_tiny_text_lm
 
     items = make_items(16, seed=1)
     model = build_tiny_text_lm(tmp_path / "lm", [it["question"] for it in items])
@@ -504,7 +504,7 @@ def test_weight_items_names_are_checkpoint_names_and_tied_tensors_are_listed_onc
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from maple_data.backends.tiny_omni import build_tiny_text_lm
+    from maple_data.models.tiny_omni import build_tiny_text_lm
     from maple_rl.rollout import weight_items
 
     path = build_tiny_text_lm(tmp_path / "lm", ["what colour is it"])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+
 import pyarrow as pa
 from typer.testing import CliRunner
 
 from maple_data.cli import app
-from maple_data.qa_input import read_qa_file
+from maple_data.inputs.qa import read_qa_file
+from maple_data.inputs.validate import validate_path
 from maple_data.schema import load_schema
 from maple_data.shards import ShardWriter, list_shards
-from maple_data.validate import validate_path
 from tests.conftest import make_record
 
 runner = CliRunner()

@@ -57,7 +57,7 @@ def shutdown(*engines) -> None:
 def corpus(tmp_path_factory) -> Path:
     """14 learnable synthetic videos (a QA item and a caption each; two QA items per tag),
     224x56 frames, 2 s."""
-    from maple_data.synth import SynthConfig, generate
+    from maple_data.inputs.synth import SynthConfig, generate
 
     return generate(tmp_path_factory.mktemp("synth"), SynthConfig(n=14, seed=5, mode="learnable", **SYNTH))
 
@@ -65,7 +65,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, corpus) -> Path:
     """maple's tiny Qwen2.5-Omni (default sizes: head size 32, untied head), random weights."""
-    from maple_data.backends.tiny_omni import build_tiny_omni
+    from maple_data.models.tiny_omni import build_tiny_omni
 
     questions = [json.loads(x)["question"] for x in (corpus / "videos" / "qa.jsonl").read_text().splitlines()]
     return build_tiny_omni(tmp_path_factory.mktemp("tiny-omni") / "model", questions, seed=3)
@@ -75,11 +75,11 @@ def tiny_model(tmp_path_factory, corpus) -> Path:
 def items_and_media(corpus, tmp_path_factory) -> list[tuple]:
     """The corpus's QA items with their extracted media (4 frames, 16 kHz audio, subtitles):
     ``(Item, DecodedMedia)`` pairs."""
-    from maple_data.ablation import Item, media_rows
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
-    from maple_data.prompts import DecodedMedia
-    from maple_data.qa_input import read_qa_file
+    from maple_data.annotate.ablation import Item, media_rows
+    from maple_data.inputs.qa import read_qa_file
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
+    from maple_data.models.prompts import DecodedMedia
 
     work = tmp_path_factory.mktemp("extracted")
     run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=4)))
@@ -94,11 +94,11 @@ def bench(corpus, tmp_path_factory) -> Path:
     """A benchmark of the corpus: proposals of the table double (true tags), accepted by a
     script, split 70/30 train/test by video."""
     from maple_data import decisions as journal
-    from maple_data.ablation import AblationSettings, Item, run_annotate, run_propose
-    from maple_data.bench import BenchSettings, build_bench
-    from maple_data.extract import ExtractSettings, run_extract
-    from maple_data.frames import FrameSpec
-    from maple_data.qa_input import read_qa_file
+    from maple_data.annotate.ablation import AblationSettings, Item, run_annotate, run_propose
+    from maple_data.bench.build import BenchSettings, build_bench
+    from maple_data.inputs.qa import read_qa_file
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
     from tests.doubles import TableBackend
 
     root = tmp_path_factory.mktemp("bench")

@@ -21,8 +21,8 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 def setup(tiny_model, items_and_media):
     """The policy (transformers), its encoder, a VLLMRollout serving the same folder, and
     prompts of every item with several modality subsets."""
-    from maple_data.backends.omni_inputs import OmniEncoder
-    from maple_data.prompts import build_prompt
+    from maple_data.models.omni_inputs import OmniEncoder
+    from maple_data.models.prompts import build_prompt
     from maple_rl.rollout import SamplingSpec, VLLMRollout
     from maple_rl.trainer import load_policy
 
@@ -62,7 +62,7 @@ def test_engine_settings_on_cpu(setup, tiny_model):
 def test_greedy_outputs_and_token_logprobs_equal_transformers(setup):
     from vllm import SamplingParams
 
-    from maple_data.backends.vllm import build_request
+    from maple_data.models.vllm import build_request
     from maple_rl.rollout import completion_ids, completion_logprobs, pad_logprobs, pad_responses
     from maple_rl.trainer import response_mask
 

@@ -2,7 +2,7 @@
 on the learnable synthetic corpus, into a model that can annotate and be post-trained.
 
 The run: build the corpus (synth in learnable mode with every tag's question per video ->
-extract -> media features once), build the model (``maple_data.backends.tiny_omni``, sizes
+extract -> media features once), build the model (``maple_data.models.tiny_omni``, sizes
 from the recipe, tokenizer trained on the corpus text), then supervised training over
 mixed modality subsets with a curriculum (single-modality tags first, then the
 compositions, replaying earlier stages), held-out accuracy along the way, resumable
@@ -61,9 +61,9 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     accuracy in ``info``)."""
     import torch
 
-    from maple_data.backends.omni_inputs import OmniEncoder
-    from maple_data.backends.tiny_omni import build_tiny_omni
     from maple_data.durable import atomic_folder, write_atomic
+    from maple_data.models.omni_inputs import OmniEncoder
+    from maple_data.models.tiny_omni import build_tiny_omni
     from maple_rl.pretrain.corpus import corpus_key, corpus_texts, load_corpus, materialize
     from maple_rl.pretrain.loop import Pretrainer
 

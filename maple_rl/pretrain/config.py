@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maple_data.backends.tiny_omni import TinyOmniSize
+from maple_data.models.tiny_omni import TinyOmniSize
 from maple_data.rmt import TAGS, parse_rmt
 from maple_rl.config import RECIPES_DIR, load_recipe
 

@@ -1,5 +1,5 @@
-"""The pretraining corpus: learnable synthetic videos (``maple_data.synth``), extracted by
-the real pipeline (``maple_data.extract``), with each video's media features computed once
+"""The pretraining corpus: learnable synthetic videos (``maple_data.inputs.synth``), extracted by
+the real pipeline (``maple_data.media.extract``), with each video's media features computed once
 and cached on disk, and the supervised examples drawn from them.
 
 Every video carries a question of each of the 7 tags (``SynthConfig.all_tags``): the same
@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 
 from maple_data.answers import option_letter
-from maple_data.backends.omni_inputs import AudioFeatures, OmniEncoder, PreparedPrompt, VideoFeatures
 from maple_data.durable import atomic_path
 from maple_data.errors import MapleError
-from maple_data.extract import ExtractSettings, load_media, run_extract
-from maple_data.frames import FrameSpec
+from maple_data.inputs.synth import SynthConfig, generate
+from maple_data.media.extract import ExtractSettings, load_media, run_extract
+from maple_data.media.frames import FrameSpec
 from maple_data.media_bytes import decode_audio, decode_image
-from maple_data.prompts import Prompt, prompt_messages
+from maple_data.models.omni_inputs import AudioFeatures, OmniEncoder, PreparedPrompt, VideoFeatures
+from maple_data.models.prompts import Prompt, prompt_messages
 from maple_data.rmt import TAGS, is_subset
-from maple_data.synth import SynthConfig, generate
 from maple_rl.pretrain.config import Conditions, CorpusConfig
 
 SPLITS = {"train": 0, "heldout": 1}  # seed offset of each split

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from maple_data.backends.omni_inputs import OmniEncoder
 from maple_data.durable import atomic_folder, write_atomic
+from maple_data.models.omni_inputs import OmniEncoder
 from maple_data.rmt import TAGS, modalities, parse_rmt
 from maple_rl.pretrain.config import PretrainConfig
 from maple_rl.pretrain.corpus import Corpus, CorpusItem, draw_subset, option_letters, target_distribution

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.ablation import read_proposals
+from maple_data.annotate.ablation import read_proposals
 from maple_data.durable import write_atomic
-from maple_data.extract import load_media
 from maple_data.faults import Fault
-from maple_data.review_media import ensure_preview
+from maple_data.media.extract import load_media
+from maple_data.review.previews import ensure_preview
 from maple_data.rmt import TAGS
 
 CHOICES = (*TAGS, "unanswerable", "reject")

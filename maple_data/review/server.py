@@ -52,12 +52,12 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from maple_data import decisions as journal
-from maple_data.ablation import read_proposals
-from maple_data.extract import load_media
-from maple_data.review_media import PREVIEW_DIR, ensure_preview
+from maple_data.annotate.ablation import read_proposals
+from maple_data.media.extract import load_media
+from maple_data.review.previews import PREVIEW_DIR, ensure_preview
 from maple_data.rmt import RMTError, parse_rmt
 
-PAGE = Path(__file__).with_name("review_page.html")
+PAGE = Path(__file__).with_name("page.html")
 TOKEN_SLOT = b"__MAPLE_TOKEN__"  # in PAGE, replaced by the session token
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 MAX_BODY = 1 << 16

@@ -23,11 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
-from maple_data.backends import Backend
-from maple_data.durable import Journal, write_atomic
-from maple_data.extract import EXTRACTED, media_schema, newest_rows
-from maple_data.posterior import (
+from maple_data.annotate.posterior import (
     ANSWERS,
     Likelihood,
     columns,
@@ -38,8 +34,7 @@ from maple_data.posterior import (
     posterior,
     prior_vector,
 )
-from maple_data.prompts import DecodedMedia, Prompt, build_prompt
-from maple_data.proposal import (
+from maple_data.annotate.proposal import (
     DEFAULT_OPTIONS,
     ProposalConfig,
     SearchMode,
@@ -52,7 +47,12 @@ from maple_data.proposal import (
     search_stages,
     stage_needed,
 )
-from maple_data.qa_input import QAItem
+from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
+from maple_data.durable import Journal, write_atomic
+from maple_data.inputs.qa import QAItem
+from maple_data.media.extract import EXTRACTED, media_schema, newest_rows
+from maple_data.models import Backend
+from maple_data.models.prompts import DecodedMedia, Prompt, build_prompt
 from maple_data.rmt import TAGS, is_subset, parse_rmt
 from maple_data.shards import read_batches
 
@@ -177,7 +177,7 @@ def joint_search(available: str, settings: AblationSettings, sample: Sampler,
                  likelihood: Likelihood | None = None,
                  prior: Mapping[str, float] | None = None) -> tuple[dict[str, SubsetResult], int]:
     """The joint rule's adaptive search for one item: ``chunk`` answers at a time from
-    :func:`maple_data.posterior.next_subset` (largest expected information gain) until the
+    :func:`maple_data.annotate.posterior.next_subset` (largest expected information gain) until the
     best answer's posterior reaches ``proposal.target`` or the item has K answers per subset
     on average (:func:`joint_budget`; a level, with logprob scoring, is observed once per
     subset). ``done`` results count as evidence and may get more answers; ``on_result``
@@ -410,7 +410,7 @@ def run_propose(work_dir: str | Path, config: ProposalConfig | None = None) -> t
     """Recompute every proposal from stored results (no model calls) with ``config`` (default:
     the stored one); writes ``WORK/proposals.jsonl`` atomically. Returns its path and counts
     by outcome. An ``empirical`` prior is the mix of answers over all items, by EM
-    (:func:`maple_data.posterior.empirical_prior`)."""
+    (:func:`maple_data.annotate.posterior.empirical_prior`)."""
     work = Path(work_dir)
     folder = work / ABLATION
     settings_path = folder / "settings.json"

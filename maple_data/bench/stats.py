@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maple_data.faults import Fault
+from maple_data.inputs.validate import validate_shard
 from maple_data.schema import load_schema
 from maple_data.shards import SHARD_SUFFIX, ShardReader
-from maple_data.validate import validate_shard
 
 
 def collect(path: str | Path) -> tuple[dict[str, Counter], dict[str, Counter], list[Fault]]:

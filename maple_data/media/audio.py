@@ -7,13 +7,13 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from maple_data.probe import MEDIA_ERRORS, MediaError, error_line, pick_default, stream_infos
+from maple_data.media.probe import MEDIA_ERRORS, MediaError, error_line, pick_default, stream_infos
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
 
 class AudioTrackDecoder:
     """Decodes one audio stream from the packets it is fed (a
-    :class:`~maple_data.probe.PacketListener`); :meth:`samples` gives the result.
+    :class:`~maple_data.media.probe.PacketListener`); :meth:`samples` gives the result.
 
     Leading silence is kept: sample 0 is time 0 of the file when the stream starts later
     than the container (its start time is padded), and decoder output past the stream's

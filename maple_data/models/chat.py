@@ -1,11 +1,11 @@
-"""Qwen-style chat rendering of a :class:`~maple_data.prompts.Prompt` (shared by the hf
+"""Qwen-style chat rendering of a :class:`~maple_data.models.prompts.Prompt` (shared by the hf
 and vllm backends, and by maple_rl's input builder)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maple_data.prompts import Prompt
+from maple_data.models.prompts import Prompt
 
 
 @dataclass(frozen=True)

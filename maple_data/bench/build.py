@@ -42,11 +42,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maple_data import decisions as journal
-from maple_data.ablation import read_proposals
-from maple_data.card import write_card
+from maple_data.annotate.ablation import read_proposals
+from maple_data.bench.card import write_card
 from maple_data.durable import atomic_folder
-from maple_data.extract import load_media
 from maple_data.faults import Fault
+from maple_data.media.extract import load_media
 from maple_data.rmt import condition, modalities, subsets
 from maple_data.schema import load_schema
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from maple_data.prompts import Prompt
+from maple_data.models.prompts import Prompt
 
 
 class Backend(Protocol):
@@ -27,11 +27,11 @@ class Backend(Protocol):
 def load_backend(name: str, model: str, **options) -> Backend:
     """``hf`` or ``vllm`` backend for ``model`` (a hub id or a local folder)."""
     if name == "hf":
-        from maple_data.backends.hf import HFBackend
+        from maple_data.models.hf import HFBackend
 
         return HFBackend(model, **options)
     if name == "vllm":
-        from maple_data.backends.vllm import VLLMBackend
+        from maple_data.models.vllm import VLLMBackend
 
         return VLLMBackend(model, **options)
     raise ValueError(f"unknown backend {name!r}; choose hf or vllm")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from maple_data.faults import Fault
-from maple_data.qa_input import read_qa_file
+from maple_data.inputs.qa import read_qa_file
 from maple_data.schema import RecordSchema
 from maple_data.shards import SHARD_SUFFIX, ShardError, ShardStats, file_sha256, open_stream, schema_of, stats_path
 

@@ -1,9 +1,9 @@
-"""Model inputs for Qwen2.5-Omni from :class:`~maple_data.prompts.Prompt` objects, without
+"""Model inputs for Qwen2.5-Omni from :class:`~maple_data.models.prompts.Prompt` objects, without
 transformers' Qwen processor (its video half needs torchvision). Shared by the hf
 ablation backend and maple_rl's trainer, so annotation and training see identical inputs.
 
 The chat is rendered in Qwen's format with each ``<|VIDEO|>`` / ``<|AUDIO|>`` placeholder
-expanded to the number of tokens its features fill (video: :mod:`maple_data.qwen_video`;
+expanded to the number of tokens its features fill (video: :mod:`maple_data.models.qwen_video`;
 audio: Whisper log-mel features, 100 frames per second, two stride-2 reductions), and
 audio is a separate stream (``use_audio_in_video=False``).
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from maple_data.backends.chat import QWEN2_5_OMNI, QWEN3_OMNI, render_chat
-from maple_data.prompts import Prompt
-from maple_data.qwen_video import VisionSpec, preprocess_video
+from maple_data.models.chat import QWEN2_5_OMNI, QWEN3_OMNI, render_chat
+from maple_data.models.prompts import Prompt
+from maple_data.models.qwen_video import VisionSpec, preprocess_video
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
 # every media placeholder token of the supported families (and Qwen's image placeholders)

@@ -1,7 +1,7 @@
 """A tiny Qwen2.5-Omni Thinker built in code: random weights, a byte-level BPE tokenizer
 trained on the fly, a Whisper feature extractor and the Qwen vision parameters, saved as
-a model folder in the full Qwen2.5-Omni layout (:mod:`maple_data.backends.omni_folder`),
-which transformers (:class:`maple_data.backends.hf.HFBackend`, ``load_policy``) and vLLM
+a model folder in the full Qwen2.5-Omni layout (:mod:`maple_data.models.omni_folder`),
+which transformers (:class:`maple_data.models.hf.HFBackend`, ``load_policy``) and vLLM
 load as the same model, like a real one.
 
 For tests and the offline demo, where nothing can be downloaded.
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maple_data.answers import LETTERS
-from maple_data.backends.omni_folder import complete_processor_files, save_omni
-from maple_data.prompts import QA_INSTRUCTION, SYSTEM_PROMPT
-from maple_data.qwen_video import VisionSpec
+from maple_data.models.omni_folder import complete_processor_files, save_omni
+from maple_data.models.prompts import QA_INSTRUCTION, SYSTEM_PROMPT
+from maple_data.models.qwen_video import VisionSpec
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>",
                   "<|vision_bos|>", "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from maple_data.errors import MissingExtra
+from maple_data.media.subtitles import Segment, clean_text
 from maple_data.schema import AUDIO_SAMPLE_RATE
-from maple_data.subtitles import Segment, clean_text
 
 DEFAULT_ASR_MODEL = "base"
 

@@ -28,14 +28,14 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from maple_data.audio import AudioTrackDecoder
 from maple_data.durable import Journal, write_atomic
-from maple_data.frames import FrameSpec, decode_frames, nearest_frames, sample_times
+from maple_data.media.audio import AudioTrackDecoder
+from maple_data.media.frames import FrameSpec, decode_frames, nearest_frames, sample_times
+from maple_data.media.probe import MediaError, Probe, open_media, probe
+from maple_data.media.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
-from maple_data.probe import MediaError, Probe, open_media, probe
 from maple_data.schema import RecordSchema, load_schema
 from maple_data.shards import ShardStats, ShardWriter, file_sha256, list_shards, read_batches, stats_path
-from maple_data.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 SUBTITLE_SOURCES = ("sidecar", "embedded")
@@ -173,7 +173,7 @@ def _subtitles(info: Probe, audio, settings: ExtractSettings, notes: list[str], 
             if parsed is not None and parsed.segments:
                 return parsed.segments, source
     if settings.asr != "off" and audio is not None and len(audio):
-        from maple_data.asr import transcribe
+        from maple_data.media.asr import transcribe
 
         segments = transcribe(audio, settings.asr_model, language=settings.asr_language)
         if segments:

@@ -14,7 +14,7 @@ from maple_data import decisions as journal
 from maple_data.rmt import TAGS
 
 if TYPE_CHECKING:
-    from maple_data.bench import BenchReport, BenchSettings
+    from maple_data.bench.build import BenchReport, BenchSettings
 
 CHART = "tag_distribution.png"
 SPLIT_COLOURS = {"train": (66, 133, 244), "validation": (251, 188, 5), "test": (52, 168, 83)}

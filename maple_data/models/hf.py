@@ -1,14 +1,14 @@
 """transformers backend: Qwen2.5-Omni Thinker (reference), CPU or GPU, batched. Inputs
-come from :class:`~maple_data.backends.omni_inputs.OmniEncoder` (no torchvision)."""
+come from :class:`~maple_data.models.omni_inputs.OmniEncoder` (no torchvision)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from maple_data.answers import option_letter
-from maple_data.backends.model_source import check_model
-from maple_data.backends.omni_inputs import OmniEncoder, to_device
-from maple_data.prompts import Prompt
+from maple_data.models.model_source import check_model
+from maple_data.models.omni_inputs import OmniEncoder, to_device
+from maple_data.models.prompts import Prompt
 
 
 class HFBackend:

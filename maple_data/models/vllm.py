@@ -7,9 +7,9 @@ text with one placeholder per medium (vLLM expands it) and ``multi_modal_data`` 
 is a separate stream (``use_audio_in_video=False``) and the video's frame rate comes from
 the prompt's frame times. The engine's processor resizes frames within the model folder's
 ``min_pixels``/``max_pixels`` (:func:`engine_options`), as maple's own encoder
-(:class:`~maple_data.backends.omni_inputs.OmniEncoder`) does, so both backends feed the model the
+(:class:`~maple_data.models.omni_inputs.OmniEncoder`) does, so both backends feed the model the
 same tokens. A bare Thinker folder is served through a converted copy
-(:func:`~maple_data.backends.omni_folder.vllm_folder`).
+(:func:`~maple_data.models.omni_folder.vllm_folder`).
 
 On vLLM's CPU build the engine runs eagerly (``enforce_eager``: no minutes of compilation),
 in float32 for ``dtype=auto`` (as the hf backend), in this process
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from maple_data.answers import option_letter
-from maple_data.backends.chat import QWEN2_5_OMNI, QWEN3_OMNI, PlaceholderTokens, render_chat
-from maple_data.backends.model_source import check_model
-from maple_data.backends.omni_folder import model_max_len, vllm_folder
 from maple_data.errors import MissingExtra
-from maple_data.prompts import Prompt
-from maple_data.qwen_video import VisionSpec
+from maple_data.models.chat import QWEN2_5_OMNI, QWEN3_OMNI, PlaceholderTokens, render_chat
+from maple_data.models.model_source import check_model
+from maple_data.models.omni_folder import model_max_len, vllm_folder
+from maple_data.models.prompts import Prompt
+from maple_data.models.qwen_video import VisionSpec
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
 TOP_LOGPROBS = 20  # fallback without logprob_token_ids: logprobs per position; options outside them get 0
@@ -98,7 +98,7 @@ def placeholder_tokens(model: str) -> PlaceholderTokens:
 
 def video_fps(frame_times: Sequence[float] | None) -> float:
     """Frames per second of frames taken at ``frame_times`` (1 when unknown), as
-    :func:`maple_data.qwen_video.preprocess_video` counts them."""
+    :func:`maple_data.models.qwen_video.preprocess_video` counts them."""
     if frame_times is not None and len(frame_times) > 1 and frame_times[-1] > frame_times[0]:
         return (len(frame_times) - 1) / (frame_times[-1] - frame_times[0])
     return 1.0

@@ -18,7 +18,7 @@ Threshold rule (``rule="threshold"``; every threshold in :class:`ProposalConfig`
    deciding subset has fewer than ``min_samples`` samples).
 
 Joint rule (``rule="joint"``, the default; formula and derivation in
-:mod:`maple_data.posterior`): every candidate answer (each tag inside the available
+:mod:`maple_data.annotate.posterior`): every candidate answer (each tag inside the available
 modalities, and ``unanswerable``) is scored by how well it explains *all* evaluated
 subsets at once: under tag M the subsets containing M answer with a high accuracy and the
 others near chance (1 / number of options), each subset's unknown accuracy integrated out
@@ -28,7 +28,7 @@ runner-up's posterior is at least ``close`` times the best's), ``non-monotone`` 
 whose own evidence says it holds, by odds of at least 1 / ``close``, inside one whose own
 evidence says it does not); no ``low-k``: the posterior already weighs how many answers
 each subset got. ``incomplete``: nothing evaluated.
-Its adaptive search (:func:`maple_data.posterior.next_subset`) draws each next answer from
+Its adaptive search (:func:`maple_data.annotate.posterior.next_subset`) draws each next answer from
 the subset with the largest expected information gain, until the best answer's posterior
 reaches ``target`` or the item's budget (K answers per subset on average) is spent.
 """
@@ -40,7 +40,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from maple_data.posterior import UNANSWERABLE, Likelihood, counts_of, decide, parse_prior, posterior, subset_log_odds
+from maple_data.annotate.posterior import (
+    UNANSWERABLE,
+    Likelihood,
+    counts_of,
+    decide,
+    parse_prior,
+    posterior,
+    subset_log_odds,
+)
 from maple_data.rmt import is_subset, parse_rmt, subsets, tag_index, tag_size
 
 Status = Literal["proposed", "unanswerable", "incomplete"]
@@ -54,7 +62,7 @@ class ProposalConfig:
     """Settings of both proposal rules (stored in ``ablation/settings.json``).
 
     Threshold rule: ``tau``, ``delta``, ``min_samples`` (the ``low-k`` flag). Joint rule (see
-    :mod:`maple_data.posterior`): ``prior`` over the answers (``uniform``, ``empirical`` =
+    :mod:`maple_data.annotate.posterior`): ``prior`` over the answers (``uniform``, ``empirical`` =
     the mix seen so far, or ``V=2,VA=1,unanswerable=0.5``), the accuracy of a subset that
     holds the tag ~ Beta with mean ``high`` and concentration ``high_concentration``, of one
     that does not ~ Beta with mean 1 / options (``caption_chance`` for captions) and

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
+from maple_data.media.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maple_data.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
+from maple_data.media.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
 
 SIDECAR_SUFFIXES = (".srt", ".vtt")
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[,.](\d{1,3})"

@@ -1,0 +1,1 @@
+"""Ablation inference and RMT proposals (`maple-data annotate` / `propose`)."""

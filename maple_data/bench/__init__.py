@@ -1,0 +1,1 @@
+"""The benchmark: `build-bench`, the dataset card, `stats`, `publish`."""

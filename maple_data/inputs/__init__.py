@@ -1,0 +1,1 @@
+"""The inputs: the QA file, its validation, synthetic corpora with known RMTs."""

@@ -1,0 +1,1 @@
+"""Extraction (`maple-data extract`): probe, frames, audio, subtitles, ASR, the extraction job."""

@@ -1,0 +1,1 @@
+"""Human verification (`maple-data review`): server and page, previews, statistics, Label Studio."""
