@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from maple_data.workdir import WorkDir
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.doubles: the table backend that builds the training benchmark
 
@@ -103,7 +105,7 @@ def bench_of(corpus: Path, extracted: Path, root: Path) -> Path:
     run_annotate(items.values(), work, TableBackend(items, truth), AblationSettings(model="table", samples=8))
     run_propose(work)
     proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
-    journal.append(work / journal.DECISIONS, [journal.Decision.make(p["id"], "script", "accept", p["rmt"])
+    WorkDir(work).append_decisions([journal.Decision.make(p["id"], "script", "accept", p["rmt"])
                                               for p in proposals if p["status"] == "proposed"])
     build_bench(work, root / "bench", BenchSettings(ratios=(1.0, 0.0, 0.0)))
     return root / "bench"

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from maple_data import __version__
 from maple_data.errors import enable_debug, run_cli
+from maple_data.workdir import WorkDir
 
 app = typer.Typer(
     name="maple-data",
@@ -322,15 +323,11 @@ def propose(
     results of all --num-shards processes into WORK/proposals.jsonl. Either rule works on
     results of either search (the threshold rule calls an item incomplete when its full
     input was not evaluated, which the joint rule's adaptive search may skip)."""
-    import json
     from dataclasses import asdict
 
     from maple_data.annotate.proposal import ProposalConfig
 
-    settings_path = work / "ablation" / "settings.json"
-    if not settings_path.exists():
-        raise typer.BadParameter(f"no ablation results in {work} (run maple-data annotate first)")
-    stored = asdict(ProposalConfig.from_dict(json.loads(settings_path.read_text())["proposal"]))
+    stored = asdict(ProposalConfig.from_dict(WorkDir(work).read_ablation_settings()["proposal"]))
     given = {"rule": rule, "prior": prior, "tau": tau, "delta": delta, "min_samples": min_samples}
     merged = stored | {k: v for k, v in given.items() if v is not None}
     config = _proposal_config(**merged)
@@ -383,13 +380,11 @@ def review_stats(
 ) -> None:
     """Proposal-vs-verdict confusion per RMT, acceptance rate, and Cohen's kappa between
     reviewers on items decided by both."""
-    from maple_data import decisions as journal
-    from maple_data.annotate.ablation import read_proposals
     from maple_data.review.stats import confusion, pairwise_kappa
 
-    proposals = {p["id"]: p["rmt"] or p["status"] for p in read_proposals(work)}
+    proposals = {p["id"]: p["rmt"] or p["status"] for p in WorkDir(work).read_proposals()}
     faults: list = []
-    decisions = journal.read(work / journal.DECISIONS, faults)
+    decisions = WorkDir(work).read_decisions(faults)
     for fault in faults:
         typer.echo(str(fault))
     table = confusion(proposals, decisions)

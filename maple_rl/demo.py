@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.annotate.ablation import AblationSettings, Item, read_proposals, run_annotate, run_propose
+from maple_data.annotate.ablation import AblationSettings, Item, run_annotate, run_propose
 from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.durable import write_atomic
 from maple_data.inputs.qa import read_qa_file
@@ -35,6 +35,7 @@ from maple_data.media.extract import ExtractSettings, run_extract
 from maple_data.media.frames import FrameSpec
 from maple_data.models.hf import HFBackend
 from maple_data.rmt import TAGS
+from maple_data.workdir import WorkDir
 from maple_rl.config import TrainConfig, load_config, load_recipe, recipe_path
 from maple_rl.evaluate import evaluate
 from maple_rl.pretrain import PretrainResult, load_pretrain_config, pretrain
@@ -68,7 +69,7 @@ def load_demo_config(recipe: str | Path | None = None, **overrides: Any) -> Demo
 def scripted_review(work: Path, truth: dict[str, str], threshold: float) -> dict[str, int]:
     """Bulk-accept confident proposals, then the scripted reviewer decides the rest by the
     true tag (accept when the proposal is right, override otherwise)."""
-    proposals = read_proposals(work)
+    proposals = WorkDir(work).read_proposals()
     bulk, scripted = [], []
     for p in proposals:
         if p["status"] == "proposed" and p["confidence"] >= threshold:
@@ -78,7 +79,7 @@ def scripted_review(work: Path, truth: dict[str, str], threshold: float) -> dict
             verdict = "accept" if p["rmt"] == truth[p["id"]] else "override"
             scripted.append(journal.Decision.make(p["id"], SCRIPTED_REVIEWER, verdict, truth[p["id"]],
                                                   proposed=p["rmt"], note="scripted from the synthetic ground truth"))
-    journal.append(work / journal.DECISIONS, bulk + scripted)
+    WorkDir(work).append_decisions(bulk + scripted)
     return {"bulk": len(bulk), "scripted": len(scripted)}
 
 
@@ -140,7 +141,7 @@ def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | 
                                 max_new_tokens=2)
     run_annotate(qa, work, HFBackend(annotator, batch_size=64, seed=config.seed), settings)
     run_propose(work)
-    proposals = read_proposals(work)
+    proposals = WorkDir(work).read_proposals()
     agree = agreement(proposals, truth)
     log("4/6 review (bulk triage + scripted reviewer) and build-bench")
     review = scripted_review(work, truth, config.accept_confident)

@@ -11,12 +11,16 @@ import pytest
 from maple_data.inputs.synth import SynthConfig, generate
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.schema import load_schema
+from maple_data.workdir import WorkDir
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--learning", action="store_true",
                      help="run the learning lane too: pretrain the shipped recipe cold and check what the model "
                           "learns (tens of minutes on 2 cores; `make test-learning`)")
+    parser.addoption("--learning-cache", metavar="DIR", type=Path, default=None,
+                     help="the learning lane's model cache (default: a fresh folder, so the shipped recipe is "
+                          "pretrained cold once per run); e.g. ~/.cache/maple to reuse a cached model")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,6 +68,15 @@ def verified_work(tmp_path_factory) -> Path:
     from tests.doubles import annotated_synthetic
 
     work, _, proposals = annotated_synthetic(tmp_path_factory.mktemp("verified"), n=14, seed=2)
-    journal.append(work / journal.DECISIONS, [journal.Decision.make(p["id"], "script", "accept", p["rmt"])
+    WorkDir(work).append_decisions([journal.Decision.make(p["id"], "script", "accept", p["rmt"])
                                               for p in proposals if p["status"] == "proposed"])
     return work
+
+
+@pytest.fixture(scope="session")
+def learning_cache(request, tmp_path_factory) -> Path:
+    """The learning lane's model cache (``--cache-dir`` / ``$MAPLE_CACHE`` of the CLIs), one
+    per run, shared by the lane's tests so the shipped recipe is pretrained once: a fresh
+    folder (cold) unless ``--learning-cache DIR`` names one."""
+    named = request.config.getoption("--learning-cache")
+    return named.expanduser() if named else tmp_path_factory.mktemp("maple-cache")

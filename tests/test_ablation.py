@@ -33,6 +33,7 @@ from maple_data.media.extract import ExtractSettings, load_media, run_extract
 from maple_data.media.frames import FrameSpec
 from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS
+from maple_data.workdir import WorkDir
 from tests.doubles import TableBackend
 
 OPTIONS = ["red", "green", "blue", "dark blue"]
@@ -199,7 +200,7 @@ def test_annotate_resumes_without_recomputing_finished_subsets(annotated):
     summary = run_annotate(items.values(), work, backend, settings)
     assert summary.resumed_subsets == 5 * 7
     assert backend.calls == 9 * 7 * 16  # only the 9 new items
-    stored = read_results(work / "ablation", settings.result_key)
+    stored = read_results(WorkDir(work), settings.result_key)
     assert len(stored) == 14 and all(len(v) == 7 for v in stored.values())
     lines = (work / "ablation" / "results-000-of-001.jsonl").read_text().splitlines()
     assert len(lines) == 14 * 7  # no duplicates

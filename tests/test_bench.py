@@ -17,6 +17,7 @@ from maple_data import decisions as journal
 from maple_data.bench.build import CONFIGS, NONE_OPTION, BenchSettings, assign_splits, build_bench, qa_plus_row
 from maple_data.cli import app
 from maple_data.rmt import TAGS, is_subset
+from maple_data.workdir import WorkDir
 from tests.doubles import annotated_synthetic
 
 
@@ -35,18 +36,19 @@ def reviewed_work(tmp_path_factory) -> Path:
             decisions.append(journal.Decision.make(p["id"], "alice", "unanswerable", proposed=p["rmt"]))
         elif p["id"] != qa_ids[2]:
             decisions.append(journal.Decision.make(p["id"], "alice", "accept", p["rmt"], proposed=p["rmt"]))
-    journal.append(work / journal.DECISIONS, decisions)
+    WorkDir(work).append_decisions(decisions)
     return work
 
 
 def test_decision_journal_last_wins_and_torn_lines(tmp_path):
-    path = tmp_path / "d.jsonl"
-    journal.append(path, [journal.Decision("i1", "bob", "accept", "va", time="2026-01-01T00:00:00Z"),
+    work = WorkDir(tmp_path)
+    path = work.decisions
+    work.append_decisions([journal.Decision("i1", "bob", "accept", "va", time="2026-01-01T00:00:00Z"),
                           journal.Decision("i1", "amy", "reject", time="2026-01-02T00:00:00Z"),
                           journal.Decision("i1", "bob", "override", "S", time="2026-01-03T00:00:00Z")])
     with path.open("a") as handle:
         handle.write('{"item": "i2", "revi')  # crash mid-write
-    decisions = journal.read(path)
+    decisions = work.read_decisions()
     assert len(decisions) == 3 and decisions[0].rmt == "VA"
     assert journal.latest_by_reviewer(decisions)[("i1", "bob")].rmt == "S"
     assert journal.latest_by_item(decisions)["i1"].verdict == "override"
@@ -142,13 +144,13 @@ def test_bad_journal_lines_are_reported_with_file_and_line_and_skipped(reviewed_
 
     work = tmp_path / "work"
     shutil.copytree(reviewed_work, work)
-    with (work / journal.DECISIONS).open("a") as handle:
+    with WorkDir(work).decisions.open("a") as handle:
         handle.write("this is not json\n")
         handle.write(json.dumps({"item": "no-such-item", "reviewer": "bob", "verdict": "reject"}) + "\n")
         handle.write(json.dumps({"item": "clip-00003-qa", "reviewer": "bob", "verdict": "override",
                                  "rmt": "VX"}) + "\n")
         handle.write(json.dumps({"item": "clip-00003-qa", "reviewer": "bob", "verdict": "maybe"}) + "\n")
-    lines = len((work / journal.DECISIONS).read_text().splitlines())
+    lines = len(WorkDir(work).decisions.read_text().splitlines())
     result = CliRunner().invoke(app, ["build-bench", str(work), "-o", str(tmp_path / "bench")])
     assert result.exit_code == 0, result.output
     assert f"decisions.jsonl:{lines - 3} [-] not JSON" in result.output

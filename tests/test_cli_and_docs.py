@@ -129,3 +129,24 @@ def test_no_option_help_loses_text_to_rich_markup(app_path):
         result = CliRunner().invoke(app, [*name, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
         assert result.exit_code == 0, (name, result.output)
         assert not re.search(r"\w \.\s", result.output), (name, result.output)
+
+
+def test_work_folder_names_are_spelled_only_in_the_workdir_module():
+    """No module but maple_data/workdir.py names a work-folder file, or joins a work-folder
+    name onto a path: the folder's layout has one home."""
+    import ast
+
+    from maple_data.workdir import NAMES
+
+    offenders = []
+    for path in sorted((ROOT / "maple_data").rglob("*.py")) + sorted((ROOT / "maple_rl").rglob("*.py")):
+        if path.name == "workdir.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            joined = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and \
+                isinstance(node.right, ast.Constant) and node.right.value in NAMES
+            named = isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value and \
+                node.value in NAMES
+            if joined or named:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

@@ -15,8 +15,9 @@ from maple_data import decisions as journal
 from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.bench.stats import collect
 from maple_data.durable import Journal, atomic_folder, atomic_path, read_journal, write_atomic
-from maple_data.media.extract import EXTRACTED, JOURNAL, ExtractSettings, run_extract
+from maple_data.media.extract import ExtractSettings, run_extract
 from maple_data.media.frames import FrameSpec
+from maple_data.workdir import WorkDir
 from tests.crash import cli_command, fault_at, run
 from tests.doubles import annotated_synthetic
 
@@ -65,7 +66,7 @@ def test_build_bench_refuses_a_folder_that_is_not_a_benchmark_and_an_empty_selec
     assert (other / "notes.txt").read_text() == "keep me"
     empty = tmp_path / "empty-work"
     shutil.copytree(verified_work, empty)
-    (empty / journal.DECISIONS).unlink()
+    WorkDir(empty).decisions.unlink()
     with pytest.raises(ValueError, match=r"nothing to build: no item qualifies \(not reviewed: \d+\); review"):
         build_bench(empty, tmp_path / "bench", BenchSettings())
     assert not (tmp_path / "bench").exists()
@@ -80,23 +81,25 @@ def tear(path: Path) -> int:
 
 
 def test_decisions_journal_with_a_torn_tail_keeps_the_next_decision_and_reports_the_fragment(tmp_path):
-    path = tmp_path / journal.DECISIONS
-    journal.append(path, [journal.Decision.make("a", "ann", "accept", "V")])
+    work = WorkDir(tmp_path)
+    path = work.decisions
+    work.append_decisions([journal.Decision.make("a", "ann", "accept", "V")])
     torn = tear(path)
-    journal.append(path, [journal.Decision.make("b", "ann", "override", "VA")])  # acknowledged after the crash
+    work.append_decisions([journal.Decision.make("b", "ann", "override", "VA")])  # acknowledged after the crash
     faults: list = []
-    assert [d.item for d in journal.read(path, faults)] == ["a", "b"]
+    assert [d.item for d in work.read_decisions(faults)] == ["a", "b"]
     assert [(f.file, f.row) for f in faults] == [(str(path), torn)] and "not JSON" in faults[0].message
 
 
 def test_decision_lines_with_wrong_types_are_reported_not_crashed_on(tmp_path):
-    path = tmp_path / journal.DECISIONS
-    journal.append(path, [journal.Decision.make("a", "ann", "accept", "V")])
+    work = WorkDir(tmp_path)
+    path = work.decisions
+    work.append_decisions([journal.Decision.make("a", "ann", "accept", "V")])
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"item": "b", "reviewer": "ann", "verdict": "accept", "rmt": "V", "time": 12345})
                      + "\n" + json.dumps({"item": 5, "reviewer": "ann", "verdict": "reject"}) + "\n")
     faults: list = []
-    assert [d.item for d in journal.read(path, faults)] == ["a"]
+    assert [d.item for d in work.read_decisions(faults)] == ["a"]
     assert [(f.row, f.message) for f in faults] == [
         (2, "not a decision (time must be a string, got 12345)"),
         (3, "not a decision (item must be a string, got 5)")]
@@ -109,7 +112,7 @@ def test_extract_journal_with_a_torn_tail_keeps_later_records(synth_corpus, tmp_
         shutil.copy(synth_corpus / "videos" / name, videos / name)
     settings = ExtractSettings(frames=FrameSpec(count=2))
     run_extract(videos, tmp_path / "work", settings)
-    path = tmp_path / "work" / EXTRACTED / JOURNAL
+    path = WorkDir(tmp_path / "work").extract_journal
     torn = tear(path)
     shutil.copy(synth_corpus / "videos" / "clip-00002.mp4", videos / "clip-00002.mp4")
     summary = run_extract(videos, tmp_path / "work", settings)
@@ -121,11 +124,11 @@ def test_extract_journal_with_a_torn_tail_keeps_later_records(synth_corpus, tmp_
 
 
 def test_ablation_results_journal_with_a_torn_tail_keeps_later_results(tmp_path):
-    from maple_data.annotate.ablation import ABLATION, AblationSettings, read_results, run_annotate
+    from maple_data.annotate.ablation import AblationSettings, read_results, run_annotate
     from tests.doubles import TableBackend
 
     work, items, _ = annotated_synthetic(tmp_path, n=2, seed=5)
-    results = next((work / ABLATION).glob("results-*.jsonl"))
+    results = WorkDir(work).parts("results")[0]
     before = Journal.read(results)
     torn = tear(results)
     truth = {i: "VAS" for i in items}
@@ -135,7 +138,7 @@ def test_ablation_results_journal_with_a_torn_tail_keeps_later_results(tmp_path)
     after = Journal.read(results, faults)
     assert after[:len(before)] == before and len(after) > len(before)
     assert [f.row for f in faults] == [torn]
-    assert sum(len(v) for v in read_results(work / ABLATION, settings.result_key).values()) == len(after) - len(before)
+    assert sum(len(v) for v in read_results(WorkDir(work), settings.result_key).values()) == len(after) - len(before)
 
 
 def test_write_atomic_and_atomic_folder_leave_the_old_content_on_error(tmp_path):

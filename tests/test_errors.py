@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from maple_data import decisions as journal
 from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.errors import describe
-from maple_data.media.extract import EXTRACTED, load_media
+from maple_data.media.extract import load_media
+from maple_data.workdir import EXTRACTED, WorkDir
 from tests.crash import cli_command, fault_at, run
 
 
@@ -66,10 +66,10 @@ def test_malformed_yaml_recipe_names_file_line_and_column(bench, tmp_path):
 def test_decisions_with_wrong_field_types_are_reported_and_the_build_goes_on(verified_work, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(verified_work, work)
-    first = json.loads((work / journal.DECISIONS).read_text().splitlines()[0])
-    with open(work / journal.DECISIONS, "a", encoding="utf-8") as handle:
+    first = json.loads(WorkDir(work).decisions.read_text().splitlines()[0])
+    with open(WorkDir(work).decisions, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({**first, "time": 12345}) + "\n" + json.dumps({**first, "item": 5}) + "\n")
-    lines = len((work / journal.DECISIONS).read_text().splitlines())
+    lines = len(WorkDir(work).decisions.read_text().splitlines())
     for command in (("build-bench", work, "-o", tmp_path / "bench"), ("review-stats", work)):
         result = run(cli_command("maple_data.cli", *command))
         assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result.stderr

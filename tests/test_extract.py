@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 from maple_data.cli import app
 from maple_data.durable import Journal
 from maple_data.inputs.validate import validate_path
-from maple_data.media.extract import EXTRACTED, ExtractSettings, extract_video, load_media, run_extract
+from maple_data.media.extract import ExtractSettings, extract_video, load_media, run_extract
 from maple_data.media.frames import FrameSpec, nearest_frames, output_size, sample_times
 from maple_data.media.subtitles import decode_text, find_sidecar, parse_subtitles
 from maple_data.media_bytes import decode_audio, decode_image
 from maple_data.schema import load_schema
 from maple_data.shards import ShardReader, list_shards
+from maple_data.workdir import EXTRACTED, WorkDir
 from tests.crash import cli_command, kill_when, run
 from tests.media_factory import RED_ROWS, cfr_times, garble_audio, read_code, vfr_times, write_media
 
@@ -230,7 +231,7 @@ def test_bad_files_are_reported_and_the_good_ones_complete(tmp_path):
     for name, reason in expected.items():
         line = next(x for x in result.output.splitlines() if x.startswith(f"{videos / name}: "))
         assert line.count("\n") == 0 and len(line) < 200
-    entries = {e["path"]: e for e in Journal.read(tmp_path / "work" / EXTRACTED / "journal.jsonl")}
+    entries = {e["path"]: e for e in Journal.read(WorkDir(tmp_path / "work").extract_journal)}
     assert {p: e["reason"] for p, e in entries.items() if e["status"] == "failed"} == expected
     assert {p for p, e in entries.items() if e["status"] == "done"} == {"good.mp4", "sub/mute.mkv"}
     media = load_media(tmp_path / "work")

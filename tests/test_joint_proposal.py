@@ -28,6 +28,7 @@ from maple_data.annotate.posterior import (
 from maple_data.annotate.proposal import ProposalConfig, SubsetResult, propose, propose_joint
 from maple_data.cli import app
 from maple_data.rmt import TAGS, is_subset, subsets
+from maple_data.workdir import WorkDir
 from tests.doubles import TableBackend
 
 AVAILABLE = ["VAS", "VA", "VS", "AS", "V", "A", "S"]
@@ -302,7 +303,7 @@ def test_propose_switches_rules_without_a_model_and_stores_the_posterior(synth_c
     assert backend.calls == calls  # no model calls
     bad = runner.invoke(app, ["propose", str(work), "--rule", "vote"])
     assert bad.exit_code != 0 and "rule must be one of threshold, joint" in bad.output
-    stored = json.loads((work / "ablation" / "settings.json").read_text())["proposal"]
+    stored = WorkDir(work).read_ablation_settings()["proposal"]
     assert stored["rule"] == "threshold" and stored["target"] == ProposalConfig().target
     legacy = {k: stored[k] for k in ("tau", "delta", "min_samples")}  # settings written before the joint rule
     assert ProposalConfig.from_dict(legacy).rule == "threshold"
@@ -322,7 +323,7 @@ def test_annotate_with_the_joint_search_resumes_and_learns_the_mix(synth_corpus,
     summary = run_annotate(items.values(), work, backend, settings_)
     assert first.model_calls > 0 and summary.evaluated == 9  # the 5 finished items draw nothing more
     lines = [json.loads(x) for x in (work / "ablation" / "results-000-of-001.jsonl").read_text().splitlines()]
-    stored = read_results(work / "ablation", settings_.result_key)
+    stored = read_results(WorkDir(work), settings_.result_key)
     assert len(lines) == sum(len(v) for v in stored.values())  # one journal line per (item, subset)
     assert backend.calls + first.model_calls == sum(x.n for v in stored.values() for x in v.values())
     _, counts = run_propose(work)

@@ -19,6 +19,7 @@ from maple_data.models.omni_inputs import audio_token_count
 from maple_data.models.prompts import Prompt
 from maple_data.models.qwen_video import CLIP_MEAN, CLIP_STD, VisionSpec, preprocess_video, smart_resize
 from maple_data.models.vllm import build_request, option_distribution, sampling_kwargs
+from maple_data.workdir import WorkDir
 from tests.crash import cli_command, kill_when, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,12 +208,12 @@ def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, tiny_omni
         evaluated = [e for e in p["ablation"]["results"] if e["evaluated"]]  # joint search: any subsets, <= 2 x 7
         assert evaluated and all(len(e["sample_answers"]) == e["n_samples"] >= 1 for e in evaluated)
         assert sum(e["n_samples"] for e in evaluated) <= 2 * 7
-    assert (work / "ablation" / "settings.json").exists()
+    assert WorkDir(work).ablation_settings.exists()
 
 
 def test_annotate_after_a_custom_extract_reuses_it(synth_corpus, seven_items, tiny_omni, tmp_path):
     """It used to re-extract with default settings (plus --frames) and drop the custom rows."""
-    from maple_data.media.extract import EXTRACTED, SETTINGS, media_schema, saved_settings, settings_for_reuse
+    from maple_data.media.extract import media_schema, saved_settings, settings_for_reuse
     from maple_data.shards import ShardReader
 
     work = tmp_path / "work"
@@ -223,7 +224,7 @@ def test_annotate_after_a_custom_extract_reuses_it(synth_corpus, seven_items, ti
 
     def extracted() -> dict[str, tuple[str, tuple[int, ...]]]:
         return {r["id"]: (r["extract_key"], len(r["frames"]), r["video_meta"]["width"] * r["video_meta"]["height"])
-                for r in ShardReader(work / EXTRACTED, schema=media_schema())}
+                for r in ShardReader(WorkDir(work).extracted, schema=media_schema())}
 
     before = extracted()
     assert all(n == 5 and pixels <= 20000 for _, n, pixels in before.values())
@@ -234,7 +235,7 @@ def test_annotate_after_a_custom_extract_reuses_it(synth_corpus, seven_items, ti
     assert extracted() == before and saved_settings(work) == custom  # nothing re-extracted
     assert settings_for_reuse(work, 5) == custom and settings_for_reuse(work, 6).frames.max_pixels == 20000
     assert settings_for_reuse(tmp_path / "fresh", None).frames.count == 16
-    (work / EXTRACTED / SETTINGS).write_text("{not json")
+    WorkDir(work).extract_settings.write_text("{not json")
     with pytest.raises(ValueError, match="unreadable extraction settings"):
         saved_settings(work)
 

@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from maple_data.rmt import TAGS
+from maple_data.workdir import WorkDir
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
@@ -42,7 +43,7 @@ def bench_and_model(tmp_path_factory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("rl")
     work, items, proposals = annotated_synthetic(root, n=14, seed=2)
-    journal.append(work / journal.DECISIONS, [journal.Decision.make(p["id"], "scripted-reviewer", "accept", p["rmt"],
+    WorkDir(work).append_decisions([journal.Decision.make(p["id"], "scripted-reviewer", "accept", p["rmt"],
                                                                     bulk=True) for p in proposals
                                               if p["status"] == "proposed"])
     build_bench(work, root / "bench", BenchSettings(ratios=(0.7, 0.0, 0.3)))

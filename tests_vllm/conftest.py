@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from maple_data.workdir import WorkDir
+
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
@@ -108,7 +110,7 @@ def bench(corpus, tmp_path_factory) -> Path:
     run_annotate(items.values(), root / "work", TableBackend(items, truth), AblationSettings(model="table", samples=8))
     run_propose(root / "work")
     proposals = [json.loads(x) for x in (root / "work" / "proposals.jsonl").read_text().splitlines()]
-    journal.append(root / "work" / journal.DECISIONS, [journal.Decision.make(p["id"], "script", "accept", p["rmt"])
+    WorkDir(root / "work").append_decisions([journal.Decision.make(p["id"], "script", "accept", p["rmt"])
                                                        for p in proposals if p["status"] == "proposed"])
     build_bench(root / "work", root / "bench", BenchSettings(ratios=(0.7, 0.0, 0.3)))
     return root / "bench"

@@ -1,15 +1,11 @@
 """Ablation inference: run a model on the modality subsets of every item, journal each
 (item, subset) result as it completes, and turn the evidence into RMT proposals.
 
-Files in ``WORK/ablation/``:
-- ``settings.json``: the model and scoring settings of the stored results;
-- ``items-SSS-of-NNN.jsonl``: the items this process annotated (question, options,
-  answer, available modalities), one per line;
-- ``results-SSS-of-NNN.jsonl``: one line per finished (item, subset): scores and raw
-  answers, appended and fsynced as each completes (``kill -9``-safe; a re-run skips what
-  is there). ``SSS-of-NNN`` is ``--shard-index`` of ``--num-shards``, so processes on
-  several machines never write the same file; :func:`run_propose` merges them all.
-``WORK/proposals.jsonl`` holds one proposal per item (written atomically by ``propose``).
+Each annotate process stores its settings, its items and one result line per finished
+(item, subset) under ``WORK/ablation/`` (paths and readers in :mod:`maple_data.workdir`);
+results are fsynced as each completes (``kill -9``-safe; a re-run skips what is there).
+Processes of ``--num-shards`` never write the same file; :func:`run_propose` merges them
+all into one proposal per item.
 """
 
 from __future__ import annotations
@@ -48,16 +44,14 @@ from maple_data.annotate.proposal import (
     stage_needed,
 )
 from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
-from maple_data.durable import Journal, write_atomic
 from maple_data.inputs.qa import QAItem
-from maple_data.media.extract import EXTRACTED, media_schema, newest_rows
+from maple_data.media.extract import media_schema, newest_rows
 from maple_data.models import Backend
 from maple_data.models.prompts import DecodedMedia, Prompt, build_prompt
 from maple_data.rmt import TAGS, is_subset, parse_rmt
 from maple_data.shards import read_batches
+from maple_data.workdir import WorkDir
 
-ABLATION = "ablation"
-PROPOSALS = "proposals.jsonl"
 Scoring = Literal["sample", "logprob"]
 
 
@@ -251,31 +245,26 @@ def evaluate_item(item: Item, media: Mapping[str, Any], backend: Backend, settin
 # ---------------------------------------------------------------- files
 
 
-def part_name(kind: str, shard_index: int, num_shards: int) -> str:
-    return f"{kind}-{shard_index:03d}-of-{num_shards:03d}.jsonl"
-
-
 def in_shard(item_id: str, shard_index: int, num_shards: int) -> bool:
     """Stable assignment of items to processes (CRC-32 of the id)."""
     return zlib.crc32(item_id.encode()) % num_shards == shard_index
 
 
-def read_results(ablation_dir: Path, key: str) -> dict[str, dict[str, SubsetResult]]:
+def read_results(work: WorkDir, key: str) -> dict[str, dict[str, SubsetResult]]:
     """``item id -> subset -> result`` from every results file with this settings key."""
     stored: dict[str, dict[str, SubsetResult]] = {}
-    for path in sorted(ablation_dir.glob("results-*.jsonl")):
-        for entry in Journal.read(path):
-            if entry.get("key") == key:
-                stored.setdefault(entry["item"], {})[entry["subset"]] = SubsetResult(
-                    entry["subset"], [float(x) for x in entry["scores"]], list(entry["answers"]))
+    for entry in work.read_results():
+        if entry.get("key") == key:
+            stored.setdefault(entry["item"], {})[entry["subset"]] = SubsetResult(
+                entry["subset"], [float(x) for x in entry["scores"]], list(entry["answers"]))
     return stored
 
 
-def media_rows(work_dir: Path, wanted: set[str]) -> Iterator[dict[str, Any]]:
+def media_rows(work: WorkDir, wanted: set[str]) -> Iterator[dict[str, Any]]:
     """Media rows whose id is in ``wanted``, shard by shard (memory stays one batch);
     for a video extracted twice the newest row wins (later rows replace earlier ones)."""
     schema = media_schema()
-    shards, newest = newest_rows(work_dir / EXTRACTED, wanted)
+    shards, newest = newest_rows(work.extracted, wanted)
     for s_index, shard in enumerate(shards):
         start = 0
         for batch in read_batches(shard, schema):
@@ -323,21 +312,17 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
     the results files are not recomputed."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index} of {num_shards}")
-    work = Path(work_dir)
-    folder = work / ABLATION
-    folder.mkdir(parents=True, exist_ok=True)
-    settings_path = folder / "settings.json"
-    write_atomic(settings_path, json.dumps(asdict(settings) | {"result_key": settings.result_key}, indent=1))
+    work = WorkDir(work_dir)
+    work.write_ablation_settings(asdict(settings) | {"result_key": settings.result_key})
     mine = [item for item in items if in_shard(item.id, shard_index, num_shards)]
     by_video: dict[str, list[Item]] = {}
     for item in mine:
         by_video.setdefault(item.video_id, []).append(item)
-    stored = read_results(folder, settings.result_key)
+    stored = read_results(work, settings.result_key)
     summary = AnnotateSummary(items=len(mine))
     if on_start is not None:
         on_start(len(mine))
-    results_log = Journal(folder / part_name("results", shard_index, num_shards))
-    items_log = folder / part_name("items", shard_index, num_shards)
+    results_log = work.results_journal(shard_index, num_shards)
     seen: set[str] = set()
     entries = []
     mix = SeenMix(settings.proposal.prior)
@@ -362,7 +347,7 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
                     on_item(item)
     finally:
         results_log.close()
-        write_atomic(items_log, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+        work.write_items(shard_index, num_shards, entries)
     for video_id, group in by_video.items():
         if video_id not in seen:
             for item in group:
@@ -398,41 +383,24 @@ def proposal_entry(item: Mapping[str, Any], results: Mapping[str, SubsetResult],
             "ablation": {"model": settings["model"], "scoring": settings["scoring"], "results": evidence}}
 
 
-def read_proposals(work_dir: str | Path) -> list[dict[str, Any]]:
-    """The entries of ``WORK/proposals.jsonl`` (one per item, sorted by id)."""
-    path = Path(work_dir) / PROPOSALS
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run maple-data annotate (or propose) first")
-    return Journal.read(path)
-
-
 def run_propose(work_dir: str | Path, config: ProposalConfig | None = None) -> tuple[Path, Counter]:
     """Recompute every proposal from stored results (no model calls) with ``config`` (default:
     the stored one); writes ``WORK/proposals.jsonl`` atomically. Returns its path and counts
     by outcome. An ``empirical`` prior is the mix of answers over all items, by EM
     (:func:`maple_data.annotate.posterior.empirical_prior`)."""
-    work = Path(work_dir)
-    folder = work / ABLATION
-    settings_path = folder / "settings.json"
-    if not settings_path.exists():
-        raise FileNotFoundError(f"no ablation results in {folder}: run maple-data annotate first")
-    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    work = WorkDir(work_dir)
+    settings = work.read_ablation_settings()
     config = config or ProposalConfig.from_dict(settings["proposal"])
-    results = read_results(folder, settings["result_key"])
-    items: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("items-*.jsonl")):
-        for entry in Journal.read(path):
-            items[entry["id"]] = entry
+    results = read_results(work, settings["result_key"])
+    items = work.read_items()
     prior = parse_prior(config.prior)
     if prior == {}:
         prior = empirical_prior([(counts_of(results.get(i, {}), e["available_modalities"]), e["available_modalities"],
                                   entry_likelihood(e, settings, config)) for i, e in items.items()])
-    lines, counts = [], Counter()
+    entries, counts = [], Counter()
     for item_id in sorted(items):
         entry = proposal_entry(items[item_id], results.get(item_id, {}), settings, config, prior)
         counts[entry["rmt"] or entry["status"]] += 1
         counts.update(f"flag: {flag}" for flag in entry["flags"])
-        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-    out = work / PROPOSALS
-    write_atomic(out, "".join(lines))
-    return out, counts
+        entries.append(entry)
+    return work.write_proposals(entries), counts

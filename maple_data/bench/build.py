@@ -42,13 +42,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maple_data import decisions as journal
-from maple_data.annotate.ablation import read_proposals
 from maple_data.bench.card import write_card
 from maple_data.durable import atomic_folder
 from maple_data.faults import Fault
 from maple_data.media.extract import load_media
 from maple_data.rmt import condition, modalities, subsets
 from maple_data.schema import load_schema
+from maple_data.workdir import WorkDir
 
 SPLITS = ("train", "validation", "test")
 CONFIGS = ("qa_exact", "qa_all_combinations", "qa_plus", "caption")
@@ -229,12 +229,12 @@ def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettin
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "README.md").exists())):
         raise ValueError(f"{out} exists and is not a benchmark folder (no README.md): choose another --out; "
                          "build-bench replaces the whole folder")
-    proposals = read_proposals(work)
+    proposals = WorkDir(work).read_proposals()
     report = BenchReport(out)
-    journal_path = work / journal.DECISIONS
+    journal_path = WorkDir(work).decisions
     known = {p["id"] for p in proposals}
     decisions = []
-    for decision in journal.read(journal_path, report.faults):
+    for decision in WorkDir(work).read_decisions(report.faults):
         if decision.item in known:
             decisions.append(decision)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from maple_data import decisions as journal
 from maple_data.rmt import TAGS
+from maple_data.workdir import WorkDir
 
 if TYPE_CHECKING:
     from maple_data.bench.build import BenchReport, BenchSettings
@@ -64,14 +64,13 @@ def draw_chart(report: BenchReport, path: Path, config: str = "qa_exact") -> Non
 def provenance(work: Path) -> list[str]:
     """How the tags were obtained: ablation settings and review statistics."""
     lines = []
-    settings_path = work / "ablation" / "settings.json"
-    if settings_path.exists():
-        s = json.loads(settings_path.read_text(encoding="utf-8"))
+    if WorkDir(work).ablation_settings.exists():
+        s = WorkDir(work).read_ablation_settings()
         p = s["proposal"]
         lines.append(f"- Proposals: ablation inference with `{s['model']}` ({s['scoring']} scoring, "
                      f"K = {s['samples']} samples at temperature {s['temperature']}, {s['search']} search); "
                      f"smallest subset with accuracy >= {p['tau']} and within {p['delta']} of the full input.")
-    decided = journal.latest_by_item(journal.read(work / journal.DECISIONS, faults=[]))  # build_bench reported them
+    decided = journal.latest_by_item(WorkDir(work).read_decisions(faults=[]))  # build_bench reported them
     if decided:
         verdicts = Counter(d.verdict for d in decided.values())
         bulk = sum(d.bulk for d in decided.values())

@@ -36,13 +36,11 @@ from maple_data.media.subtitles import Parsed, find_sidecar, read_embedded, read
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.schema import RecordSchema, load_schema
 from maple_data.shards import ShardStats, ShardWriter, file_sha256, list_shards, read_batches, stats_path
+from maple_data.workdir import WorkDir
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 SUBTITLE_SOURCES = ("sidecar", "embedded")
 AsrMode = Literal["off", "missing", "always"]
-EXTRACTED = "extracted"
-JOURNAL = "journal.jsonl"
-SETTINGS = "settings.json"  # the settings of the latest run: what later commands reuse
 SHARD_PREFIX = "media"
 
 
@@ -80,14 +78,14 @@ class ExtractSettings:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExtractSettings:
-        """The inverse of ``asdict`` (as stored in ``extracted/settings.json``)."""
+        """The inverse of ``asdict`` (as stored in the work folder's extraction settings)."""
         return cls(**{**raw, "frames": FrameSpec(**raw["frames"]), "subtitle_sources": tuple(raw["subtitle_sources"]),
                       "languages": tuple(raw["languages"])})
 
 
 def saved_settings(work_dir: str | Path) -> ExtractSettings | None:
     """The settings of the latest extraction into ``work_dir`` (None before the first)."""
-    path = Path(work_dir) / EXTRACTED / SETTINGS
+    path = WorkDir(work_dir).extract_settings
     if not path.exists():
         return None
     try:
@@ -281,12 +279,13 @@ def run_extract(
     """
     settings = settings or ExtractSettings()
     root = Path(videos_dir)
-    out_dir = Path(work_dir) / EXTRACTED
+    work = WorkDir(work_dir)
+    out_dir = work.extracted
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / SETTINGS, json.dumps(asdict(settings), indent=1))
+    write_atomic(work.extract_settings, json.dumps(asdict(settings), indent=1))
     paths = discover(root, extensions)
     summary = ExtractSummary(out_dir=out_dir)
-    journal = Journal(out_dir / JOURNAL)
+    journal = Journal(work.extract_journal)
     stored = stored_keys(out_dir)
     known_sha = _known_hashes(Journal.read(journal.path), root)
     todo: list[tuple[Path, str | None]] = []
@@ -410,7 +409,7 @@ def compact(out_dir: Path) -> int:
 
 def load_media(work_dir: str | Path) -> dict[str, dict[str, Any]]:
     """``video id -> media row`` of an extraction (the newest row of each video)."""
-    out_dir = Path(work_dir) / EXTRACTED
+    out_dir = WorkDir(work_dir).extracted
     rows: dict[str, dict[str, Any]] = {}
     schema = media_schema()
     for shard in list_shards(out_dir, SHARD_PREFIX):

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.annotate.ablation import read_proposals
 from maple_data.durable import write_atomic
 from maple_data.faults import Fault
 from maple_data.media.extract import load_media
 from maple_data.review.previews import ensure_preview
 from maple_data.rmt import TAGS
+from maple_data.workdir import LABELSTUDIO_CONFIG, LABELSTUDIO_TASKS, WorkDir
 
 CHOICES = (*TAGS, "unanswerable", "reject")
 LABELING_CONFIG = """<View>
@@ -41,7 +41,7 @@ def export_tasks(work: str | Path, media_url: str = "/data/local-files/?d=") -> 
     ``media_url`` prefixes each preview's path relative to the work folder (Label Studio's
     local-files storage by default)."""
     work = Path(work)
-    proposals = read_proposals(work)
+    proposals = WorkDir(work).read_proposals()
     media = load_media(work)
     tasks = []
     for p in proposals:
@@ -56,10 +56,9 @@ def export_tasks(work: str | Path, media_url: str = "/data/local-files/?d=") -> 
                              "result": [{"from_name": "rmt", "to_name": "video", "type": "choices",
                                          "value": {"choices": [choice]}}]}],
         })
-    out = work / "labelstudio"
-    out.mkdir(exist_ok=True)
-    write_atomic(out / "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False))
-    write_atomic(out / "labeling_config.xml", LABELING_CONFIG)
+    out = WorkDir(work).labelstudio
+    write_atomic(out / LABELSTUDIO_TASKS, json.dumps(tasks, indent=1, ensure_ascii=False))
+    write_atomic(out / LABELSTUDIO_CONFIG, LABELING_CONFIG)
     return out
 
 
@@ -73,7 +72,7 @@ def _annotator(annotation: dict[str, Any]) -> str:
 def import_annotations(work: str | Path, export: str | Path) -> tuple[int, list[Fault]]:
     """Append decisions from a Label Studio JSON export; returns (decisions added, faults)."""
     work = Path(work)
-    proposals = {p["id"]: p for p in read_proposals(work)}
+    proposals = {p["id"]: p for p in WorkDir(work).read_proposals()}
     tasks = json.loads(Path(export).read_text(encoding="utf-8"))
     added, faults = [], []
     for number, task in enumerate(tasks, 1):
@@ -95,5 +94,5 @@ def import_annotations(work: str | Path, export: str | Path) -> tuple[int, list[
                                       else choice, proposed=proposed,
                                       time=latest.get("updated_at") or latest.get("created_at") or "",
                                       note="imported from Label Studio"))
-    journal.append(work / journal.DECISIONS, added)
+    WorkDir(work).append_decisions(added)
     return len(added), faults

@@ -4,13 +4,18 @@ For each video, built from its extracted media row into ``WORK/review/media/``:
 - ``<id>.webm``: the sampled frames as a slideshow at their own timestamps (VP8) with the
   16 kHz audio track (Opus) when there is one;
 - ``<id>.vtt``: the subtitle segments as WebVTT.
-Files are written to a temporary name and renamed, so a half-written preview is never
-served; an existing preview is reused.
+Each file is written under a hidden temporary name unique to its writer, fsynced and
+renamed into place, so a half-written preview is never served, not even to another
+process building the same one; within a process a per-file lock builds each preview once
+(the review server is threaded), and an existing preview is reused.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,12 +23,13 @@ from typing import Any
 import av
 import numpy as np
 
-from maple_data.durable import atomic_path, write_atomic
+from maple_data.durable import PARTIAL, fsync_dir
 from maple_data.media_bytes import decode_audio, decode_image
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
 PREVIEW_DIR = Path("review") / "media"
-_BUILDING = threading.Lock()
+_LOCKS: dict[Path, threading.Lock] = {}  # one per preview file ever built in this process
+_LOCKS_GUARD = threading.Lock()
 
 
 def safe_name(video_id: str) -> str:
@@ -76,16 +82,32 @@ def _write_webm(path: Path, media: dict[str, Any]) -> None:
             container.mux(audio_stream.encode(None))
 
 
+def _build_once(path: Path, write: Callable[[Path], None]) -> None:
+    """Create ``path`` with ``write(tmp)`` unless it exists: under ``path``'s own lock, into
+    a fresh hidden ``.<name>.<random>.partial`` file beside it, fsynced, then renamed over it."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(path.resolve(), threading.Lock())  # one lock however ``work`` is spelt
+    with lock:
+        if path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{PARTIAL}")
+        try:
+            write(tmp)
+            with open(tmp, "rb") as done:
+                os.fsync(done.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+
+
 def ensure_preview(work: Path, media: dict[str, Any]) -> dict[str, str]:
     """Build (once) the preview files of a media row; returns their paths relative to ``work``."""
     folder = work / PREVIEW_DIR
     folder.mkdir(parents=True, exist_ok=True)
     name = safe_name(media["id"])
     webm, vtt = folder / f"{name}.webm", folder / f"{name}.vtt"
-    with _BUILDING:  # one builder at a time: the review server is threaded
-        if not webm.exists():
-            with atomic_path(webm) as tmp:
-                _write_webm(tmp, media)
-        if not vtt.exists():
-            write_atomic(vtt, vtt_text(media.get("subtitles") or []))
+    _build_once(webm, lambda tmp: _write_webm(tmp, media))
+    _build_once(vtt, lambda tmp: tmp.write_text(vtt_text(media.get("subtitles") or []), encoding="utf-8"))
     return {"video": (PREVIEW_DIR / webm.name).as_posix(), "subtitles": (PREVIEW_DIR / vtt.name).as_posix()}

@@ -1,6 +1,7 @@
 """``maple-data review``: a local review web app over a work folder.
 
-Reads ``proposals.jsonl`` and the extracted media, appends every decision to
+Reads ``proposals.jsonl`` and the extracted media (only the row of the video on show,
+when the page asks for it; bulk triage reads none), appends every decision to
 ``decisions.jsonl`` (:mod:`maple_data.decisions`; fsynced *before* the page gets its
 acknowledgement, so a killed server loses nothing the page was told is saved).
 
@@ -44,6 +45,7 @@ import json
 import mimetypes
 import secrets
 import threading
+from collections import OrderedDict
 from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,10 +54,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from maple_data import decisions as journal
-from maple_data.annotate.ablation import read_proposals
-from maple_data.media.extract import load_media
+from maple_data.media.extract import media_schema, newest_rows
 from maple_data.review.previews import PREVIEW_DIR, ensure_preview
 from maple_data.rmt import RMTError, parse_rmt
+from maple_data.shards import read_batches
+from maple_data.workdir import WorkDir
 
 PAGE = Path(__file__).with_name("page.html")
 TOKEN_SLOT = b"__MAPLE_TOKEN__"  # in PAGE, replaced by the session token
@@ -63,6 +66,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 MAX_BODY = 1 << 16
 MAX_NOTE = 2000
 READ_TIMEOUT = 10.0  # seconds a connection may stay silent (a body shorter than announced)
+MEDIA_CACHE = 4  # media rows kept in memory, most recently shown first (paging back re-reads none)
 
 
 class ReviewError(ValueError):
@@ -114,19 +118,56 @@ def resolve_media(work: Path, requested: str) -> Path:
     return real
 
 
+def read_row(shard: Path, row: int) -> dict[str, Any]:
+    """Row ``row`` (0-based) of a media shard; no other row's media is read."""
+    start = 0
+    for batch in read_batches(shard, media_schema()):
+        if row < start + batch.num_rows:
+            return batch.slice(row - start, 1).to_pylist()[0]
+        start += batch.num_rows
+    raise IndexError(f"{shard}: no row {row} (it has {start})")
+
+
+class MediaRows:
+    """The media rows of an extraction folder, read one video at a time when asked for: the
+    index ``video id -> (shard, row)`` is built on first use from the id column only, and
+    the ``size`` most recently asked rows are kept (a video never extracted is None)."""
+
+    def __init__(self, extracted: Path, size: int = MEDIA_CACHE) -> None:
+        self.extracted, self.size = extracted, size
+        self._index: tuple[list[Path], dict[str, tuple[int, int]]] | None = None
+        self._rows: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, video_id: str) -> dict[str, Any] | None:
+        """The newest media row of ``video_id``, or None when it has none."""
+        with self._lock:
+            if video_id not in self._rows:
+                if self._index is None:
+                    self._index = newest_rows(self.extracted)
+                shards, newest = self._index
+                where = newest.get(video_id)
+                self._rows[video_id] = read_row(shards[where[0]], where[1]) if where is not None else None
+                if len(self._rows) > self.size:
+                    self._rows.popitem(last=False)
+            self._rows.move_to_end(video_id)
+            return self._rows[video_id]
+
+
 class ReviewApp:
-    """State of one review session: items, media, the journal and the reviewer."""
+    """State of one review session: items, media (read per item when shown), the journal
+    and the reviewer."""
 
     def __init__(self, work: str | Path, reviewer: str, order: str = "confidence") -> None:
         self.work = Path(work)
         if not reviewer.strip():
             raise ValueError("a reviewer name is needed (--reviewer)")
-        self.items = {e["id"]: e for e in read_proposals(self.work)}
-        self.media = load_media(self.work)
+        self.workdir = WorkDir(self.work)
+        self.items = {e["id"]: e for e in self.workdir.read_proposals()}
+        self.media = MediaRows(self.workdir.extracted)
         self.reviewer, self.order = reviewer, order
-        self.journal_path = self.work / journal.DECISIONS
         self.lock = threading.Lock()
-        self.mine = {item: d for (item, who), d in journal.latest_by_reviewer(journal.read(self.journal_path)).items()
+        self.mine = {item: d for (item, who), d in journal.latest_by_reviewer(self.workdir.read_decisions()).items()
                      if who == reviewer}
 
     def queue(self, rmt: str | None = None, flag: str | None = None) -> dict[str, Any]:
@@ -185,7 +226,7 @@ class ReviewApp:
                                                       "unanswerable or reject")
         decision = journal.Decision.make(item_id, self.reviewer, verdict, rmt, proposed=proposed, note=note or None)
         with self.lock:
-            journal.append(self.journal_path, [decision])
+            self.workdir.append_decisions([decision])
             self.mine[item_id] = decision
         return decision
 
@@ -328,7 +369,7 @@ def accept_confident(work: str | Path, reviewer: str, threshold: float) -> int:
     app = ReviewApp(work, reviewer)
     picked = [e for e in app.items.values() if e["status"] == "proposed" and e["confidence"] >= threshold
               and e["id"] not in app.mine]
-    journal.append(app.journal_path, [journal.Decision.make(e["id"], reviewer, "accept", e["rmt"], proposed=e["rmt"],
-                                                            bulk=True, note=f"bulk: confidence >= {threshold}")
-                                      for e in sorted(picked, key=lambda e: e["id"])])
+    app.workdir.append_decisions([journal.Decision.make(e["id"], reviewer, "accept", e["rmt"], proposed=e["rmt"],
+                                                        bulk=True, note=f"bulk: confidence >= {threshold}")
+                                  for e in sorted(picked, key=lambda e: e["id"])])
     return len(picked)

@@ -32,6 +32,7 @@ from maple_data.media_bytes import decode_audio, decode_image
 from maple_data.models.omni_inputs import AudioFeatures, OmniEncoder, PreparedPrompt, VideoFeatures
 from maple_data.models.prompts import Prompt, prompt_messages
 from maple_data.rmt import TAGS, is_subset
+from maple_data.workdir import WorkDir
 from maple_rl.pretrain.config import Conditions, CorpusConfig
 
 SPLITS = {"train": 0, "heldout": 1}  # seed offset of each split
@@ -106,7 +107,7 @@ def materialize(folder: Path, config: CorpusConfig, split: str, progress: Progre
                           on_outcome=extracted)
     if summary.failed:
         raise MapleError(f"extraction of the {split} corpus failed for {len(summary.failed)} videos: see "
-                           f"{folder / 'work' / 'extracted' / 'journal.jsonl'}")
+                           f"{WorkDir(folder / 'work').extract_journal}")
 
 
 def corpus_texts(folder: Path) -> list[str]:
