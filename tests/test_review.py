@@ -1,9 +1,12 @@
 """`maple-data review`: the page in a real headless Chromium, crash safety of the journal,
-request hardening, review statistics, bulk triage and Label Studio round trips."""
+request hardening, media read per item (none at start-up or in bulk triage), previews
+built once under concurrent requests, review statistics, bulk triage and Label Studio round
+trips."""
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -14,18 +17,22 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import av
 import pytest
 from typer.testing import CliRunner
 
 from maple_data import decisions as journal
 from maple_data.cli import app
+from maple_data.review import previews, server as review_server
 from maple_data.review.labelstudio import export_tasks, import_annotations
 from maple_data.review.server import serve
 from maple_data.review.stats import cohen_kappa
+from maple_data.workdir import WorkDir
 from tests.doubles import annotated_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +84,16 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         return response.status, json.loads(data)
     except json.JSONDecodeError:
         return response.status, {"raw": data[:100]}
+
+
+def get_bytes(port: int, path: str) -> tuple[int, bytes]:
+    """A GET of ``path``: the status and the whole body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
 
 
 def raw_request(port: int, data: bytes) -> tuple[int, dict]:
@@ -139,7 +156,7 @@ def test_page_in_headless_chromium(server, work):
         page.reload()
         page.wait_for_function("document.querySelector('#progress').textContent.startsWith('2 /')")
         browser.close()
-    decisions = journal.read(work / journal.DECISIONS)
+    decisions = WorkDir(work).read_decisions()
     assert [(d.item, d.verdict, d.reviewer) for d in decisions][0] == (first, "accept", "alice")
     expected = "".join(m for m in "VAS" if m in toggled)
     assert (decisions[1].item, decisions[1].rmt) == (second, expected)
@@ -165,7 +182,7 @@ def test_acknowledged_decision_survives_sigkill_and_restart_resumes(work):
     assert status == 200 and reply["ok"]
     proc.send_signal(signal.SIGKILL)  # right after the acknowledgement
     proc.wait()
-    assert [(d.item, d.verdict) for d in journal.read(work / journal.DECISIONS)] == [(first, "reject")]
+    assert [(d.item, d.verdict) for d in WorkDir(work).read_decisions()] == [(first, "reject")]
     proc, port = start()
     try:
         queue = request(port, "GET", "/api/queue")[1]
@@ -204,7 +221,7 @@ def test_requests_are_hardened(server, work, tmp_path):
                            "note is longer than 2000")):
         status, reply = request(port, "POST", "/api/decide", body, token=token)
         assert (status, reply["ok"]) == (400, False) and message in reply["error"], (body[:60], reply)
-    assert not (work / journal.DECISIONS).exists()
+    assert not WorkDir(work).decisions.exists()
     body = json.dumps({"item": item, "verdict": "reject", "note": None}).encode()
     assert request(port, "POST", "/api/decide", body, token=token)[0] == 200  # a null note is no note
 
@@ -218,7 +235,7 @@ def test_a_decision_with_the_pages_token_is_saved(server, work):
     status, reply = request(port, "POST", "/api/decide", body, token=page_token(port),
                             headers={"Origin": f"http://127.0.0.1:{port}"})
     assert (status, reply["ok"]) == (200, True)
-    assert [(d.item, d.verdict, d.note) for d in journal.read(work / journal.DECISIONS)] == [(item, "reject", "blurry")]
+    assert [(d.item, d.verdict, d.note) for d in WorkDir(work).read_decisions()] == [(item, "reject", "blurry")]
 
 
 def test_cross_site_requests_are_refused(server, work):
@@ -239,7 +256,7 @@ def test_cross_site_requests_are_refused(server, work):
         assert (got, reply["ok"]) == (status, False) and reason in reply["error"], (headers, reply)
     assert request(port, "GET", "/", headers={"Host": "rebound.example"})[0] == 403  # nor can it read the token
     assert request(port, "GET", "/api/queue", headers={"Host": f"localhost:{port}"})[0] == 200
-    assert not (work / journal.DECISIONS).exists()
+    assert not WorkDir(work).decisions.exists()
 
 
 @pytest.mark.parametrize(("head", "status", "reason"), [
@@ -297,7 +314,7 @@ def test_kappa_and_review_stats_by_hand(work):
     for item, la, lb in zip(items, a, b):
         decisions.append(journal.Decision(item, "ann", "override", la, time="2026-01-01T00:00:00Z"))
         decisions.append(journal.Decision(item, "ben", "override", lb, time="2026-01-02T00:00:00Z"))
-    journal.append(work / journal.DECISIONS, decisions)
+    WorkDir(work).append_decisions(decisions)
     result = CliRunner().invoke(app, ["review-stats", str(work)])
     assert result.exit_code == 0, result.output
     assert "Cohen's kappa ann vs ben: 0.5000 on 6 shared item(s)" in result.output
@@ -308,12 +325,98 @@ def test_bulk_accept_marks_only_confident_proposals(work):
     proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
     result = CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])
     assert result.exit_code == 0, result.output
-    decisions = journal.read(work / journal.DECISIONS)
+    decisions = WorkDir(work).read_decisions()
     expected = {p["id"] for p in proposals if p["status"] == "proposed" and p["confidence"] >= 0.5}
     assert {d.item for d in decisions} == expected and expected
     assert all(d.bulk and d.verdict == "accept" and d.reviewer == "triage" for d in decisions)
     CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])
-    assert len(journal.read(work / journal.DECISIONS)) == len(decisions)  # nothing twice
+    assert len(WorkDir(work).read_decisions()) == len(decisions)  # nothing twice
+
+
+def test_media_is_read_per_item_never_at_start_up_or_in_bulk_triage(work, monkeypatch):
+    indexed, rows, built = [], [], []
+    index, read_row, ensure = review_server.newest_rows, review_server.read_row, review_server.ensure_preview
+
+    def counted_index(*args):
+        indexed.append(args)
+        return index(*args)
+
+    def counted_row(*args):
+        rows.append(read_row(*args))
+        return rows[-1]
+
+    def counted_preview(*args):
+        built.append(args[1]["id"])
+        return ensure(*args)
+
+    def refuse(*_):
+        raise AssertionError("the whole extraction was loaded")
+
+    monkeypatch.setattr(review_server, "newest_rows", counted_index)
+    monkeypatch.setattr(review_server, "read_row", counted_row)
+    monkeypatch.setattr(review_server, "ensure_preview", counted_preview)
+    monkeypatch.setattr("maple_data.media.extract.load_media", refuse)
+    result = CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert WorkDir(work).read_decisions()
+    with running(work) as (srv, _, _):
+        port = srv.server_address[1]
+        queue = request(port, "GET", "/api/queue")[1]["items"]
+        assert (indexed, rows, built) == ([], [], [])  # start-up, bulk triage and the queue read no media
+        proposals = {p["id"]: p for p in WorkDir(work).read_proposals()}
+        first, second = (proposals[i]["video_id"] for i in queue[:2])
+        assert first != second
+        status, shown = request(port, "GET", f"/api/item/{queue[0]}")
+        assert status == 200 and shown["subtitles"] == rows[0]["subtitles"]
+        assert len(indexed) == 1 and [r["id"] for r in rows] == [first] and built == [first]
+        assert get_bytes(port, shown["media"]["video"])[0] == 200
+        assert request(port, "GET", f"/api/item/{queue[1]}")[0] == 200
+        assert request(port, "GET", f"/api/item/{queue[0]}")[0] == 200  # paging back: from the cache
+        assert len(indexed) == 1 and [r["id"] for r in rows] == [first, second]
+    assert sorted(p.name for p in (work / previews.PREVIEW_DIR).glob("*.webm")) == sorted(
+        f"{previews.safe_name(v)}.webm" for v in (first, second))  # no other video's preview was built
+
+
+def test_concurrent_requests_for_one_preview_get_one_complete_file_built_once(work, monkeypatch):
+    n = 6
+    builds, write = [], previews._write_webm
+    arrived = threading.Barrier(n, timeout=120)  # a guard against a hang, not a deadline
+    ensure = review_server.ensure_preview
+
+    def counted_write(path, media):
+        builds.append(media["id"])
+        write(path, media)
+
+    def together(*args):
+        arrived.wait()  # every request is in the server before any of them builds
+        return ensure(*args)
+
+    monkeypatch.setattr(previews, "_write_webm", counted_write)
+    monkeypatch.setattr(review_server, "ensure_preview", together)
+    with running(work) as (srv, _, _):
+        port = srv.server_address[1]
+        item = request(port, "GET", "/api/queue")[1]["items"][0]
+
+        def fetch(_: int) -> tuple[dict, bytes, bytes]:
+            status, shown = request(port, "GET", f"/api/item/{item}")
+            assert status == 200, shown
+            (video_status, video), (vtt_status, vtt) = (get_bytes(port, shown["media"][k]) for k in ("video",
+                                                                                                    "subtitles"))
+            assert video_status == vtt_status == 200
+            return shown["media"], video, vtt
+
+        with ThreadPoolExecutor(n) as pool:
+            got = list(pool.map(fetch, range(n)))
+    video_id = {p["id"]: p["video_id"] for p in WorkDir(work).read_proposals()}[item]
+    assert builds == [video_id]
+    assert all(g == got[0] for g in got)
+    folder = work / previews.PREVIEW_DIR
+    name = previews.safe_name(video_id)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{name}.vtt", f"{name}.webm"]  # no temporary left
+    assert got[0][1] == (folder / f"{name}.webm").read_bytes() and got[0][2].startswith(b"WEBVTT")
+    with av.open(io.BytesIO(got[0][1])) as container:  # complete: every frame decodes
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 4
 
 
 def test_labelstudio_export_then_import_round_trips(work, source_work, tmp_path):
@@ -333,7 +436,7 @@ def test_labelstudio_export_then_import_round_trips(work, source_work, tmp_path)
     export.write_text(json.dumps(tasks))
     added, faults = import_annotations(work, export)
     assert (added, faults) == (len(tasks), [])
-    got = {d.item: (d.verdict, d.rmt, d.reviewer) for d in journal.read(work / journal.DECISIONS)}
+    got = {d.item: (d.verdict, d.rmt, d.reviewer) for d in WorkDir(work).read_decisions()}
     proposals = {p["id"]: p for p in map(json.loads, (work / "proposals.jsonl").read_text().splitlines())}
     for item, choice in decided:
         if choice in ("unanswerable", "reject"):
