@@ -65,7 +65,8 @@ def recipe_list() -> None:
 
 @recipe_app.command("show")
 def recipe_show(
-    recipe: Annotated[str | None, typer.Argument(help="A shipped recipe name or a YAML file (default: the "
+    recipe: Annotated[str | None, typer.Argument(metavar="RECIPE",
+                                                 help="A shipped recipe name or a YAML file (default: the "
                                                      "defaults alone).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value.")] = None,
 ) -> None:
@@ -96,7 +97,9 @@ def mixture_design(
 
 @mixture_app.command("fit")
 def mixture_fit(
-    pilots: Annotated[Path, typer.Argument(help="CSV: one column per domain (weights summing to 1) and a `score` column.")],
+    pilots: Annotated[Path, typer.Argument(metavar="PILOTS",
+                                           help="CSV: one column per domain (weights summing to 1) and a "
+                                                "`score` column.")],
     score_column: Annotated[str, typer.Option(help="Name of the score column.")] = "score",
     seed: Annotated[int, typer.Option(help="Seed of the 80/20 splits and the optimiser.")] = 0,
 ) -> None:
@@ -132,7 +135,8 @@ def mixture_fit(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Benchmark folder (build-bench output) or record shards.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA",
+                                         help="Benchmark folder (build-bench output) or record shards.")],
     recipe: Annotated[str | None, typer.Option(help="A shipped recipe name (maple-rl recipe list), e.g. "
                                                     "mapo-adaptive, or a YAML file.")] = None,
     model: Annotated[str | None, typer.Option(help="Model id or folder (default: the recipe's model.path).")] = None,
@@ -175,7 +179,7 @@ def train(
 
 @app.command("eval")
 def eval_command(
-    data: Annotated[Path, typer.Argument(help="Benchmark folder or record shards.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Benchmark folder or record shards.")],
     model: Annotated[str, typer.Option(help="Model folder (e.g. a run's final/) or id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (eval.json, eval.md, PNGs).")],
     config: Annotated[str, typer.Option(help="Benchmark config: qa_exact, qa_all_combinations, qa_plus.")]

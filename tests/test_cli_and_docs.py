@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from maple_data.cli import app as data_app, schema_markdown
+from maple_data.cli import app as data_app
+from maple_data.schema import schema_markdown
 from maple_rl.cli import app as rl_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,6 @@ def test_changelog_mentions_current_version():
     assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
 
 
-
 def test_mixture_cli_design_then_fit(tmp_path):
     import numpy as np
 
@@ -129,6 +129,8 @@ def test_no_option_help_loses_text_to_rich_markup(app_path):
         result = CliRunner().invoke(app, [*name, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
         assert result.exit_code == 0, (name, result.output)
         assert not re.search(r"\w \.\s", result.output), (name, result.output)
+        usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+        assert not re.search(r"[{\[][a-z_]+[}\]]", usage), usage  # arguments named like OUT, as the text does
 
 
 def test_work_folder_names_are_spelled_only_in_the_workdir_module():

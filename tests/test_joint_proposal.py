@@ -301,6 +301,7 @@ def test_propose_switches_rules_without_a_model_and_stores_the_posterior(synth_c
             if rule == "joint":
                 assert x["confidence"] == pytest.approx(x["posterior"][x["rmt"]], abs=1e-4)
     assert backend.calls == calls  # no model calls
+    assert "warning" not in result.output  # exhaustive results serve every rule
     bad = runner.invoke(app, ["propose", str(work), "--rule", "vote"])
     assert bad.exit_code != 0 and "rule must be one of threshold, joint" in bad.output
     stored = WorkDir(work).read_ablation_settings()["proposal"]
@@ -327,6 +328,10 @@ def test_annotate_with_the_joint_search_resumes_and_learns_the_mix(synth_corpus,
     assert len(lines) == sum(len(v) for v in stored.values())  # one journal line per (item, subset)
     assert backend.calls + first.model_calls == sum(x.n for v in stored.values() for x in v.values())
     _, counts = run_propose(work)
+    changed = CliRunner().invoke(app, ["propose", str(work), "--prior", "uniform"])
+    assert "the adaptive search stopped early under other settings (prior: empirical -> uniform)" in " ".join(changed.output.split())
+    assert "warning" not in CliRunner().invoke(app, ["propose", str(work)]).output
+    run_propose(work)
     proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
     assert {p["id"]: p["rmt"] for p in proposals} == {i: truth[i] for i in items}
     assert sum(counts[t] for t in TAGS) == 14

@@ -321,6 +321,17 @@ def test_kappa_and_review_stats_by_hand(work):
     assert "acceptance rate" in result.output
 
 
+def test_acceptance_shares_by_hand():
+    from collections import Counter
+
+    from maple_data.review.stats import acceptance, label_order
+
+    table = {"V": Counter(V=3, A=1), "VA": Counter(reject=2), "A": Counter(A=1)}
+    shares, accepted, decided = acceptance(table)
+    assert shares == {"V": 0.75, "VA": 0.0, "A": 1.0} and (accepted, decided) == (4, 7)
+    assert label_order(["reject", "VA", "unanswerable", "A", "V"]) == ["A", "V", "VA", "reject", "unanswerable"]
+
+
 def test_bulk_accept_marks_only_confident_proposals(work):
     proposals = [json.loads(x) for x in (work / "proposals.jsonl").read_text().splitlines()]
     result = CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])

@@ -219,6 +219,19 @@ def joint_budget(available: str, samples: int) -> int:
     return samples * len(subsets(parse_rmt(available)))
 
 
+STOPPING_SETTINGS = {"threshold": ("rule", "tau", "delta"), "joint": ("rule", "prior")}  # what adaptive search stops on
+
+
+def early_stop_changes(search: SearchMode, searched: ProposalConfig, config: ProposalConfig) -> list[str]:
+    """``"name: old -> new"`` for each setting the adaptive search under ``searched`` stopped
+    on that ``config`` changes: the stored results may lack samples the new settings would
+    have drawn (none after an exhaustive search, whose results every setting can use)."""
+    if search != "adaptive":
+        return []
+    return [f"{name}: {getattr(searched, name)} -> {getattr(config, name)}" for name in STOPPING_SETTINGS[searched.rule]
+            if getattr(searched, name) != getattr(config, name)]
+
+
 def search_stages(available: str, mode: SearchMode) -> list[list[str]]:
     """Subsets to evaluate, stage by stage. ``exhaustive``: every subset of the available
     modalities in one stage. ``adaptive``: full first, then the singles, then the pairs

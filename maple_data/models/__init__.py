@@ -24,6 +24,14 @@ class Backend(Protocol):
         over the options (one forward pass per prompt)."""
 
 
+def backend_options(name: str, *, device: str, dtype: str, batch_size: int, tensor_parallel_size: int,
+                    seed: int) -> dict[str, object]:
+    """The options of :func:`load_backend` that backend ``name`` takes, from the CLI's settings."""
+    if name == "hf":
+        return {"device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed}
+    return {"tensor_parallel_size": tensor_parallel_size, "seed": seed}
+
+
 def load_backend(name: str, model: str, **options) -> Backend:
     """``hf`` or ``vllm`` backend for ``model`` (a hub id or a local folder)."""
     if name == "hf":

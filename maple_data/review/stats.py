@@ -42,6 +42,19 @@ def confusion(proposals: Mapping[str, str], decisions: Iterable[journal.Decision
     return table
 
 
+def label_order(labels: Iterable[str]) -> list[str]:
+    """Tags first (by name), then the verdict labels (``reject``, ``unanswerable``)."""
+    return sorted(set(labels), key=lambda k: (len(k) > 3, k))
+
+
+def acceptance(table: Mapping[str, Counter]) -> tuple[dict[str, float], int, int]:
+    """Per proposed label, the share of its items whose verdict kept it; and over all rows,
+    ``(accepted, decided)`` item counts."""
+    shares = {proposed: row.get(proposed, 0) / sum(row.values()) for proposed, row in table.items()}
+    accepted = sum(row.get(proposed, 0) for proposed, row in table.items())
+    return shares, accepted, sum(sum(row.values()) for row in table.values())
+
+
 def pairwise_kappa(decisions: Iterable[journal.Decision]) -> dict[tuple[str, str], tuple[float, int]]:
     """``(reviewer a, reviewer b) -> (kappa, items both decided)`` for every pair sharing items."""
     by_reviewer: dict[str, dict[str, str]] = {}

@@ -1,0 +1,118 @@
+"""``maple-data build-bench``, ``stats`` and ``publish``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from maple_data.cli.common import app, console, count_table, csv_list
+
+
+@app.command("build-bench")
+def build_bench_command(
+    work: Annotated[Path, typer.Argument(metavar="WORK",
+                                         help="Work folder (extracted/, proposals.jsonl, decisions.jsonl).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder to write (Hub layout).")],
+    ratios: Annotated[str, typer.Option(help="train,validation,test shares, split by video.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Seed of splits, balancing and QA+ choices.")] = 0,
+    include_proposed: Annotated[bool, typer.Option(help="Also admit unreviewed proposals (rmt_source "
+                                                        "proposed).")] = False,
+    balance: Annotated[str, typer.Option(help="test (equal count per RMT in test) or train,test.")] = "test",
+    none_share: Annotated[float, typer.Option(help="QA+: share of exact/superset rows whose correct option "
+                                                   "becomes None.")] = 0.25,
+    name: Annotated[str, typer.Option(help="Dataset name in the card.")] = "maple-bench",
+    license: Annotated[str, typer.Option("--license", help="License id for the card.")] = "cc-by-4.0",
+    citation: Annotated[str, typer.Option(help="BibTeX for the card.")] = "",
+) -> None:
+    """Build a balanced, leak-free benchmark from verified items: Parquet and a dataset card.
+
+    Loadable offline with datasets.load_dataset(OUT, CONFIG). Configs: qa_exact,
+    qa_all_combinations, qa_plus, caption. Only human-verified items enter unless
+    --include-proposed; unanswerable or rejected items never do.
+
+    Example: maple-data build-bench work -o bench
+    """
+    from maple_data.bench.build import BenchSettings, build_bench
+
+    try:
+        settings = BenchSettings(ratios=tuple(float(x) for x in csv_list(ratios)), seed=seed,
+                                 include_proposed=include_proposed, balance_train="train" in csv_list(balance),
+                                 none_share=none_share, name=name, license=license, citation=citation)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    report = build_bench(work, out, settings)
+    for fault in report.faults:
+        typer.echo(str(fault))
+    count_table(report.counts, f"build-bench -> {out}")
+    for why, n in sorted(report.excluded.items()):
+        console.print(f"excluded: {why}: {n} item(s)")
+    if report.dropped:
+        console.print("test balancing dropped: " + ", ".join(f"{t} {n}" for t, n in sorted(report.dropped.items())))
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(metavar="PATH",
+                                         help="A benchmark folder (Parquet) or shards (.arrow file or folder).")],
+) -> None:
+    """Count rows per config, split, RMT and condition, and validate every row.
+
+    Exits 1 when a row does not match the schema.
+    """
+    from maple_data.bench.stats import collect
+
+    counts, conditions, faults = collect(path)
+    count_table(counts, f"rows per RMT: {path}")
+    table = Table("config/split", "exact", "superset", "deficit", "none", title="rows per condition")
+    for key in sorted(conditions):
+        c = conditions[key]
+        table.add_row(key, *(str(c.get(k, 0)) for k in ("exact", "superset", "deficit", "None")))
+    console.print(table)
+    for fault in faults:
+        typer.echo(str(fault))
+    if faults:
+        raise typer.Exit(1)
+    console.print(f"[green]valid[/]: {sum(sum(c.values()) for c in counts.values())} row(s)")
+
+
+@app.command("publish")
+def publish_command(
+    bench: Annotated[Path, typer.Argument(metavar="BENCH", help="Benchmark folder from build-bench.")],
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repo, e.g. your-name/maple-bench.")],
+    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN or the cached login).")] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Check the folder and list what would be uploaded; no network.")]
+    = False,
+) -> None:
+    """Upload a benchmark folder to the Hugging Face Hub as a dataset repo.
+
+    The folder is checked first: the card must declare every config/split and each must
+    have files. --dry-run checks and lists the files without going online.
+
+    Example: maple-data publish bench --repo-id your-name/maple-bench --dry-run
+    """
+    from maple_data.bench.publish import check_bench, publish, resolve_token, upload_plan
+
+    problems = check_bench(bench)
+    if problems:
+        raise typer.BadParameter("; ".join(problems))
+    if dry_run:
+        for path, size in upload_plan(bench):
+            typer.echo(f"{size:>12,d}  {path}")
+        console.print(f"dry run: would upload the files above to datasets/{repo_id} "
+                      f"({'private' if private else 'public'})")
+        return
+    try:
+        secret = resolve_token(token)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        url = publish(bench, repo_id, secret, private=private)
+    except Exception as exc:  # noqa: BLE001 - network and auth errors: one line, never the token
+        message = (str(exc).splitlines() or [""])[0].replace(secret, "***")
+        typer.echo(f"publish failed: {type(exc).__name__}: {message}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"uploaded: {url}")

@@ -1,0 +1,65 @@
+"""What every ``maple-data`` command module shares: the app, consoles, progress bars,
+small option parsers and tables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from maple_data import __version__
+from maple_data.errors import enable_debug
+
+app = typer.Typer(
+    name="maple-data",
+    help="Curate RMT-tagged data for modality-aware post-training of omni models.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    """The Rich progress bar every long loop of maple uses (rate and ETA included)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"maple {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", callback=enable_debug, is_eager=True,
+                                        help="Show the full traceback of an error (also MAPLE_DEBUG=1).")] = False,
+) -> None:
+    """Curate RMT-tagged data for modality-aware post-training of omni models."""
+
+
+def csv_list(value: str | None) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(x.strip() for x in (value or "").split(",") if x.strip())
+
+
+def count_table(counts, title: str) -> None:
+    """Print rows per RMT for each ``config/split`` key of ``counts``."""
+    from maple_data.rmt import TAGS
+
+    table = Table("config/split", *TAGS, "total", title=title)
+    for key in sorted(counts):
+        c = counts[key]
+        table.add_row(key, *(str(c.get(t, 0)) for t in TAGS), str(sum(c.values())))
+    console.print(table)
