@@ -86,6 +86,10 @@ def test_build_bench_loads_offline_with_typed_features_and_keeps_the_rules(revie
     header = yaml.safe_load(card.split("---")[1])
     assert [c["config_name"] for c in header["configs"]] == sorted(CONFIGS)
     assert (bench / "tag_distribution.png").read_bytes()[:4] == b"\x89PNG"
+    assert f'datasets.load_dataset("{bench.as_posix()}", "qa_exact", split="test")' in card  # the folder it is in
+    assert "the joint rule: the answer with the largest posterior" in card and "Human review" not in card
+    assert "- Review: 83 items decided by 1 reviewer name(s) (alice): accept 81, override 1, unanswerable 1; " \
+           "0 of them bulk-accepted" in card
     loaded = {}
     for config in CONFIGS:
         dd = datasets.load_dataset(str(bench), config, cache_dir=str(tmp_path / "cache"))

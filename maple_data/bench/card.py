@@ -67,17 +67,23 @@ def provenance(work: Path) -> list[str]:
     if WorkDir(work).ablation_settings.exists():
         s = WorkDir(work).read_ablation_settings()
         p = s["proposal"]
+        rule = (f"the {p['rule']} rule: the answer with the largest posterior given all subset results "
+                f"({p['prior']} prior), its posterior as the confidence" if p.get("rule", "threshold") == "joint" else
+                f"the threshold rule: the smallest subset with accuracy >= {p['tau']} and within {p['delta']} of "
+                f"the full input")
         lines.append(f"- Proposals: ablation inference with `{s['model']}` ({s['scoring']} scoring, "
                      f"K = {s['samples']} samples at temperature {s['temperature']}, {s['search']} search); "
-                     f"smallest subset with accuracy >= {p['tau']} and within {p['delta']} of the full input.")
+                     f"{rule}.")
     decided = journal.latest_by_item(WorkDir(work).read_decisions(faults=[]))  # build_bench reported them
     if decided:
         verdicts = Counter(d.verdict for d in decided.values())
         bulk = sum(d.bulk for d in decided.values())
         reviewers = sorted({d.reviewer for d in decided.values()})
-        lines.append(f"- Human review: {len(decided)} items decided by {len(reviewers)} reviewer(s) "
+        lines.append(f"- Review: {len(decided)} items decided by {len(reviewers)} reviewer name(s) "
                      f"({', '.join(reviewers)}): " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))
-                     + f"; {bulk} bulk-accepted above a confidence threshold.")
+                     + f"; {bulk} of them bulk-accepted above a confidence threshold, unseen by a person. "
+                       "A name is what the reviewer typed (`--reviewer`): a script's decisions are only as "
+                       "human as its name says.")
     return lines or ["- No ablation settings or review journal found in the work folder."]
 
 
@@ -90,7 +96,9 @@ def write_card(out: Path, report: BenchReport, settings: BenchSettings, work: Pa
              "(RMT: the minimal subset of video V, audio A and subtitles S that answers them), built with "
              "maple's `maple-data build-bench`.", "",
              "```python", "import datasets", "",
-             f'ds = datasets.load_dataset("{settings.name}", "qa_exact", split="test")', "```", "",
+             f'ds = datasets.load_dataset("{report.out.as_posix()}", "qa_exact", split="test")  # this folder, offline',
+             '# published with `maple-data publish --repo-id OWNER/NAME`: datasets.load_dataset("OWNER/NAME", ...)',
+             "```", "",
              "## Configs", "",
              "- `qa_exact`: each QA item with exactly its required modalities.",
              "- `qa_all_combinations`: each QA item under every subset of its available modalities; "
