@@ -86,7 +86,7 @@ def test_build_bench_loads_offline_with_typed_features_and_keeps_the_rules(revie
     header = yaml.safe_load(card.split("---")[1])
     assert [c["config_name"] for c in header["configs"]] == sorted(CONFIGS)
     assert (bench / "tag_distribution.png").read_bytes()[:4] == b"\x89PNG"
-    assert f'datasets.load_dataset("{bench.as_posix()}", "qa_exact", split="test")' in card  # the folder it is in
+    assert 'datasets.load_dataset("path/to/this/folder", "qa_exact", split="test")' in card  # not a made-up repo id
     assert "the joint rule: the answer with the largest posterior" in card and "Human review" not in card
     assert "- Review: 83 items decided by 1 reviewer name(s) (alice): accept 81, override 1, unanswerable 1; " \
            "0 of them bulk-accepted" in card
@@ -100,6 +100,8 @@ def test_build_bench_loads_offline_with_typed_features_and_keeps_the_rules(revie
     videos = {s: set(exact[s]["video_id"]) for s in exact}
     assert not (videos["train"] & videos["test"]) and not (videos["train"] & videos["validation"])
     assert len(set(Counter(exact["test"]["rmt"]).values())) == 1  # balanced test split
+    assert report.missing_in_test == [t for t in TAGS if t not in set(exact["test"]["rmt"])]
+    assert ("The qa_exact test split has no item of" in card) == bool(report.missing_in_test)
     row = exact["train"][0]
     assert row["input_modalities"] == row["rmt"] and row["condition"] == "exact"
     assert (row["frames"] is not None) == ("V" in row["rmt"]) and (row["audio"] is not None) == ("A" in row["rmt"])

@@ -46,7 +46,7 @@ from maple_data.bench.card import write_card
 from maple_data.durable import atomic_folder
 from maple_data.faults import Fault
 from maple_data.media.extract import load_media
-from maple_data.rmt import condition, modalities, subsets
+from maple_data.rmt import TAGS, condition, modalities, subsets
 from maple_data.schema import load_schema
 from maple_data.workdir import WorkDir
 
@@ -78,6 +78,7 @@ class BenchReport:
     out: Path
     counts: dict[str, Counter] = field(default_factory=dict)  # config/split -> rmt -> rows
     dropped: Counter = field(default_factory=Counter)  # test balancing: rmt -> items dropped
+    missing_in_test: list[str] = field(default_factory=list)  # tags with no qa_exact test row
     excluded: Counter = field(default_factory=Counter)  # why items stayed out
     faults: list[Fault] = field(default_factory=list)  # bad journal lines, decisions for unknown items
 
@@ -273,5 +274,6 @@ def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettin
                 table = pa.Table.from_pylist(part, schema=schema.arrow_schema)
                 pq.write_table(table, path, compression="zstd", write_statistics=False)
                 report.counts[f"{config}/{split}"] = Counter(r["rmt"] for r in part)
+        report.missing_in_test = [t for t in TAGS if not report.counts.get("qa_exact/test", {}).get(t)]
         write_card(tmp, report, settings, work)
     return report

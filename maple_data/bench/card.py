@@ -96,7 +96,7 @@ def write_card(out: Path, report: BenchReport, settings: BenchSettings, work: Pa
              "(RMT: the minimal subset of video V, audio A and subtitles S that answers them), built with "
              "maple's `maple-data build-bench`.", "",
              "```python", "import datasets", "",
-             f'ds = datasets.load_dataset("{report.out.as_posix()}", "qa_exact", split="test")  # this folder, offline',
+             'ds = datasets.load_dataset("path/to/this/folder", "qa_exact", split="test")  # offline',
              '# published with `maple-data publish --repo-id OWNER/NAME`: datasets.load_dataset("OWNER/NAME", ...)',
              "```", "",
              "## Configs", "",
@@ -115,7 +115,9 @@ def write_card(out: Path, report: BenchReport, settings: BenchSettings, work: Pa
               *provenance(work),
               f"- Splits by video (no video in two splits), stratified by RMT, ratios {list(settings.ratios)}, "
               f"seed {settings.seed}; the test split is balanced per RMT"
-              + (f" ({sum(report.dropped.values())} items dropped)." if report.dropped else "."),
+              + (f" ({sum(report.dropped.values())} items dropped)." if report.dropped else ".")
+              + (f" **The qa_exact test split has no item of {', '.join(report.missing_in_test)}**: too few verified "
+                 "items of those tags." if report.missing_in_test else ""),
               "", "## License", "", settings.license, "", "## Citation", "", "```bibtex",
               settings.citation or "% add the citation of this benchmark here", "```", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from maple_data.cli.common import app, console, count_table, csv_list
+from maple_data.cli.common import app, console, count_table, csv_list, err_console
 
 
 @app.command("build-bench")
@@ -51,6 +51,9 @@ def build_bench_command(
         console.print(f"excluded: {why}: {n} item(s)")
     if report.dropped:
         console.print("test balancing dropped: " + ", ".join(f"{t} {n}" for t, n in sorted(report.dropped.items())))
+    if report.missing_in_test:
+        err_console.print(f"[yellow]warning[/]: the qa_exact test split has no item of {', '.join(report.missing_in_test)} "
+                          "(too few verified items of those tags): per-RMT results will be missing for them")
 
 
 @app.command()
