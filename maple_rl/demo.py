@@ -30,7 +30,7 @@ from maple_data.annotate.ablation import AblationSettings, Item, run_annotate, r
 from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.durable import write_atomic
 from maple_data.inputs.qa import read_qa_file
-from maple_data.inputs.synth import SynthConfig, generate
+from maple_data.inputs.synth import CorpusFiles, SynthConfig, generate
 from maple_data.media.extract import ExtractSettings, run_extract
 from maple_data.media.frames import FrameSpec
 from maple_data.models.hf import HFBackend
@@ -130,11 +130,11 @@ def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | 
     corpus = generate(out / "synth", SynthConfig(n=config.videos, seed=config.seed, width=c.width, height=c.height,
                                                  fps=c.fps, duration=c.duration, audio_rate=16_000,
                                                  mode="learnable"))
-    truth = {json.loads(x)["id"]: json.loads(x)["rmt"] for x in (corpus / "ground_truth.jsonl").read_text().splitlines()}
+    files = CorpusFiles(corpus)
+    truth = files.read_truth()
     work = out / "work"
-    run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=c.frames)))
-    qa = [Item.from_qa(q) for q in read_qa_file(corpus / "videos" / "qa.jsonl", corpus / "videos").items
-          if q.task == "qa"]
+    run_extract(files.videos, work, ExtractSettings(frames=FrameSpec(count=c.frames)))
+    qa = [Item.from_qa(q) for q in read_qa_file(files.qa, files.videos).items if q.task == "qa"]
     annotator = str(pretrained.final)
     log(f"3/6 annotate {len(qa)} items (K = {config.annotate_samples}, adaptive search)")
     settings = AblationSettings(model=annotator, samples=config.annotate_samples, chunk=config.annotate_chunk,

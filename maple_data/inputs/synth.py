@@ -390,10 +390,29 @@ def write_video(path: Path, scene: Scene, config: SynthConfig) -> None:
     os.replace(tmp, path)
 
 
+class CorpusFiles:
+    """Where :func:`generate` writes a corpus: ``videos/`` (clips, subtitles and the QA file
+    ``qa.jsonl``), ``ground_truth.jsonl`` (each item's true RMT and scene) and ``synth.json``
+    (the settings)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.videos = self.root / "videos"
+        self.qa = self.videos / "qa.jsonl"
+        self.truth = self.root / "ground_truth.jsonl"
+        self.settings = self.root / "synth.json"
+
+    def read_truth(self) -> dict[str, str]:
+        """``item id -> true RMT``."""
+        return {row["id"]: row["rmt"] for row in map(json.loads, self.truth.read_text(encoding="utf-8").splitlines())}
+
+
 def generate(out: str | Path, config: SynthConfig, on_video: Callable[[int], None] | None = None) -> Path:
-    """Write the corpus to ``out``; ``on_video(i)`` is called after each video. Returns ``out``."""
+    """Write the corpus to ``out`` (layout: :class:`CorpusFiles`); ``on_video(i)`` is called
+    after each video. Returns ``out``."""
     out = Path(out)
-    videos = out / "videos"
+    files = CorpusFiles(out)
+    videos = files.videos
     videos.mkdir(parents=True, exist_ok=True)
     qa_lines, truth_lines = [], []
     for i in range(config.n):
@@ -416,7 +435,7 @@ def generate(out: str | Path, config: SynthConfig, on_video: Callable[[int], Non
         truth_lines.append({"id": f"{name}-caption", "video": f"{name}.mp4", "rmt": "VAS", "scene": facts})
         if on_video is not None:
             on_video(i)
-    (videos / "qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in qa_lines), encoding="utf-8")
-    (out / "ground_truth.jsonl").write_text("".join(json.dumps(x) + "\n" for x in truth_lines), encoding="utf-8")
-    (out / "synth.json").write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+    files.qa.write_text("".join(json.dumps(x) + "\n" for x in qa_lines), encoding="utf-8")
+    files.truth.write_text("".join(json.dumps(x) + "\n" for x in truth_lines), encoding="utf-8")
+    files.settings.write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
     return out

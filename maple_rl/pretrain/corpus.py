@@ -25,7 +25,7 @@ import numpy as np
 from maple_data.answers import option_letter
 from maple_data.durable import atomic_path
 from maple_data.errors import MapleError
-from maple_data.inputs.synth import SynthConfig, generate
+from maple_data.inputs.synth import CorpusFiles, SynthConfig, generate
 from maple_data.media.extract import ExtractSettings, load_media, run_extract
 from maple_data.media.frames import FrameSpec
 from maple_data.media_bytes import decode_audio, decode_image
@@ -93,17 +93,16 @@ def materialize(folder: Path, config: CorpusConfig, split: str, progress: Progre
     """Generate and extract one split of the corpus in ``folder`` (each step resumes)."""
     progress = progress or (lambda phase, done, total: None)
     synth = synth_config(config, split)
-    videos = folder / "synth"
-    settings_file = videos / "synth.json"
-    if not settings_file.exists() or json.loads(settings_file.read_text()) != dataclasses.asdict(synth):
-        generate(videos, synth, on_video=lambda i: progress(f"{split}: synth", i + 1, synth.n))
+    files = CorpusFiles(folder / "synth")
+    if not files.settings.exists() or json.loads(files.settings.read_text()) != dataclasses.asdict(synth):
+        generate(files.root, synth, on_video=lambda i: progress(f"{split}: synth", i + 1, synth.n))
     seen = [0]
 
     def extracted(_outcome: Any) -> None:
         seen[0] += 1
         progress(f"{split}: extract", seen[0], synth.n)
 
-    summary = run_extract(videos / "videos", folder / "work", ExtractSettings(frames=FrameSpec(count=config.frames)),
+    summary = run_extract(files.videos, folder / "work", ExtractSettings(frames=FrameSpec(count=config.frames)),
                           on_outcome=extracted)
     if summary.failed:
         raise MapleError(f"extraction of the {split} corpus failed for {len(summary.failed)} videos: see "
@@ -113,9 +112,10 @@ def materialize(folder: Path, config: CorpusConfig, split: str, progress: Progre
 def corpus_texts(folder: Path) -> list[str]:
     """Questions, options and subtitle lines of a materialized split (tokenizer training)."""
     texts = []
-    for row in _jsonl(folder / "synth" / "videos" / "qa.jsonl"):
+    files = CorpusFiles(folder / "synth")
+    for row in _jsonl(files.qa):
         texts += [row["question"], " ".join(row.get("options") or [])]
-    for srt in sorted((folder / "synth" / "videos").glob("*.srt"))[:200]:
+    for srt in sorted(files.videos.glob("*.srt"))[:200]:
         texts.append(srt.read_text(encoding="utf-8"))
     return texts
 
@@ -124,11 +124,11 @@ def load_corpus(folder: Path, encoder: OmniEncoder, progress: Progress | None = 
     """Items and media features of a materialized split; log-mels are computed once and
     kept in ``audio-features.npz`` (written atomically), video patches recomputed."""
     progress = progress or (lambda phase, done, total: None)
-    videos = folder / "synth"
-    truth = {row["id"]: row["rmt"] for row in _jsonl(videos / "ground_truth.jsonl")}
+    files = CorpusFiles(folder / "synth")
+    truth = files.read_truth()
     items = [CorpusItem(q["id"], Path(q["video"]).with_suffix("").as_posix(), truth[q["id"]], q["question"],
                         tuple(q["options"]), q["answer"])
-             for q in _jsonl(videos / "videos" / "qa.jsonl") if q.get("task", "qa") == "qa"]
+             for q in _jsonl(files.qa) if q.get("task", "qa") == "qa"]
     media = load_media(folder / "work")
     mel_file = folder / "audio-features.npz"
     mels = dict(np.load(mel_file)) if mel_file.exists() else {}
