@@ -87,7 +87,7 @@ def items_and_media(corpus, tmp_path_factory) -> list[tuple]:
     run_extract(corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=4)))
     items = [Item.from_qa(q) for q in read_qa_file(corpus / "videos" / "qa.jsonl", corpus / "videos").items
              if q.task == "qa"]
-    media = {row["id"]: DecodedMedia.from_row(row) for row in media_rows(work, {i.video_id for i in items})}
+    media = {row["id"]: DecodedMedia.from_row(row) for row in media_rows(WorkDir(work), {i.video_id for i in items})}
     return [(item, media[item.video_id]) for item in items]
 
 
@@ -109,9 +109,9 @@ def bench(corpus, tmp_path_factory) -> Path:
     truth = {r["id"]: r["rmt"] for r in map(json.loads, (corpus / "ground_truth.jsonl").read_text().splitlines())}
     run_annotate(items.values(), root / "work", TableBackend(items, truth), AblationSettings(model="table", samples=8))
     run_propose(root / "work")
-    proposals = [json.loads(x) for x in (root / "work" / "proposals.jsonl").read_text().splitlines()]
-    WorkDir(root / "work").append_decisions([journal.Decision.make(p["id"], "script", "accept", p["rmt"])
-                                                       for p in proposals if p["status"] == "proposed"])
+    work = WorkDir(root / "work")
+    work.append_decisions([journal.Decision.make(p["id"], "script", "accept", p["rmt"])
+                           for p in work.read_proposals() if p["status"] == "proposed"])
     build_bench(root / "work", root / "bench", BenchSettings(ratios=(0.7, 0.0, 0.3)))
     return root / "bench"
 
