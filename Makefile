@@ -1,22 +1,33 @@
-# The two commands of the README. `make install` then `make test` on a fresh clone.
+# The two commands of the README. `make install` then `make test` on a fresh clone; `make test`,
+# `make test-learning` and `make demo` each run `make install` first, so any of them works alone.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test test-learning demo install-vllm test-vllm
+.PHONY: install test test-learning demo install-vllm test-vllm FORCE
+
+# The stamp makes a second `make install` instant; editing pyproject.toml or this Makefile
+# reinstalls, and so does a $(PYTHON) without the project, torch or pytest installed (another
+# environment than the one the stamp was made in).
+INSTALLED := build/.maple-installed
+INSTALLED_CHECK := import importlib.metadata as m; [m.version(d) for d in ("maple-omni", "torch", "pytest")]; print("ok")
+INSTALLED_STALE := $(if $(filter ok,$(shell $(PYTHON) -c '$(INSTALLED_CHECK)' 2>/dev/null)),,FORCE)
 
 VLLM_ENV ?= .venv-vllm
 VLLM_PYTHON := $(VLLM_ENV)/bin/python
 
-install:  ## project + test extras; torch first so pip takes the local CPU wheel; Debian's chromium for the review page tests
+install: $(INSTALLED)  ## project + test extras; torch first so pip takes the local CPU wheel; Debian's chromium for the review page tests
+
+$(INSTALLED): pyproject.toml Makefile $(INSTALLED_STALE)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev]"
 	command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+	mkdir -p $(@D) && touch $@
 
-test:  ## the default test run (CPU, offline)
+test: install  ## the default test run (CPU, offline)
 	$(PYTHON) -m pytest -q
 
-test-learning:  ## the learning lane: pretrain the shipped recipe cold, then the demo's acceptance checks (~30 min)
+test-learning: install  ## the learning lane: pretrain the shipped recipe cold, then the demo's and README quickstart's checks (~35 min)
 	$(PYTHON) -m pytest -q -m learning --learning
 
 demo: install  ## the whole flow offline on CPU: pretrain once (~30 min, then cached), synth -> annotate -> review -> bench -> RL -> eval (~3 min)

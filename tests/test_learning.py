@@ -13,8 +13,8 @@ from maple_rl.demo import load_demo_config, run_demo
 
 
 @pytest.mark.learning
-def test_the_shipped_pretraining_learns_every_tag_and_the_demo_proposes_the_true_tags(tmp_path):
-    summary = run_demo(tmp_path / "demo", load_demo_config(), cache=tmp_path / "cache")
+def test_the_shipped_pretraining_learns_every_tag_and_the_demo_proposes_the_true_tags(tmp_path, learning_cache):
+    summary = run_demo(tmp_path / "demo", load_demo_config(), cache=learning_cache)
     accuracy = json.loads(Path(summary["pretrain_report"]).read_text())["accuracy"]
     for tag in TAGS:  # held-out items: with the tag's modalities, with all, with one missing (chance 25%)
         assert accuracy["exact"][tag] >= 0.9 and accuracy["all"][tag] >= 0.9, (tag, accuracy)
