@@ -22,6 +22,13 @@ machine's noise blurs in 20 s passes: for each file, one full decode and one
 file's minimum per pass is kept (the least-disturbed run, as `timeit` advises), and
 the sums are compared. Shard writing is not part of this figure (it is in the passes).
 Run: python benchmarks/extract_throughput.py [--videos 40 --seconds 30 --repeats 3]
+
+With ``--ray``, instead: the engines side by side on the default-keyframe corpus, 16
+frames: the local engine with 2 worker processes against the Ray engine on a local Ray
+instance of 2 CPUs (2 tasks at a time), passes interleaved, medians reported. Ray's
+start-up (``ray.init`` and a first extraction that starts and warms its 2 workers) is
+reported on its own line, not in the passes; the local engine's process start-up is in
+its passes (every run starts its pool). Target: Ray / local <= 1.15 in wall time.
 """
 
 from __future__ import annotations
@@ -128,6 +135,46 @@ def measure(corpus: Path, args: argparse.Namespace, keyint: int | None, scratch:
     per_file_costs(corpus, paths, args.repeats)
 
 
+def ray_vs_local(corpus: Path, args: argparse.Namespace, scratch: Path) -> None:
+    """The Ray engine (2 CPUs) and the local engine (2 processes) on the same corpus."""
+    from maple_data.media.ray_extract import run_extract_ray
+    from maple_data.ray_runtime import ray_session
+
+    corpus.mkdir(parents=True, exist_ok=True)
+    for i in range(args.videos):
+        if not (corpus / f"clip-{i:03d}.mp4").exists():
+            write_clip(corpus / f"clip-{i:03d}.mp4", args.seconds, args.width, args.height, args.fps, seed=i,
+                       keyint=None)
+    settings = ExtractSettings(frames=FrameSpec(count=16))
+    video_seconds = args.videos * args.seconds
+    start = time.perf_counter()
+    with ray_session(num_cpus=2):
+        started = time.perf_counter() - start
+        warm = scratch / "warm-up"
+        warm.mkdir()
+        for i in range(2):
+            shutil.copy(corpus / f"clip-{i:03d}.mp4", warm)
+        warm_up = timed(lambda: run_extract_ray(warm, scratch / "work-warm-up", settings, shard_rows=1))
+        engines = {"local engine, 2 worker processes": lambda out: run_extract(corpus, out, settings, workers=2),
+                   "ray engine, 2 CPUs (started, warm)": lambda out: run_extract_ray(corpus, out, settings)}
+        samples: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            for name, run in engines.items():
+                out = scratch / "work"
+                samples.setdefault(name, []).append(timed(lambda: run(out)))
+                shutil.rmtree(out)
+    print(f"\ncorpus: {args.videos} x {args.seconds:g} s {args.width}x{args.height} @ {args.fps} fps H.264 + AAC + "
+          f".srt; extract 16 frames + audio + subs; median of {args.repeats} interleaved repeat(s)")
+    print(f"{'pass':<40}{'wall s':>8}{'video-s/s':>11}")
+    rows = {name: float(np.median(times)) for name, times in samples.items()}
+    for name, elapsed in rows.items():
+        print(f"{name:<40}{elapsed:>8.2f}{video_seconds / elapsed:>11.1f}")
+    local, ray = rows.values()
+    print(f"ray / local wall time = {ray / local:.3f} (target <= 1.15)")
+    print(f"ray start-up, not in the passes: ray.init {started:.2f} s; first extraction (2 videos, starts and "
+          f"warms 2 workers) {warm_up:.2f} s")
+
+
 def per_file_costs(corpus: Path, paths: list[Path], repeats: int) -> None:
     """Sum over files of each file's fastest full decode and fastest extraction."""
     passes = {"full decode": lambda path: full_decode([path])}
@@ -156,10 +203,14 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="runs of every pass (median reported)")
     parser.add_argument("--corpus", type=Path, help="keep the generated corpora here and reuse them next time")
+    parser.add_argument("--ray", action="store_true", help="compare the Ray engine with the local one instead")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="maple-bench-"))
     root = args.corpus or scratch
     try:
+        if args.ray:
+            ray_vs_local(root / "x264-default-gop", args, scratch)
+            return
         measure(root / "x264-default-gop", args, None, scratch)
         measure(root / "gop-2s", args, 2 * args.fps, scratch)
     finally:

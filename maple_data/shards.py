@@ -78,6 +78,25 @@ def list_shards(folder: str | Path, prefix: str | None = None) -> list[Path]:
     return sorted(found)
 
 
+def next_index(folder: str | Path, prefix: str) -> int:
+    """The index after the last published ``<prefix>-NNNNN`` shard in ``folder`` (0 when none)."""
+    existing = list_shards(folder, prefix)
+    return int(_SHARD_RE.match(existing[-1].name)["index"]) + 1 if existing else 0
+
+
+def remove_unfinished(folder: str | Path, prefix: str) -> None:
+    """Remove the files killed writers of ``prefix`` left: unfinished shards and stats
+    sidecars, and sidecars of shards never published. Only while no writer of ``prefix``
+    runs in ``folder``."""
+    folder = Path(folder)
+    for path in folder.iterdir():
+        if path.name.lstrip(".").startswith(f"{prefix}-") and PARTIAL_SUFFIX in path.name:
+            path.unlink()
+    for sidecar in folder.glob(f".{prefix}-*.stats.json"):
+        if not (folder / (sidecar.name[1:-len(".stats.json")] + SHARD_SUFFIX)).exists():
+            sidecar.unlink()
+
+
 def _record_size(record: Mapping[str, Any]) -> int:
     """Approximate stored bytes of a record (media dominates)."""
     size = 0
@@ -132,6 +151,10 @@ class ShardWriter:
             (media records are megabytes each: small batches keep memory flat, and the
             conversion reuses the same allocations instead of first-touching new ones).
         schema: the record schema (default: current version); every record is validated.
+        index: publish exactly one shard, ``<prefix>-<index>``, whatever ``max_rows`` and
+            ``max_bytes`` say, and leave the folder's unfinished files alone: for one of
+            several concurrent writers into a folder, each given its own index by a
+            coordinator (which removes killed writers' files, :func:`remove_unfinished`).
 
     Use as a context manager; on exit (also on an exception) the open shard is published.
     """
@@ -146,6 +169,7 @@ class ShardWriter:
         batch_rows: int = 64,
         batch_bytes: int = 8 * 1024 * 1024,
         schema: RecordSchema | None = None,
+        index: int | None = None,
     ) -> None:
         if min(max_rows, max_bytes, batch_rows, batch_bytes) < 1:
             raise ValueError("max_rows, max_bytes, batch_rows and batch_bytes must be positive")
@@ -155,9 +179,10 @@ class ShardWriter:
         self.batch_rows, self.batch_bytes = batch_rows, batch_bytes
         self.schema = schema or load_schema()
         self._arrow_schema = self.schema.arrow_schema
-        self._remove_partials()
-        existing = list_shards(self.folder, prefix)
-        self._next_index = int(_SHARD_RE.match(existing[-1].name)["index"]) + 1 if existing else 0
+        self._fixed = index is not None
+        if not self._fixed:
+            remove_unfinished(self.folder, prefix)
+        self._next_index = next_index(self.folder, prefix) if index is None else index
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
         self._sink: _HashingFile | None = None
         self._arrow_sink: pa.PythonFile | None = None
@@ -166,14 +191,6 @@ class ShardWriter:
         self._rows = self._bytes = self._buffered_bytes = 0
         self._counts: dict[str, Counter[str]] = {}
         self.published: list[Path] = []
-
-    def _remove_partials(self) -> None:
-        for path in self.folder.iterdir():
-            if path.name.lstrip(".").startswith(f"{self.prefix}-") and PARTIAL_SUFFIX in path.name:
-                path.unlink()  # a shard or stats file a killed writer left unfinished
-        for sidecar in self.folder.glob(f".{self.prefix}-*.stats.json"):
-            if not (self.folder / (sidecar.name[1:-len(".stats.json")] + SHARD_SUFFIX)).exists():
-                sidecar.unlink()  # sidecar of a shard that was never published
 
     def done_ids(self) -> set[str]:
         """Ids of records already in published shards of this prefix."""
@@ -197,7 +214,7 @@ class ShardWriter:
                 self._counts.setdefault(key, Counter())[str(full[key])] += 1
         if len(self._buffer) >= self.batch_rows or self._buffered_bytes >= self.batch_bytes:
             self._drain()
-        if self._rows >= self.max_rows or self._bytes >= self.max_bytes:
+        if (self._rows >= self.max_rows or self._bytes >= self.max_bytes) and not self._fixed:
             self.flush()
 
     def write_many(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -205,6 +222,8 @@ class ShardWriter:
             self.write(record)
 
     def _open(self) -> None:
+        if self._fixed and self.published:
+            raise RuntimeError(f"a writer given index {self._next_index - 1} publishes one shard only")
         name = f"{self.prefix}-{self._next_index:05d}{SHARD_SUFFIX}"
         self._path = self.folder / name
         self._sink = _HashingFile(self.folder / f".{name}{PARTIAL_SUFFIX}")

@@ -61,6 +61,15 @@ def synth_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_omni(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-Omni model folder (full omni layout), built once per session."""
+    pytest.importorskip("transformers")
+    from maple_data.models.tiny_omni import build_tiny_omni
+
+    return build_tiny_omni(tmp_path_factory.mktemp("tiny-omni"), ["What colour is the shape?", "red green blue"])
+
+
+@pytest.fixture(scope="session")
 def verified_work(tmp_path_factory) -> Path:
     """A work folder of 14 synthetic videos, annotated with the table backend, every
     proposal accepted by a scripted reviewer (read-only: copy it to change it)."""

@@ -111,14 +111,6 @@ def test_chat_rendering_expands_placeholders_and_audio_token_count():
     assert audio_token_count(100) == 25 and audio_token_count(3000) == 750  # 25 tokens per second
 
 
-@pytest.fixture(scope="session")
-def tiny_omni(tmp_path_factory) -> Path:
-    pytest.importorskip("transformers")
-    from maple_data.models.tiny_omni import build_tiny_omni
-
-    return build_tiny_omni(tmp_path_factory.mktemp("tiny-omni"), ["What colour is the shape?", "red green blue"])
-
-
 @pytest.fixture
 def seven_items(synth_corpus, tmp_path) -> Path:
     """A QA file with the first 7 QA items (one per tag) of the synthetic corpus."""

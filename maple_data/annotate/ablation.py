@@ -16,6 +16,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -303,6 +304,70 @@ class SeenMix:
         self.prior = dict(self.totals)
 
 
+class AnnotateRun:
+    """What either engine shares in one annotate process: its settings, items and stored
+    results, the results journal it appends to and the summary. Iterate :meth:`todo`,
+    evaluate each item (here or elsewhere), :meth:`record` its finished subsets and
+    :meth:`finish` it; then :meth:`close` and :meth:`report_missing`."""
+
+    def __init__(self, items: Iterable[Item], work_dir: str | Path, settings: AblationSettings, *,
+                 num_shards: int = 1, shard_index: int = 0) -> None:
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index} of {num_shards}")
+        self.work, self.settings = WorkDir(work_dir), settings
+        self.shard_index, self.num_shards = shard_index, num_shards
+        self.work.write_ablation_settings(asdict(settings) | {"result_key": settings.result_key})
+        self.by_video: dict[str, list[Item]] = {}
+        for item in items:
+            if in_shard(item.id, shard_index, num_shards):
+                self.by_video.setdefault(item.video_id, []).append(item)
+        self.stored = read_results(self.work, settings.result_key)
+        self.summary = AnnotateSummary(items=sum(map(len, self.by_video.values())))
+        self.results_log = self.work.results_journal(shard_index, num_shards)
+        self.mix = SeenMix(settings.proposal.prior)
+        self.seen: set[str] = set()
+        self.entries: list[dict[str, Any]] = []
+
+    def todo(self) -> Iterator[tuple[Item, dict[str, Any], dict[str, SubsetResult]]]:
+        """``(item, its media row, its stored results)`` for every item with extracted media."""
+        for media in media_rows(self.work, set(self.by_video)):
+            self.seen.add(media["id"])
+            for item in self.by_video[media["id"]]:
+                self.entries.append(asdict(item) | {"available_modalities": media["available_modalities"]})
+                done = self.stored.get(item.id, {})
+                self.summary.resumed_subsets += len(done)
+                yield item, media, done
+
+    def record(self, item_id: str, result: SubsetResult) -> None:
+        """Append one finished (item, subset) result to the results journal (durable on return)."""
+        self.results_log.append([{"item": item_id, "subset": result.subset, "key": self.settings.result_key,
+                                  "scores": result.scores, "answers": result.answers}])
+
+    def finish(self, item: Item, available: str, results: Mapping[str, SubsetResult], calls: int) -> None:
+        """Count an evaluated item (``calls`` model calls) and add it to the seen mix."""
+        self.mix.add(results, available,
+                     item_likelihood(self.settings.proposal, item.task, item.options, self.settings.scoring))
+        self.summary.model_calls += calls
+        self.summary.evaluated += calls > 0
+
+    def close(self) -> None:
+        """Close the results journal and write the items file (also after an error)."""
+        self.results_log.close()
+        self.work.write_items(self.shard_index, self.num_shards, self.entries)
+
+    def report_missing(self, on_item: Callable[[Item], None] | None = None) -> AnnotateSummary:
+        """Report each item whose video has no extracted media (to ``on_item`` too); returns
+        the summary."""
+        for video_id, group in self.by_video.items():
+            if video_id not in self.seen:
+                for item in group:
+                    self.summary.missing_media[item.id] = f"no extracted media for video {video_id!r} (failed or " \
+                                                          "not found)"
+                    if on_item is not None:
+                        on_item(item)
+        return self.summary
+
+
 def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, settings: AblationSettings, *,
                  num_shards: int = 1, shard_index: int = 0,
                  on_start: Callable[[int], None] | None = None,
@@ -310,51 +375,19 @@ def run_annotate(items: Iterable[Item], work_dir: str | Path, backend: Backend, 
     """Ablation inference for this process's share of ``items`` over extracted media in
     ``work_dir`` (run ``maple-data extract`` first). Finished (item, subset) pairs found in
     the results files are not recomputed."""
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index} of {num_shards}")
-    work = WorkDir(work_dir)
-    work.write_ablation_settings(asdict(settings) | {"result_key": settings.result_key})
-    mine = [item for item in items if in_shard(item.id, shard_index, num_shards)]
-    by_video: dict[str, list[Item]] = {}
-    for item in mine:
-        by_video.setdefault(item.video_id, []).append(item)
-    stored = read_results(work, settings.result_key)
-    summary = AnnotateSummary(items=len(mine))
+    run = AnnotateRun(items, work_dir, settings, num_shards=num_shards, shard_index=shard_index)
     if on_start is not None:
-        on_start(len(mine))
-    results_log = work.results_journal(shard_index, num_shards)
-    seen: set[str] = set()
-    entries = []
-    mix = SeenMix(settings.proposal.prior)
+        on_start(run.summary.items)
     try:
-        for media in media_rows(work, set(by_video)):
-            seen.add(media["id"])
-            for item in by_video[media["id"]]:
-                entries.append(asdict(item) | {"available_modalities": media["available_modalities"]})
-                done = stored.get(item.id, {})
-                summary.resumed_subsets += len(done)
-
-                def record(result: SubsetResult, item_id: str = item.id) -> None:
-                    results_log.append([{"item": item_id, "subset": result.subset, "key": settings.result_key,
-                                         "scores": result.scores, "answers": result.answers}])
-
-                results, calls = evaluate_item(item, media, backend, settings, done, record, prior=mix.prior)
-                mix.add(results, media["available_modalities"],
-                        item_likelihood(settings.proposal, item.task, item.options, settings.scoring))
-                summary.model_calls += calls
-                summary.evaluated += calls > 0
-                if on_item is not None:
-                    on_item(item)
+        for item, media, done in run.todo():
+            results, calls = evaluate_item(item, media, backend, settings, done, partial(run.record, item.id),
+                                           prior=run.mix.prior)
+            run.finish(item, media["available_modalities"], results, calls)
+            if on_item is not None:
+                on_item(item)
     finally:
-        results_log.close()
-        work.write_items(shard_index, num_shards, entries)
-    for video_id, group in by_video.items():
-        if video_id not in seen:
-            for item in group:
-                summary.missing_media[item.id] = f"no extracted media for video {video_id!r} (failed or not found)"
-                if on_item is not None:
-                    on_item(item)
-    return summary
+        run.close()
+    return run.report_missing(on_item)
 
 
 def entry_likelihood(item: Mapping[str, Any], settings: Mapping[str, Any], config: ProposalConfig) -> Likelihood:

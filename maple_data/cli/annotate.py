@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from maple_data.cli.common import app, console, err_console, progress_bar
+from maple_data.cli.media import ENGINE_HELP, RAY_ADDRESS_HELP
 from maple_data.workdir import WorkDir
 
 
@@ -66,7 +67,13 @@ def annotate(
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per engine.")] = 1,
     frames: Annotated[int | None, typer.Option(help="Extraction: frames per video (default: the settings of "
                                                      "OUT's own extraction, `maple-data extract`, else 16).")] = None,
-    workers: Annotated[int, typer.Option(help="Extraction: worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Extraction: worker processes (--engine ray: CPUs of the local Ray "
+                                              "instance, at least --actors).")] = 1,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP + " Annotation: items sent to --actors model actors.")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    actors: Annotated[int, typer.Option(help="--engine ray: model actors, each holding one copy of the model.")] = 1,
+    actor_gpus: Annotated[float, typer.Option(help="--engine ray: GPUs per model actor (0: on CPUs).")] = 0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when QA rows or videos failed.")] = False,
 ) -> None:
@@ -80,10 +87,13 @@ def annotate(
     Example: maple-data annotate videos/ --qa videos/qa.jsonl -o work --model Qwen/Qwen2.5-Omni-3B
     """
     from maple_data.annotate.ablation import AblationSettings, Item, run_annotate
+    from maple_data.annotate.ray_annotate import run_annotate_ray
     from maple_data.inputs.qa import read_qa_file
     from maple_data.media.extract import run_extract, settings_for_reuse
+    from maple_data.media.ray_extract import run_extract_ray
     from maple_data.models import backend_options, load_backend
     from maple_data.models.model_source import check_model
+    from maple_data.ray_runtime import check_engine, engine_session
 
     try:
         settings = AblationSettings(model=model, scoring=scoring, samples=samples, temperature=temperature,
@@ -92,23 +102,35 @@ def annotate(
                                                               target=target))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    try:
+        check_engine(engine)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     check_model(model)  # a missing or unreachable model fails now, not after the extraction
     load = read_qa_file(qa, videos_dir)
     for fault in load.problems:
         typer.echo(str(fault))
-    with progress_bar() as bar:
-        task = bar.add_task("extract", total=None)
-        extracted = run_extract(videos_dir, out, settings_for_reuse(out, frames), workers=workers,
-                                on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task))
-    for path, message in sorted(extracted.failed.items()):
-        typer.echo(f"{videos_dir / path}: {message}")
-    engine = load_backend(backend, model, **backend_options(backend, device=device, dtype=dtype, batch_size=batch_size,
-                                                             tensor_parallel_size=tensor_parallel_size, seed=seed))
-    with progress_bar() as bar:
-        task = bar.add_task("annotate", total=None)
-        summary = run_annotate([Item.from_qa(q) for q in load.items], out, engine, settings, num_shards=num_shards,
-                               shard_index=shard_index, on_start=lambda n: bar.update(task, total=n),
-                               on_item=lambda _: bar.advance(task))
+    options = backend_options(backend, device=device, dtype=dtype, batch_size=batch_size,
+                              tensor_parallel_size=tensor_parallel_size, seed=seed)
+    items = [Item.from_qa(q) for q in load.items]
+    with engine_session(engine, ray_address, max(workers, actors), console.print):  # a local instance fits the actors
+        with progress_bar() as bar:
+            task = bar.add_task("extract", total=None)
+            extract, local = (run_extract_ray, {}) if engine == "ray" else (run_extract, {"workers": workers})
+            extracted = extract(videos_dir, out, settings_for_reuse(out, frames),
+                                on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task),
+                                **local)
+        for path, message in sorted(extracted.failed.items()):
+            typer.echo(f"{videos_dir / path}: {message}")
+        with progress_bar() as bar:
+            task = bar.add_task("annotate", total=None)
+            progress = {"num_shards": num_shards, "shard_index": shard_index,
+                        "on_start": lambda n: bar.update(task, total=n), "on_item": lambda _: bar.advance(task)}
+            if engine == "ray":
+                summary = run_annotate_ray(items, out, backend, model, settings, options=options, actors=actors,
+                                           num_gpus=actor_gpus, **progress)
+            else:
+                summary = run_annotate(items, out, load_backend(backend, model, **options), settings, **progress)
     for item_id, why in sorted(summary.missing_media.items()):
         typer.echo(f"{item_id}: {why}")
     console.print(f"annotated {summary.items} item(s): {summary.model_calls} model call(s), "

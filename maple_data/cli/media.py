@@ -10,6 +10,11 @@ from rich.table import Table
 
 from maple_data.cli.common import app, console, csv_list, progress_bar
 
+ENGINE_HELP = ("local: processes on this machine; ray: Ray tasks on the CPUs of a Ray cluster (README: Running on "
+               "a cluster; needs the ray extra).")
+RAY_ADDRESS_HELP = ("--engine ray: the cluster to join: auto (the one `ray start` made on this machine), HOST:PORT "
+                    "or ray://HOST:PORT; default: start a local Ray instance.")
+
 
 @app.command()
 def extract(
@@ -32,7 +37,9 @@ def extract(
     asr_language: Annotated[str | None, typer.Option(help="Spoken language for ASR (default: detect).")] = None,
     ext: Annotated[str, typer.Option(help="Video file extensions to pick up.")] = ",".join(
         e.lstrip(".") for e in ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv")),
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (--engine ray: CPUs of the local Ray instance).")] = 1,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
     shard_rows: Annotated[int, typer.Option(help="Videos per shard; a crash loses at most one unfinished "
                                                  "shard's videos, which the next run redoes.")] = 64,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some videos failed.")] = False,
@@ -47,9 +54,12 @@ def extract(
     extracted with A unavailable. Exits 1 when any video failed (see --allow-failures).
 
     Example: maple-data extract videos/ -o work --workers 4 --frames 16
+    On a Ray cluster: maple-data extract videos/ -o work --engine ray --ray-address auto
     """
     from maple_data.media.extract import ExtractSettings, run_extract
     from maple_data.media.frames import FrameSpec
+    from maple_data.media.ray_extract import run_extract_ray
+    from maple_data.ray_runtime import check_engine, engine_session
 
     try:
         settings = ExtractSettings(
@@ -57,15 +67,17 @@ def extract(
                              max_pixels=max_pixels, jpeg_quality=jpeg_quality),
             subtitle_sources=csv_list(subs), languages=csv_list(lang), asr=asr, asr_model=asr_model,
             asr_language=asr_language)
+        check_engine(engine)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not videos_dir.is_dir():
         raise typer.BadParameter(f"videos folder not found: {videos_dir}")
-    with progress_bar() as bar:
+    with engine_session(engine, ray_address, workers, console.print), progress_bar() as bar:
         task = bar.add_task("extract", total=None)
-        summary = run_extract(videos_dir, out, settings, workers=workers, extensions=csv_list(ext),
-                              shard_rows=shard_rows, on_start=lambda n: bar.update(task, total=n),
-                              on_outcome=lambda _: bar.advance(task))
+        runner, options = (run_extract_ray, {}) if engine == "ray" else (run_extract, {"workers": workers})
+        summary = runner(videos_dir, out, settings, extensions=csv_list(ext), shard_rows=shard_rows,
+                         on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task),
+                         **options)
     for path, message in sorted(summary.failed.items()):
         typer.echo(f"{videos_dir / path}: {message}")
     table = Table("outcome", "videos", title=f"extract -> {summary.out_dir}")

@@ -248,6 +248,17 @@ class ExtractSummary:
     def total(self) -> int:
         return self.done + self.skipped + len(self.failed)
 
+    def count(self, outcome: Outcome, skipped: bool = False) -> None:
+        """Count one video's outcome (``skipped``: done, but its row was already stored)."""
+        if outcome.status != "done":
+            self.failed[outcome.path] = outcome.message or outcome.reason or "failed"
+            self.reasons[outcome.reason or "error"] += 1
+        elif skipped:
+            self.skipped += 1
+        else:
+            self.done += 1
+            self.warnings.update(note.split(":")[0] for note in outcome.notes)
+
 
 def stored_keys(out_dir: Path) -> dict[str, tuple[str, Path]]:
     """``video id -> (extract_key, shard)`` of the rows in published shards; a later shard
@@ -259,6 +270,48 @@ def stored_keys(out_dir: Path) -> dict[str, tuple[str, Path]]:
             for vid, key in zip(batch.column("id").to_pylist(), batch.column("extract_key").to_pylist()):
                 latest[vid] = (key, shard)
     return latest
+
+
+@dataclass
+class ExtractPlan:
+    """What a run of either engine has to do: ``todo`` (each video with the SHA-256 the
+    journal knows for its size and mtime, else None), the ``stored`` rows
+    (:func:`stored_keys`) and the summary so far (the videos skipped as done)."""
+
+    root: Path
+    work: WorkDir
+    todo: list[tuple[Path, str | None]]
+    stored: dict[str, tuple[str, Path]]
+    summary: ExtractSummary
+
+
+def plan_extract(videos_dir: str | Path, work_dir: str | Path, settings: ExtractSettings,
+                 extensions: Iterable[str] = VIDEO_EXTENSIONS) -> ExtractPlan:
+    """Record ``settings`` in the work folder and split the videos into done and to do: a
+    video is done when the journal knows its file (size, mtime) and a published shard
+    holds its row under the key of that content and ``settings``."""
+    root, work = Path(videos_dir), WorkDir(work_dir)
+    work.extracted.mkdir(parents=True, exist_ok=True)
+    write_atomic(work.extract_settings, json.dumps(asdict(settings), indent=1))
+    summary = ExtractSummary(out_dir=work.extracted)
+    stored = stored_keys(work.extracted)
+    known_sha = _known_hashes(Journal.read(work.extract_journal), root)
+    todo: list[tuple[Path, str | None]] = []
+    for path in discover(root, extensions):
+        sha = known_sha.get(_stat_key(path))
+        vid = video_id_of(path, root)
+        if sha is not None and vid in stored and stored[vid][0] == settings.key(sha):
+            summary.skipped += 1
+        else:
+            todo.append((path, sha))
+    return ExtractPlan(root, work, todo, stored, summary)
+
+
+def stored_shard(outcome: Outcome, stored: dict[str, tuple[str, Path]]) -> Path | None:
+    """The published shard that already holds a done outcome's row (same id and key: an
+    unchanged file whose size or mtime changed, e.g. copied or touched), else None."""
+    found = stored.get(outcome.video_id)
+    return found[1] if outcome.status == "done" and found is not None and found[0] == outcome.key else None
 
 
 def run_extract(
@@ -278,46 +331,27 @@ def run_extract(
     each video (for progress bars). ``workers > 1`` runs videos in that many processes.
     """
     settings = settings or ExtractSettings()
-    root = Path(videos_dir)
-    work = WorkDir(work_dir)
-    out_dir = work.extracted
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(work.extract_settings, json.dumps(asdict(settings), indent=1))
-    paths = discover(root, extensions)
-    summary = ExtractSummary(out_dir=out_dir)
-    journal = Journal(work.extract_journal)
-    stored = stored_keys(out_dir)
-    known_sha = _known_hashes(Journal.read(journal.path), root)
-    todo: list[tuple[Path, str | None]] = []
-    for path in paths:
-        sha = known_sha.get(_stat_key(path))
-        vid = video_id_of(path, root)
-        if sha is not None and vid in stored and stored[vid][0] == settings.key(sha):
-            summary.skipped += 1
-        else:
-            todo.append((path, sha))
+    plan = plan_extract(videos_dir, work_dir, settings, extensions)
+    root, stored, summary, out_dir = plan.root, plan.stored, plan.summary, plan.work.extracted
+    journal = Journal(plan.work.extract_journal)
     if on_start is not None:
-        on_start(len(todo))
+        on_start(len(plan.todo))
     writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=shard_rows, schema=media_schema())
     pending: list[Outcome] = []  # written to the open shard, journalled once it is published
     try:
-        for outcome in _outcomes(todo, root, settings, workers):
-            if outcome.status == "done":
-                if outcome.video_id in stored and stored[outcome.video_id][0] == outcome.key:
-                    summary.skipped += 1  # unchanged file whose stat changed (copied, touched)
-                    journal.append([outcome.journal_entry(root, stored[outcome.video_id][1].name)])
-                else:
-                    published = len(writer.published)
-                    writer.write(outcome.record)
-                    pending.append(outcome)
-                    if len(writer.published) > published:
-                        journal.append(o.journal_entry(root, writer.published[-1].name) for o in pending)
-                        pending = []
-                    summary.done += 1
-                    summary.warnings.update(note.split(":")[0] for note in outcome.notes)
+        for outcome in _outcomes(plan.todo, root, settings, workers):
+            shard = stored_shard(outcome, stored)
+            summary.count(outcome, skipped=shard is not None)
+            if shard is not None:
+                journal.append([outcome.journal_entry(root, shard.name)])
+            elif outcome.status == "done":
+                published = len(writer.published)
+                writer.write(outcome.record)
+                pending.append(outcome)
+                if len(writer.published) > published:
+                    journal.append(o.journal_entry(root, writer.published[-1].name) for o in pending)
+                    pending = []
             else:
-                summary.failed[outcome.path] = outcome.message or outcome.reason or "failed"
-                summary.reasons[outcome.reason or "error"] += 1
                 journal.append([outcome.journal_entry(root)])
             outcome.record = None
             if on_outcome is not None:
