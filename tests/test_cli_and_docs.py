@@ -43,11 +43,17 @@ def test_readme_names_the_commands_that_ci_runs():
     readme = (ROOT / "README.md").read_text()
     install = re.search(r"Install everything.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
     test = re.search(r"Run the tests.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
-    lane = re.search(r"the \*\*learning lane\*\*.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
-    vllm = re.search(r"the \*\*vLLM lane\*\*.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip().splitlines()
+    lane = re.search(r"\*\*learning lane\*\*.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip()
+    vllm = re.search(r"\*\*vLLM lane\*\*.*?```(?:bash)?\n(.+?)\n```", readme, re.S).group(1).strip().splitlines()
     ci = "\n".join(line for line in (ROOT / ".ci/run").read_text().splitlines() if not line.startswith("#"))
-    at = [ci.index(command) for command in (install, test, *vllm, lane)]  # ValueError: a command CI lacks
-    assert at == sorted(at)  # install, test, then the two lanes (vLLM in the background, learning)
+    # where each command stands (a whole command: `make test` is not `make test-vllm`); None: CI lacks it
+    at = {command: re.search(rf"(?<![\w-]){re.escape(command)}(?![\w-])", ci)
+          for command in (install, test, *vllm, lane)}
+    assert all(at.values()), at
+    at = {command: found.start() for command, found in at.items()}
+    # install first; the two lanes start in the background before the test run, beside it
+    assert min(at.values()) == at[install] and at[lane] < at[test] and at[vllm[0]] < at[test], at
+    assert f"{lane} > learning-lane.log 2>&1 &" in ci and "make test-vllm ) > vllm-lane.log 2>&1 &" in ci, ci
     makefile = (ROOT / "Makefile").read_text()
     assert "install torch==2.13.0" in makefile.split("install:")[1].split("test:")[0]
 
