@@ -97,14 +97,20 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(corpus: Path, args: argparse.Namespace, keyint: int | None, scratch: Path) -> None:
-    """Prepare one corpus and print its side-by-side table."""
+def make_corpus(corpus: Path, args: argparse.Namespace, keyint: int | None) -> list[Path]:
+    """The ``--videos`` clips of ``corpus``, written where missing (kept ones are reused)."""
     corpus.mkdir(parents=True, exist_ok=True)
     paths = [corpus / f"clip-{i:03d}.mp4" for i in range(args.videos)]
-    start = time.perf_counter()
     for i, path in enumerate(paths):
         if not path.exists():
             write_clip(path, args.seconds, args.width, args.height, args.fps, seed=i, keyint=keyint)
+    return paths
+
+
+def measure(corpus: Path, args: argparse.Namespace, keyint: int | None, scratch: Path) -> None:
+    """Prepare one corpus and print its side-by-side table."""
+    start = time.perf_counter()
+    paths = make_corpus(corpus, args, keyint)
     gop = f"keyframe every {keyint / args.fps:g} s" if keyint else "x264 default keyframe interval"
     print(f"\ncorpus: {args.videos} x {args.seconds:g} s {args.width}x{args.height} @ {args.fps} fps H.264 "
           f"({gop}) + AAC + .srt, prepared in {time.perf_counter() - start:.1f} s")
@@ -140,11 +146,7 @@ def ray_vs_local(corpus: Path, args: argparse.Namespace, scratch: Path) -> None:
     from maple_data.media.ray_extract import run_extract_ray
     from maple_data.ray_runtime import ray_session
 
-    corpus.mkdir(parents=True, exist_ok=True)
-    for i in range(args.videos):
-        if not (corpus / f"clip-{i:03d}.mp4").exists():
-            write_clip(corpus / f"clip-{i:03d}.mp4", args.seconds, args.width, args.height, args.fps, seed=i,
-                       keyint=None)
+    paths = make_corpus(corpus, args, keyint=None)
     settings = ExtractSettings(frames=FrameSpec(count=16))
     video_seconds = args.videos * args.seconds
     start = time.perf_counter()
@@ -152,8 +154,8 @@ def ray_vs_local(corpus: Path, args: argparse.Namespace, scratch: Path) -> None:
         started = time.perf_counter() - start
         warm = scratch / "warm-up"
         warm.mkdir()
-        for i in range(2):
-            shutil.copy(corpus / f"clip-{i:03d}.mp4", warm)
+        for path in paths[:2]:
+            shutil.copy(path, warm)
         warm_up = timed(lambda: run_extract_ray(warm, scratch / "work-warm-up", settings, shard_rows=1))
         engines = {"local engine, 2 worker processes": lambda out: run_extract(corpus, out, settings, workers=2),
                    "ray engine, 2 CPUs (started, warm)": lambda out: run_extract_ray(corpus, out, settings)}

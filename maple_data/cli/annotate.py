@@ -100,9 +100,6 @@ def annotate(
                                     max_new_tokens=max_new_tokens, search=search, chunk=chunk,
                                     proposal=proposal_config(tau, delta, min_samples, rule=rule, prior=prior,
                                                               target=target))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    try:
         check_engine(engine)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
