@@ -2,8 +2,9 @@
 
 Setup: the shipped recipe (``pipelines/pretrain-tiny-omni.yaml``, or ``--recipe``), its
 cached corpus and initial weights (run ``maple-rl pretrain`` first), a fresh copy of the
-initial weights, ``--steps`` training steps of the all-tags stage (one torch thread, as
-the recipe). Each step is split into: drawing the batch and building its inputs (media
+initial weights, ``--steps`` training steps of the all-tags stage with ``--threads`` torch
+threads (default one; the recipe's ``auto`` measures 1 and 2 while training). Each step is
+split into: drawing the batch and building its inputs (media
 features are prepared once per corpus item and cached, as in training), the forward pass
 (with the vision tower, audio tower and language model timed inside it), the backward
 pass and the optimizer step (with gradient clipping). Also printed: the batch's padded prompt length against the
@@ -51,10 +52,11 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=ROOT / "pipelines" / "pretrain-tiny-omni.yaml")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     config = load_pretrain_config(args.recipe)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(args.threads)
     source = model_folder(config, args.cache_dir)
     corpora = (args.cache_dir or default_cache()) / "corpora" / corpus_key(config.corpus)
     if not (source / "init" / "config.json").exists() or not corpora.is_dir():
@@ -90,7 +92,7 @@ def main() -> None:
             padded += inputs["attention_mask"].numel()
             real += int(inputs["attention_mask"].sum())
     total = sum(parts.values())
-    print(f"{args.recipe.name}: {args.steps} steps of batch {config.train.batch_size}, {config.threads} thread(s)")
+    print(f"{args.recipe.name}: {args.steps} steps of batch {config.train.batch_size}, {args.threads} thread(s)")
     print(f"seconds per step       {total / args.steps:.3f}")
     for name, seconds in parts.items():
         print(f"  {name:20s} {seconds / args.steps:.3f} ({seconds / total:.0%})")

@@ -238,7 +238,13 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in typing.get_args(kind):
                 return None
-        return _coerce(options[0], value, where)
+        errors = []
+        for option in options:  # the first type the value converts to
+            try:
+                return _coerce(option, value, where)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(" or ".join(errors))
     if origin is Literal:
         if value not in typing.get_args(kind):
             raise ValueError(f"{where}: {value!r} is not one of {list(typing.get_args(kind))}")

@@ -15,7 +15,8 @@ from maple_data.rmt import TAGS, is_subset
 from maple_rl.cli import app
 from maple_rl.pretrain.config import Conditions, PretrainConfig, cache_key, load_pretrain_config
 from maple_rl.pretrain.corpus import CorpusItem, condition_subsets, draw_subset, target_distribution
-from maple_rl.pretrain.loop import deficit_subsets, learning_rate, stage_at
+from maple_rl.pretrain.loop import deficit_subsets, draw_stratum, learning_rate, stage_at
+from maple_rl.pretrain.threads import ThreadTuner, available_cores, thread_candidates
 
 
 def test_condition_subsets_partition_the_seven_subsets():
@@ -34,6 +35,18 @@ def test_draw_subset_follows_the_condition_shares():
     assert abs(drawn["exact"] / 20_000 - 0.5) < 0.02 and abs(drawn["deficit"] / 20_000 - 0.2) < 0.02
     vas = Counter(draw_subset("VAS", shares, rng)[1] for _ in range(5_000))  # no superset: its share goes to exact
     assert set(vas) == {"exact", "deficit"} and abs(vas["exact"] / 5_000 - 0.8) < 0.03
+
+
+def test_adaptive_strata_draw_what_the_model_gets_wrong_more_often_and_keep_deficit_prompts():
+    rng, shares = np.random.default_rng(0), Conditions(exact=0.5, superset=0.25, deficit=0.25)
+    uniform = Counter(draw_stratum(["A", "AS"], {}, shares, rng) for _ in range(20_000))
+    assert abs(uniform[("AS", "superset")] / 20_000 - 0.125) < 0.01  # no weights: the condition shares
+    weights = {"A/exact": 0.25, "A/superset": 0.25, "AS/exact": 0.25, "AS/superset": 4.0}
+    drawn = Counter(draw_stratum(["A", "AS"], weights, shares, rng) for _ in range(20_000))
+    # p ∝ share x weight: A exact .125, A superset .0625, A deficit .25, AS exact .125, AS superset 1, AS deficit .25
+    assert abs(drawn[("AS", "superset")] / 20_000 - 1 / 1.8125) < 0.015
+    assert abs(drawn[("A", "deficit")] / 20_000 - 0.25 / 1.8125) < 0.01
+    assert ("VAS", "superset") not in Counter(draw_stratum(["VAS"], {}, shares, rng) for _ in range(500))
 
 
 def test_target_is_the_answer_with_the_tag_and_uniform_without_it():
@@ -70,6 +83,41 @@ def test_recipe_errors_name_the_key_and_the_cache_key_ignores_what_does_not_chan
     base = PretrainConfig()
     assert cache_key(base) == cache_key(load_pretrain_config(None, ["threads=2", "eval.every=7", "name=x"]))
     assert cache_key(base) != cache_key(load_pretrain_config(None, ["train.lr=0.5"]))
+
+
+def test_thread_tuner_trials_every_candidate_then_keeps_the_fastest_until_the_next_trial():
+    tuner = ThreadTuner((1, 2), trial_steps=2, retune_every=10)
+    seconds = {1: 0.5, 2: 0.2}  # two threads faster at first
+    used = []
+    for step in range(20):
+        threads = tuner.threads_for(step)
+        used.append(threads)
+        tuner.record(step, seconds[threads])
+        if step == 9:
+            seconds = {1: 0.3, 2: 1.5}  # then the other core gets busy
+    assert used == [1, 1, 2, 2] + [2] * 6 + [1, 1, 2, 2] + [1] * 6
+    assert tuner.used == {1: 10, 2: 10}
+
+
+def test_thread_tuner_median_ignores_one_slow_warm_up_step():
+    tuner = ThreadTuner((1, 2), trial_steps=3, retune_every=50)
+    for step, seconds in enumerate([0.4, 0.4, 0.4, 2.0, 0.2, 0.2]):  # the first two-thread step starts the pool
+        tuner.record(step, seconds)
+    assert tuner.threads_for(6) == 2
+
+
+def test_thread_settings_fixed_or_auto_and_bad_values_are_errors():
+    fixed = ThreadTuner.from_setting(3)
+    assert [fixed.threads_for(s) for s in range(300)] == [3] * 300
+    assert thread_candidates(1) == (1,) and thread_candidates(2) == (1, 2) and thread_candidates(6) == (1, 2, 4, 6)
+    assert ThreadTuner.from_setting("auto", cores=4).candidates == (1, 2, 4)
+    assert load_pretrain_config(None, ["threads=2"]).threads == 2
+    assert load_pretrain_config(None, ["threads=auto"]).threads == "auto"
+    for bad in ("0", "many"):
+        with pytest.raises(ValueError, match="threads"):
+            load_pretrain_config(None, [f"threads={bad}"])
+    with pytest.raises(ValueError, match="retune_every"):
+        ThreadTuner((1, 2, 4), trial_steps=3, retune_every=6)
 
 
 class Stop(Exception):
@@ -109,6 +157,8 @@ def test_pretrain_killed_then_resumed_equals_an_uninterrupted_run_and_is_reused_
     assert resumed.report["resumed_at"] == 4 and not resumed.cached
     straight = pretrain(config, tmp_path / "b")
     assert straight.report["resumed_at"] == 0
+    expected = {str(n): 3 for n in thread_candidates(available_cores())[:2]}  # auto: the first trial's steps
+    assert straight.report["steps_per_thread_count"] == (expected if len(expected) == 2 else {"1": 6})
     from safetensors.torch import load_file
 
     a, b = load_file(resumed.final / "model.safetensors"), load_file(straight.final / "model.safetensors")

@@ -71,7 +71,7 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     if (folder / "report.json").exists() and (folder / "final").is_dir():
         return _result(folder, config, cached=True)
     report = progress or (lambda phase, done, total, info: None)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads if isinstance(config.threads, int) else 1)  # training measures its own
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "recipe.json", json.dumps(dataclasses.asdict(config), indent=1))
@@ -103,7 +103,8 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     summary = {**final_report, "steps": total, "resumed_at": resumed_at,
                "seconds": {"total": time.perf_counter() - started, "corpus": corpus_seconds,
                            "train": time.perf_counter() - train_started},
-               "threads": config.threads, "history": trainer.history}
+               "threads": config.threads, "steps_per_thread_count": dict(sorted(trainer.threads.used.items())),
+               "history": trainer.history}
     write_atomic(folder / "report.json", json.dumps(summary, indent=1))
     return _result(folder, config, cached=False)
 

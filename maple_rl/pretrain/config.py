@@ -14,10 +14,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from maple_data.models.tiny_omni import TinyOmniSize
 from maple_data.rmt import TAGS, parse_rmt
-from maple_rl.config import RECIPES_DIR, load_recipe
+from maple_rl.config import RECIPES_DIR, WeightsConfig, load_recipe
 
 FORMAT = 1  # bump when a code change makes the same recipe train different weights
 DEFAULT_RECIPE = RECIPES_DIR / "pretrain-tiny-omni.yaml"
@@ -78,6 +79,8 @@ class TrainSettings:
     feature_noise: float = 0.0  # std of Gaussian noise added to log-mels and video patches at each use:
     # a clip's features never repeat exactly, so a model cannot learn clips by heart
     replay: float = 0.5  # share of a stage's prompts drawn from earlier stages' tags
+    tag_weights: WeightsConfig = field(default_factory=WeightsConfig)  # adaptive: draw a stage's tags by
+    # MAPLE's difficulty weights of the training prompts' answers (right = 1), not uniformly
     conditions: Conditions = field(default_factory=Conditions)
     stages: list[Stage] = field(default_factory=lambda: [Stage(["V", "A", "S"], 400), Stage(["all"], 1200)])
     snapshots: dict[str, int] = field(default_factory=dict)  # name -> step: model folders kept along the way
@@ -104,7 +107,8 @@ class PretrainConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     checkpoint_every: int = 100  # steps between resumable checkpoints
-    threads: int = 1  # torch threads (one thread was ~5x faster than two on a loaded 2-core machine)
+    threads: Literal["auto"] | int = "auto"  # torch threads; auto: the fastest count, measured while training
+    # (maple_rl.pretrain.threads: two threads ~1.5x faster than one on an idle 2-core machine, ~5x slower on a busy one)
 
     def __post_init__(self) -> None:
         c, t = self.train.conditions, self.train
@@ -119,6 +123,8 @@ class PretrainConfig:
         for name, step in t.snapshots.items():
             if not 0 < step <= t.steps:
                 raise ValueError(f"train.snapshots.{name}: step {step} is outside 1..{t.steps}")
+        if self.threads != "auto" and self.threads < 1:
+            raise ValueError("threads must be 'auto' or a positive number")
         if self.corpus.videos < 7 or self.corpus.heldout_videos < 7:
             raise ValueError("corpus.videos and corpus.heldout_videos must be at least 7 (one per tag)")
 

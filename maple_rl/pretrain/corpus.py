@@ -162,18 +162,37 @@ def condition_subsets(tag: str) -> dict[str, list[str]]:
             "deficit": [s for s in TAGS if not is_subset(tag, s)]}
 
 
+def condition_shares(tag: str, conditions: Conditions) -> dict[str, float]:
+    """Share of each condition among an item's training prompts (a VAS item has no
+    superset: its superset share goes to exact); conditions with no share are left out."""
+    superset = bool(condition_subsets(tag)["superset"])
+    shares = {"exact": conditions.exact + (0.0 if superset else conditions.superset),
+              "superset": conditions.superset if superset else 0.0, "deficit": conditions.deficit}
+    return {name: share for name, share in shares.items() if share > 0}
+
+
+def condition_of(tag: str, subset: str) -> str:
+    """``exact``, ``superset`` or ``deficit``: what ``subset`` is for an item tagged ``tag``."""
+    if subset == tag:
+        return "exact"
+    return "superset" if is_subset(tag, subset) else "deficit"
+
+
 def draw_subset(tag: str, conditions: Conditions, rng: np.random.Generator) -> tuple[str, str]:
     """``(subset, condition)`` for one training prompt of an item tagged ``tag``: a
-    condition by its share (a VAS item's superset share goes to exact), then one of the
-    condition's subsets uniformly."""
-    options = condition_subsets(tag)
-    shares = {"exact": conditions.exact + (0 if options["superset"] else conditions.superset),
-              "superset": conditions.superset if options["superset"] else 0.0, "deficit": conditions.deficit}
-    names = [name for name in shares if shares[name] > 0]
+    condition by its share (:func:`condition_shares`), then one of the condition's subsets
+    uniformly."""
+    shares = condition_shares(tag, conditions)
+    names = list(shares)
     weights = np.array([shares[name] for name in names])
     condition = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    subsets = options[condition]
-    return subsets[int(rng.integers(len(subsets)))], condition
+    return draw_subset_of(tag, condition, rng), condition
+
+
+def draw_subset_of(tag: str, condition: str, rng: np.random.Generator) -> str:
+    """One of ``condition``'s subsets for an item tagged ``tag``, uniformly."""
+    subsets = condition_subsets(tag)[condition]
+    return subsets[int(rng.integers(len(subsets)))]
 
 
 def target_distribution(item: CorpusItem, subset: str) -> list[float]:

@@ -25,12 +25,21 @@ import torch
 from maple_data.durable import atomic_folder, write_atomic
 from maple_data.models.omni_inputs import OmniEncoder
 from maple_data.rmt import TAGS, modalities, parse_rmt
-from maple_rl.pretrain.config import PretrainConfig
-from maple_rl.pretrain.corpus import Corpus, CorpusItem, draw_subset, option_letters, target_distribution
+from maple_rl.pretrain.config import Conditions, PretrainConfig
+from maple_rl.pretrain.corpus import (Corpus, CorpusItem, condition_of, condition_shares, draw_subset,
+                                      draw_subset_of, option_letters, target_distribution)
+from maple_rl.pretrain.threads import ThreadTuner
+from maple_rl.weighting import AdaptiveWeights
 
 MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
                "chat_template.jinja")
 CONDITIONS = ("exact", "all", "deficit")
+ANSWERABLE = ("exact", "superset")  # training conditions whose prompts have a right answer
+
+
+def stratum(tag: str, condition: str) -> str:
+    """Name of a (tag, condition) stratum of the adaptive tag weights, e.g. ``AS/superset``."""
+    return f"{tag}/{condition}"
 
 
 @dataclass
@@ -74,6 +83,18 @@ def deficit_subsets(tag: str) -> list[str]:
     return [parse_rmt("".join(m for m in "VAS" if m != gone)) for gone in "VAS" if gone in modalities(tag)]
 
 
+def draw_stratum(pool: list[str], weights: dict[str, float], conditions: Conditions, rng: np.random.Generator
+                 ) -> tuple[str, str]:
+    """``(tag, condition)`` with probability ∝ the condition's share x the stratum's weight,
+    every tag of ``pool`` equally likely a priori; deficit strata weigh 1 (no right answer to
+    measure): the strata the model gets wrong are drawn more often."""
+    strata = [(tag, condition, share * weights.get(stratum(tag, condition), 1.0))
+              for tag in pool for condition, share in condition_shares(tag, conditions).items()]
+    p = np.array([w for _, _, w in strata])
+    tag, condition, _ = strata[int(rng.choice(len(strata), p=p / p.sum()))]
+    return tag, condition
+
+
 class Pretrainer:
     """One pretraining run in ``folder`` (a model folder ``init/`` must exist there)."""
 
@@ -94,23 +115,33 @@ class Pretrainer:
         self.by_tag = train.by_tag()
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.threads = ThreadTuner.from_setting(config.threads)
+        self.tag_weights = AdaptiveWeights(t.tag_weights, [stratum(tag, c) for tag in TAGS for c in ANSWERABLE])
 
     # ------------------------------------------------------------ batches
 
     def draw_batch(self, step: int) -> list[Example]:
         """A batch of the curriculum stage at ``step``: each prompt's tag comes from the
-        stage's new tags, or with probability ``replay`` from the earlier stages' tags."""
+        stage's new tags, or with probability ``replay`` from the earlier stages' tags;
+        uniformly, or with adaptive tag weights by :func:`draw_stratum`."""
         stages = self.config.train.stages
         index = stage_at(step, self.config)
         new = stages[index].tag_list()
         old = sorted({t for s in stages[:index] for t in s.tag_list()} - set(new), key=TAGS.index)
+        weights = self.tag_weights.weights() if self.config.train.tag_weights.adaptive else None
         batch = []
         for _ in range(self.config.train.batch_size):
             pool = old if old and self.rng.random() < self.config.train.replay else new
-            tag = pool[int(self.rng.integers(len(pool)))]
-            items = self.by_tag[tag]
-            item = items[int(self.rng.integers(len(items)))]
-            subset, _ = draw_subset(tag, self.config.train.conditions, self.rng)
+            if weights is None:
+                tag = pool[int(self.rng.integers(len(pool)))]
+                items = self.by_tag[tag]
+                item = items[int(self.rng.integers(len(items)))]
+                subset, _ = draw_subset(tag, self.config.train.conditions, self.rng)
+            else:
+                tag, condition = draw_stratum(pool, weights, self.config.train.conditions, self.rng)
+                items = self.by_tag[tag]
+                item = items[int(self.rng.integers(len(items)))]
+                subset = draw_subset_of(tag, condition, self.rng)
             target = target_distribution(item, subset)
             letter = int(self.rng.choice(len(target), p=np.asarray(target) / sum(target)))
             batch.append(Example(item, subset, target, letter))
@@ -137,10 +168,19 @@ class Pretrainer:
         return self.model.lm_head(hidden[:, -2:]).float()
 
     def loss(self, examples: list[Example]) -> torch.Tensor:
+        """Mean loss of ``examples``; with adaptive tag weights, each prompt that holds its
+        tag's modalities also reports whether its most likely option letter is right."""
         logp = torch.log_softmax(self.answer_logits(self.train_set, examples, self.config.train.feature_noise), dim=-1)
         targets = torch.zeros(len(examples), logp.shape[-1])
         for row, e in enumerate(examples):
             targets[row, self.letter_ids[:len(e.target)]] = torch.tensor(e.target)
+        if self.config.train.tag_weights.adaptive:
+            answerable = [row for row, e in enumerate(examples) if max(e.target) == 1.0]
+            picked = logp[answerable, 0][:, self.letter_ids].argmax(-1).tolist()
+            self.tag_weights.update(
+                [stratum(examples[row].item.tag, condition_of(examples[row].item.tag, examples[row].subset))
+                 for row in answerable],
+                [float(k == examples[row].item.answer_index) for row, k in zip(answerable, picked)])
         answer = -(targets * logp[:, 0]).sum(-1)
         end = -logp[:, 1, self.eos_id]
         return (answer + end).mean()
@@ -185,7 +225,8 @@ class Pretrainer:
         renamed into place); the two newest are kept."""
         with atomic_folder(self.folder / "checkpoints" / f"step-{self.step:06d}") as tmp:
             torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                        "rng": self.rng.bit_generator.state, "history": self.history}, tmp / "state.pt")
+                        "rng": self.rng.bit_generator.state, "history": self.history,
+                        "tag_weights": self.tag_weights.state_dict()}, tmp / "state.pt")
         for old in self._checkpoints()[:-2]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -199,6 +240,7 @@ class Pretrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.step, self.history = state["step"], state["history"]
+        self.tag_weights.load_state_dict(state["tag_weights"])
         return True
 
     def save_model(self, target: Path) -> Path:
@@ -220,6 +262,7 @@ class Pretrainer:
         snapshots = {step: name for name, step in config.train.snapshots.items()}
         self.model.train()
         while self.step < total:
+            torch.set_num_threads(self.threads.threads_for(self.step))
             started = time.perf_counter()
             if config.train.fresh_optimizer_per_stage and self.step and stage_at(self.step, config) != \
                     stage_at(self.step - 1, config):
@@ -231,9 +274,10 @@ class Pretrainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.train.max_grad_norm)
             self.optimizer.step()
+            seconds = time.perf_counter() - started
+            self.threads.record(self.step, seconds)
             self.step += 1
-            log = StepLog(self.step, float(loss.detach()), stage_at(self.step - 1, config),
-                          time.perf_counter() - started)
+            log = StepLog(self.step, float(loss.detach()), stage_at(self.step - 1, config), seconds)
             if self.step in snapshots:
                 self.save_model(self.folder / "snapshots" / snapshots[self.step])
             if config.eval.every and self.step % config.eval.every == 0 and self.step < total:
