@@ -79,8 +79,8 @@ class TrainSettings:
     feature_noise: float = 0.0  # std of Gaussian noise added to log-mels and video patches at each use:
     # a clip's features never repeat exactly, so a model cannot learn clips by heart
     replay: float = 0.5  # share of a stage's prompts drawn from earlier stages' tags
-    tag_weights: WeightsConfig = field(default_factory=WeightsConfig)  # adaptive: draw a stage's tags by
-    # MAPLE's difficulty weights of the training prompts' answers (right = 1), not uniformly
+    tag_weights: WeightsConfig = field(default_factory=WeightsConfig)  # adaptive: draw each prompt's (tag,
+    # condition) stratum by MAPLE's difficulty weights of the training answers (right = 1), not uniformly
     conditions: Conditions = field(default_factory=Conditions)
     stages: list[Stage] = field(default_factory=lambda: [Stage(["V", "A", "S"], 400), Stage(["all"], 1200)])
     snapshots: dict[str, int] = field(default_factory=dict)  # name -> step: model folders kept along the way

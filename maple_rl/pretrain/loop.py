@@ -133,15 +133,13 @@ class Pretrainer:
         for _ in range(self.config.train.batch_size):
             pool = old if old and self.rng.random() < self.config.train.replay else new
             if weights is None:
-                tag = pool[int(self.rng.integers(len(pool)))]
-                items = self.by_tag[tag]
-                item = items[int(self.rng.integers(len(items)))]
-                subset, _ = draw_subset(tag, self.config.train.conditions, self.rng)
+                tag, condition = pool[int(self.rng.integers(len(pool)))], None
             else:
                 tag, condition = draw_stratum(pool, weights, self.config.train.conditions, self.rng)
-                items = self.by_tag[tag]
-                item = items[int(self.rng.integers(len(items)))]
-                subset = draw_subset_of(tag, condition, self.rng)
+            items = self.by_tag[tag]
+            item = items[int(self.rng.integers(len(items)))]
+            subset = (draw_subset(tag, self.config.train.conditions, self.rng)[0] if condition is None
+                      else draw_subset_of(tag, condition, self.rng))
             target = target_distribution(item, subset)
             letter = int(self.rng.choice(len(target), p=np.asarray(target) / sum(target)))
             batch.append(Example(item, subset, target, letter))

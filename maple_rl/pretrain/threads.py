@@ -6,8 +6,9 @@ wait for each other at every operation). Neither setting is right everywhere, an
 load changes during a run. So every ``retune_every`` steps the trainer times
 ``trial_steps`` real training steps with each candidate count and keeps the fastest
 until the next trial. Trial steps are ordinary steps (nothing is wasted but the slower
-candidates' extra seconds); the thread count does not change what is learned, only the
-order of floating-point sums.
+candidates' extra seconds). The thread count changes only the order of floating-point
+sums, but that can move a training trajectory (benchmarks/README.md: the uniform recipe
+learned VAS on one thread and not on two), so a recipe is verified with ``auto``.
 """
 
 from __future__ import annotations
