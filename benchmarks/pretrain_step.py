@@ -4,11 +4,11 @@ Setup: the shipped recipe (``pipelines/pretrain-tiny-omni.yaml``, or ``--recipe`
 cached corpus and initial weights (run ``maple-rl pretrain`` first), a fresh copy of the
 initial weights, ``--steps`` training steps of the all-tags stage with ``--threads`` torch
 threads (default one; the recipe's ``auto`` measures 1 and 2 while training). Each step is
-split into: drawing the batch and building its inputs (media
-features are prepared once per corpus item and cached, as in training), the forward pass
-(with the vision tower, audio tower and language model timed inside it), the backward
-pass and the optimizer step (with gradient clipping). Also printed: the batch's padded prompt length against the
-mean real length of its prompts, the padding share of the language model's tokens.
+split into: drawing the batch and building its inputs (media features are prepared once
+per corpus item and cached, as in training), the forward pass (with the vision tower,
+audio tower and language model timed inside it), the backward pass and the optimizer step
+(with gradient clipping). Also printed: the batch's padded prompt length against the mean
+real length of its prompts, the padding share of the language model's tokens.
 
 Run: python benchmarks/pretrain_step.py [--steps 40]
 """

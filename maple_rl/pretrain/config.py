@@ -19,6 +19,7 @@ from typing import Literal
 from maple_data.models.tiny_omni import TinyOmniSize
 from maple_data.rmt import TAGS, parse_rmt
 from maple_rl.config import RECIPES_DIR, WeightsConfig, load_recipe
+from maple_rl.pretrain.threads import ThreadTuner
 
 FORMAT = 1  # bump when a code change makes the same recipe train different weights
 DEFAULT_RECIPE = RECIPES_DIR / "pretrain-tiny-omni.yaml"
@@ -123,8 +124,7 @@ class PretrainConfig:
         for name, step in t.snapshots.items():
             if not 0 < step <= t.steps:
                 raise ValueError(f"train.snapshots.{name}: step {step} is outside 1..{t.steps}")
-        if self.threads != "auto" and self.threads < 1:
-            raise ValueError("threads must be 'auto' or a positive number")
+        ThreadTuner.from_setting(self.threads)  # a bad thread setting fails here
         if self.corpus.videos < 7 or self.corpus.heldout_videos < 7:
             raise ValueError("corpus.videos and corpus.heldout_videos must be at least 7 (one per tag)")
 
