@@ -293,7 +293,8 @@ def demo(
     subsets) -> review (bulk + scripted reviewer from the synthetic ground truth, labelled
     as such) -> build-bench -> RL with MUPO and MAPO-adaptive from a partially trained
     snapshot -> eval; prints the proposal agreement per tag, the accuracy per RMT before
-    and after RL, and where every artifact is."""
+    and after RL, each arm's training reward (first -> last steps), and where every
+    artifact is."""
     from maple_data.rmt import TAGS
     from maple_rl.demo import ARMS, load_demo_config, run_demo
 
@@ -320,6 +321,10 @@ def demo(
     table.add_row("answerable rows", "", fmt(start["answerable"]), *(fmt(arms[arm]["answerable"]) for arm in ARMS))
     table.add_row("deficit rows", "", fmt(start["per_condition"].get("deficit")),
                   *(fmt(arms[arm]["per_condition"].get("deficit")) for arm in ARMS))
+    trend = lambda r: f"{r['first']:.1%} -> {r['last']:.1%}"  # noqa: E731
+    table.add_row("train reward (RMT mean)", "", "", *(trend(arms[arm]["reward"]) for arm in ARMS))
+    table.caption = (f"train reward: sampled answers to the train split's prompts, right = 1, over the first -> "
+                     f"last {arms[ARMS[0]]['reward']['window']} RL steps that drew each RMT")
     console.print(table)
     paths = Table("artifact", title="where everything is")
     paths.add_column("path", overflow="fold")  # full paths, wrapped, never cut

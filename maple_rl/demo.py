@@ -14,12 +14,14 @@
    MAPO-adaptive recipes from a partially trained snapshot of the pretraining (so RL has
    something to learn), and ``eval`` of the start and of both arms on the test split.
 The summary holds the agreement (overall, per tag, confusion), the per-RMT accuracy with
-item counts and chance before and after RL for both arms, and every artifact's path.
+item counts and chance before and after RL for both arms, each arm's training reward over
+its first and last steps, and every artifact's path.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 from maple_data import decisions as journal
 from maple_data.annotate.ablation import AblationSettings, Item, run_annotate, run_propose
 from maple_data.bench.build import BenchSettings, build_bench
-from maple_data.durable import write_atomic
+from maple_data.durable import Journal, write_atomic
 from maple_data.inputs.qa import read_qa_file
 from maple_data.inputs.synth import CorpusFiles, SynthConfig, generate
 from maple_data.media.extract import ExtractSettings, run_extract
@@ -44,6 +46,7 @@ from maple_rl.trainer import Trainer
 SCRIPTED_REVIEWER = "scripted-reviewer (synthetic ground truth)"
 CHANCE = 0.25  # four options
 ARMS = ("mupo", "mapo-adaptive")
+REWARD_WINDOW = 10  # RL steps averaged at each end of an arm's training-reward trend
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print, cach
         final = Trainer(rl_config(config, arm, prepared, out / "runs" / arm)).run()
         report = _evaluate(str(final), prepared.bench, out / "runs" / arm / "eval",
                            metrics=out / "runs" / arm / "metrics.jsonl")
-        arms[arm] = {"model": str(final), "report": str(out / "runs" / arm / "eval" / "eval.md"), **scores(report)}
+        arms[arm] = {"model": str(final), "report": str(out / "runs" / arm / "eval" / "eval.md"),
+                     "reward": reward_trend(out / "runs" / arm / "metrics.jsonl"), **scores(report)}
     summary = {"proposal_agreement": prepared.agreement["overall"], "agreement": prepared.agreement,
                "proposals": prepared.agreement["items"], "review": prepared.review,
                "card": str(prepared.bench / "README.md"), "chart": str(prepared.bench / "tag_distribution.png"),
@@ -187,6 +191,24 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print, cach
 def _evaluate(model: str, bench: Path, out: Path, metrics: Path | None = None) -> dict[str, Any]:
     return evaluate(model, str(bench), out, config="qa_all_combinations", split="test", max_new_tokens=2,
                     batch_size=64, metrics=metrics)
+
+
+def reward_trend(metrics: Path, window: int = REWARD_WINDOW) -> dict[str, Any]:
+    """An RL run's training reward (sampled answers to the train split's prompts, right = 1)
+    per RMT over the first and the last ``window`` steps that drew the RMT, from its
+    ``metrics.jsonl``; ``first`` and ``last`` average the RMTs with equal weight, so that a
+    curriculum or adaptive sampling, which change the mix of RMTs, do not move them."""
+    per_rmt: dict[str, list[float]] = {}
+    for point in Journal.read(metrics):
+        for tag, reward in (point.get("reward_per_rmt") or {}).items():
+            if reward is not None:
+                per_rmt.setdefault(tag, []).append(reward)
+    if not per_rmt:
+        raise ValueError(f"{metrics} holds no RL step with a reward per RMT")
+    trend = {tag: {"first": statistics.mean(r[:window]), "last": statistics.mean(r[-window:]), "steps": len(r)}
+             for tag, r in sorted(per_rmt.items(), key=lambda item: TAGS.index(item[0]))}
+    return {"first": statistics.mean(t["first"] for t in trend.values()),
+            "last": statistics.mean(t["last"] for t in trend.values()), "window": window, "per_rmt": trend}
 
 
 def scores(report: dict[str, Any]) -> dict[str, Any]:
