@@ -3,8 +3,10 @@ corpus, the model's sizes, the curriculum and the optimiser.
 
 Every field has a default; a recipe states what it changes; ``--set section.key=value``
 overrides it. :func:`cache_key` hashes everything that changes the trained weights, so a
-finished model is found again by its recipe (``threads``, ``eval`` and
-``checkpoint_every`` do not change the weights and are left out).
+finished model is found again by its recipe (``eval`` and ``checkpoint_every`` do not
+change the weights and are left out; ``threads`` is left out too, although a thread count
+changes the order of float sums and so the trajectory: the same recipe and thread count give
+the same weights on the same hardware).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class PretrainConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     checkpoint_every: int = 100  # steps between resumable checkpoints
     threads: Literal["auto"] | int = "auto"  # torch threads; auto: the fastest count, measured while training
-    # (maple_rl.pretrain.threads: two threads ~1.5x faster than one on an idle 2-core machine, ~5x slower on a busy one)
+    # (maple_rl.pretrain.threads: two threads ~1.5x faster than one on an idle 2-core machine, ~5x slower on a busy
+    # one); a fixed count makes a run reproducible, auto makes its trajectory depend on the machine's load
 
     def __post_init__(self) -> None:
         c, t = self.train.conditions, self.train

@@ -7,8 +7,10 @@ load changes during a run. So every ``retune_every`` steps the trainer times
 ``trial_steps`` real training steps with each candidate count and keeps the fastest
 until the next trial. Trial steps are ordinary steps (nothing is wasted but the slower
 candidates' extra seconds). The thread count changes only the order of floating-point
-sums, but that can move a training trajectory (benchmarks/README.md: the uniform recipe
-learned VAS on one thread and not on two), so a recipe is verified with ``auto``.
+sums, but that moves a training trajectory (benchmarks/README.md: the uniform recipe
+learned VAS on one thread and not on two; with ``auto`` one cold run in four of the shipped
+recipe ended short of its targets), so ``auto`` buys speed at the price of reproducibility;
+the shipped recipe fixes the count.
 """
 
 from __future__ import annotations
