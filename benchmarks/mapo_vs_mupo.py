@@ -16,7 +16,8 @@ accuracy with the tag's modalities (exact + superset rows) at the start and at t
 per-RMT final accuracy, the steps and training seconds to reach 90% of MUPO's final
 accuracy of the same seed, uni/multi gap, modality gap, fusion gain, None precision and
 recall on deficit rows; then the mean learning curve per RMT. ``--json`` keeps every
-figure. Run: python benchmarks/mapo_vs_mupo.py [--steps 30 --seeds 0 1 2]
+figure; ``--data-seed`` builds the bench from another draw of videos (the RL gain depends on
+it). Run: python benchmarks/mapo_vs_mupo.py [--steps 30 --seeds 0 1 2 --data-seed 1]
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", type=Path, default=None, help="demo recipe (default pipelines/demo.yaml)")
     parser.add_argument("--videos", type=int, default=None)
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="seed of the videos the bench is built from (default: the demo's); RL: --seeds")
     parser.add_argument("--steps", type=int, default=None, help="RL steps per arm (default: the demo's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["mupo", "mapo-adaptive", "mapo"])
@@ -97,7 +100,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
-    config = load_demo_config(args.recipe, videos=args.videos, rl_steps=args.steps)
+    config = load_demo_config(args.recipe, videos=args.videos, rl_steps=args.steps, seed=args.data_seed)
     root = Path(tempfile.mkdtemp(prefix="maple-mapo-"))
     try:
         prepared = prepare_bench(root, config, log=lambda line: print(line, flush=True), cache=args.cache_dir)
@@ -118,7 +121,8 @@ def main() -> None:
 
 
 def report(args, config, prepared, rows, start, runs) -> None:
-    print(f"\n{len(rows)} test rows; RL from the '{config.rl_start}' snapshot, {config.rl_steps} steps, "
+    print(f"\n{len(rows)} test rows (videos seed {config.seed}); RL from the '{config.rl_start}' snapshot, "
+          f"{config.rl_steps} steps, "
           f"{config.batch_size} prompts x G = {config.group_size}, lr {config.rl_lr}; seeds {args.seeds}; "
           f"proposal agreement {prepared.agreement['overall']:.1%}")
     print(f"start: answerable {start['answerable']:.3f}, per RMT "
