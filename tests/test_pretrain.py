@@ -23,7 +23,7 @@ def test_condition_subsets_partition_the_seven_subsets():
     for tag in TAGS:
         parts = condition_subsets(tag)
         assert sorted(s for p in parts.values() for s in p) == sorted(TAGS)
-        assert parts["exact"] == [tag]
+        assert parts["exact"] == (tag,)
         assert all(is_subset(tag, s) and s != tag for s in parts["superset"])
         assert all(not is_subset(tag, s) for s in parts["deficit"])
 
