@@ -122,9 +122,8 @@ def main() -> None:
 
 def report(args, config, prepared, rows, start, runs) -> None:
     print(f"\n{len(rows)} test rows (videos seed {config.seed}); RL from the '{config.rl_start}' snapshot, "
-          f"{config.rl_steps} steps, "
-          f"{config.batch_size} prompts x G = {config.group_size}, lr {config.rl_lr}; seeds {args.seeds}; "
-          f"proposal agreement {prepared.agreement['overall']:.1%}")
+          f"{config.rl_steps} steps, {config.batch_size} prompts x G = {config.group_size}, lr {config.rl_lr}; "
+          f"seeds {args.seeds}; proposal agreement {prepared.agreement['overall']:.1%}")
     print(f"start: answerable {start['answerable']:.3f}, per RMT "
           + ", ".join(f"{t} {start['per_rmt'].get(t, float('nan')):.2f}" for t in TAGS))
     mupo_final = [run["curve"][-1]["answerable"] for run in runs.get("mupo", [])]
