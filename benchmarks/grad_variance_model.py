@@ -43,7 +43,7 @@ def policy_gradient(trainer: Trainer, scored: Scored) -> torch.Tensor:
     model.zero_grad()
     rows = torch.nonzero(scored.keep).flatten().tolist()
     if rows:
-        logp, entropy = trainer._score(model, [scored.prompts[i] for i in rows], scored.responses[rows])
+        logp, entropy, _ = trainer._score(model, [scored.prompts[i] for i in rows], scored.responses[rows])
         loss, _ = policy_loss(logp, logp.detach(), scored.advantages[rows].to(logp.dtype), scored.mask[rows],
                               trainer.config.algo, horizon=trainer.config.rollout.max_new_tokens,
                               strata=scored.strata[rows], stratum_weights=torch.ones(len(TAGS), dtype=torch.float64),

@@ -277,6 +277,32 @@ def pretrain(
     console.print(f"model: {result.final}")
 
 
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (refused if it exists and is not "
+                                                           "empty).")],
+    family: Annotated[str, typer.Option(help="Model family: qwen2.5-omni or qwen3-omni.")] = "qwen2.5-omni",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    vocab: Annotated[str, typer.Option(help="published: the family's published special tokens at their ids in a "
+                                            "vocabulary of the published size (like Hugging Face's tiny-random "
+                                            "models); compact: a 512-token vocabulary (faster).")] = "published",
+) -> None:
+    """Write a tiny random-weight model folder of FAMILY (2 text layers of width 32, one layer
+    per encoder; Qwen3-Omni: 4 experts, 2 per token) in the layout transformers and vLLM
+    load, with its tokenizer and processor settings: for testing a pipeline offline,
+    e.g. `maple-data annotate --model OUT` or `maple-rl train --model OUT`."""
+    from maple_data.durable import atomic_folder
+    from maple_data.models.tiny_omni import build_tiny_omni
+
+    if vocab not in ("published", "compact"):
+        raise ValueError(f"--vocab must be published or compact, got {vocab!r}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder; choose another --out (nothing was written)")
+    with atomic_folder(out) as tmp:
+        build_tiny_omni(tmp, seed=seed, family=family, vocab=vocab)  # type: ignore[arg-type]
+    console.print(f"{family} tiny model (seed {seed}, {vocab} vocabulary): {out}", highlight=False)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("demo-out"),

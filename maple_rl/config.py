@@ -42,7 +42,7 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = "Qwen/Qwen2.5-Omni-3B"  # hub id or local folder (a Qwen2.5-Omni Thinker is trained)
+    path: str = "Qwen/Qwen2.5-Omni-3B"  # hub id or local folder (its Thinker is trained: Qwen2.5-Omni, Qwen3-Omni)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
     freeze: list[Literal["vision", "audio"]] = field(default_factory=list)  # encoders kept frozen, e.g. [vision, audio]
@@ -100,6 +100,7 @@ class AlgoConfig:
     mask_truncated_completions: bool = False  # responses cut at max_new_tokens get no loss (DAPO, TRL)
     rollout_is: Literal["none", "token_truncate", "sequence_mask"] = "none"  # engine/trainer mismatch correction
     rollout_is_threshold: float = 2.0  # token_truncate: weight cap; sequence_mask: keep ratios in [1/t, t]
+    router_aux_coef: float = 0.0  # MoE policies: the router load-balancing loss x this joins the loss (0: logged only)
 
     def __post_init__(self) -> None:
         from maple_rl.advantages import ADVANTAGE_ESTIMATORS, check_estimator_options
@@ -117,6 +118,7 @@ class AlgoConfig:
         _require("refill_rounds", self.refill_rounds >= 0, "must be >= 0", self.refill_rounds)
         _require("log_ratio_clip", self.log_ratio_clip > 0, "must be > 0", self.log_ratio_clip)
         _require("entropy_coef", self.entropy_coef >= 0, "must be >= 0", self.entropy_coef)
+        _require("router_aux_coef", self.router_aux_coef >= 0, "must be >= 0", self.router_aux_coef)
         _require("entropy_shaping_alpha", self.entropy_shaping_alpha >= 0, "must be >= 0", self.entropy_shaping_alpha)
         _require("entropy_shaping_kappa", self.entropy_shaping_kappa > 0, "must be > 0", self.entropy_shaping_kappa)
         for name in ("ppo_epochs", "minibatch_size", "gradient_accumulation_steps"):

@@ -5,8 +5,8 @@
   parallel size 1, ``distributed_executor_backend="external_launcher"`` so it joins the
   ranks accelerate started), sampling ``n = G`` per prompt; before a rollout that follows
   a weight change, the policy's weights are loaded into it through ``LLM.collective_rpc``
-  under the names the engine serves (:data:`ENGINE_WEIGHT_PREFIXES`: vLLM serves a
-  Qwen2.5-Omni Thinker inside the full model, as ``thinker.*``) and its prefix cache is
+  under the names the engine serves (:func:`engine_prefix`: vLLM serves an omni Thinker
+  inside the full model, as ``thinker.*``) and its prefix cache is
   reset (cached KV blocks were computed with the old weights). Engine settings (length cap,
   eager mode and float32 on vLLM's CPU build) are the annotation backend's
   (``maple_data.models.vllm.engine_options``).
@@ -42,13 +42,15 @@ from typing import Any, Protocol
 
 import torch
 
+from maple_data.models.chat import QWEN2_5_OMNI
+from maple_data.models.families import FAMILIES, find_family
+from maple_data.models.heads import logits_for
 from maple_data.models.omni_folder import architecture, vllm_folder
 from maple_data.models.prompts import Prompt
 from maple_data.models.vllm import (
     build_request,
     engine_options,
     load_vllm,
-    placeholder_tokens,
     prepare_engine_env,
     sampling_kwargs,
     vllm_on_cpu,
@@ -154,12 +156,12 @@ def rollout_sampling_kwargs(group_size: int, temperature: float, max_new_tokens:
         "logit_bias": {int(t): -100.0 for t in suppressed} or None}
 
 
-# names the engine serves a policy's weights under, per architecture of the served model
-# folder (``config.json`` ``architectures``): a prefix before the policy's checkpoint names
-ENGINE_WEIGHT_PREFIXES: dict[str, str] = {
-    "Qwen2_5OmniForConditionalGeneration": "thinker.",  # the Thinker inside the full Qwen2.5-Omni model
-    "Qwen3OmniMoeForConditionalGeneration": "thinker.",
-}
+def engine_prefix(served: str | None) -> str:
+    """The prefix before a policy's checkpoint names in an engine serving architecture
+    ``served`` (``config.json`` ``architectures``): a family's weight prefix when it serves
+    the full omni model (the Thinker inside it), none otherwise."""
+    family = next((f for f in FAMILIES.values() if served in f.full_architectures), None)
+    return family.weight_prefix if family else ""
 
 
 def checkpoint_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -190,9 +192,9 @@ def weight_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 def engine_weight_items(model: torch.nn.Module, served: str | None) -> Iterator[tuple[str, torch.Tensor]]:
     """:func:`weight_items` named as an engine serving architecture ``served`` expects:
-    :data:`ENGINE_WEIGHT_PREFIXES` ``[served]`` before each name (kept once when the policy
-    was loaded from a folder whose names had it already)."""
-    prefix = ENGINE_WEIGHT_PREFIXES.get(served or "", "")
+    :func:`engine_prefix` before each name (kept once when the policy was loaded from a
+    folder whose names had it already)."""
+    prefix = engine_prefix(served)
     for name, tensor in weight_items(model):
         yield prefix + name.removeprefix(prefix), tensor
 
@@ -282,7 +284,7 @@ class HFRollout:
             if spec.temperature > 0 else []
         model = self.policy()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), logits_for(model, -1):  # generation reads the last position's logits only
             out = model.generate(**inputs, do_sample=False, temperature=None, top_p=None, top_k=None,
                                  logits_processor=LogitsProcessorList(sampler), max_new_tokens=spec.max_new_tokens,
                                  pad_token_id=spec.pad_id, eos_token_id=spec.eos_id,
@@ -312,7 +314,8 @@ class VLLMRollout:
         prepare_engine_env(cpu)
         served = vllm_folder(model_path)
         self.spec = spec
-        self.tokens = placeholder_tokens(model_path)
+        family = find_family(model_path)
+        self.tokens = family.tokens if family else QWEN2_5_OMNI
         self.llm = vllm.LLM(model=served, tensor_parallel_size=1, distributed_executor_backend="external_launcher",
                             gpu_memory_utilization=gpu_memory_utilization, seed=rank,
                             logprobs_mode="processed_logprobs",  # after temperature and logit bias, as sampled

@@ -43,7 +43,8 @@ import torch
 from maple_data.durable import PARTIAL, Journal, atomic_folder, fsync_tree, partial_path, swap_into_place, write_atomic
 from maple_data.errors import MissingExtra
 from maple_data.models.model_source import check_model
-from maple_data.models.omni_folder import PROCESSOR_FILES, complete_processor_files, save_omni
+from maple_data.models.families import ModelFamily, find_family
+from maple_data.models.omni_folder import copy_processor_files, save_omni, thinker_family
 from maple_data.models.omni_inputs import OmniEncoder, to_device
 from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_index
@@ -52,6 +53,7 @@ from maple_rl.config import LoraConfig, TrainConfig, to_dict
 from maple_rl.data import load_items, media_of
 from maple_rl.estimator_hooks import hook_for
 from maple_rl.filtering import RefillResult, refill, zero_variance_mask
+from maple_rl.logprobs import TokenScores, token_logprobs
 from maple_rl.losses import KL_ESTIMATORS, logprob_mismatch, policy_loss, rollout_is_weights
 from maple_rl.mssr import entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
@@ -62,10 +64,8 @@ from maple_rl.weighting import AdaptiveWeights
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 LOSS_METRICS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl_ref", "entropy",
-                "is_weight_mean")  # per minibatch, averaged
-FROZEN_PARTS = {"vision": "visual", "audio": "audio_tower"}  # model.freeze names -> Qwen2.5-Omni Thinker modules
+                "is_weight_mean", "router_aux_loss")  # per minibatch, averaged
 CHECKPOINT_MARKER = "complete.json"  # written last: a checkpoint folder without it is ignored
-MODEL_FILES = PROCESSOR_FILES  # tokenizer and processor files a model folder carries besides weights and config
 
 
 class StepCounter:
@@ -106,10 +106,11 @@ def response_mask(responses: torch.Tensor, eos_id: int, pad_id: int) -> torch.Te
     return mask | ((responses == eos_id) & (ended_before == 0))
 
 
-def freeze_encoders(model: torch.nn.Module, parts: Sequence[str]) -> None:
-    """Freeze the named encoders (``vision``, ``audio``) of an omni model in place."""
+def freeze_encoders(model: torch.nn.Module, parts: Sequence[str], family: ModelFamily | None) -> None:
+    """Freeze the named encoders (``vision``, ``audio``) of an omni model of ``family`` in place."""
     for part in parts:
-        module = getattr(getattr(model, "model", model), FROZEN_PARTS[part], None)
+        name = family.encoders.get(part) if family else None
+        module = getattr(getattr(model, "model", model), name, None) if name else None
         if module is None:
             raise ValueError(f"model.freeze: {type(model).__name__} has no {part} encoder to freeze")
         module.requires_grad_(False)
@@ -127,34 +128,16 @@ def with_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
 
 
 def load_policy(path: str, dtype: torch.dtype):
-    """A Qwen2.5-Omni Thinker for omni checkpoints, else any causal LM; and the extra
-    forward arguments the model takes (audio as a separate stream for omni models)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, Qwen2_5OmniThinkerForConditionalGeneration
+    """The Thinker of an omni model (its family from the folder's ``config.json``), else any
+    causal LM; and the extra forward arguments the model takes (audio as a separate stream
+    for omni models)."""
+    from transformers import AutoModelForCausalLM
 
     path = check_model(path)
-    if AutoConfig.from_pretrained(path).model_type.startswith("qwen2_5_omni"):
-        return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype), {
-            "use_audio_in_video": False}
+    family = find_family(path)
+    if family is not None:
+        return family.load_thinker(path, dtype=dtype), {"use_audio_in_video": False}
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), {}
-
-
-def token_logprobs(model, inputs: dict[str, Any], responses: torch.Tensor, *, suppressed: Sequence[int] = (),
-                   temperature: float = 1.0, **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs ``(N, T)`` of ``responses`` after the prompts in ``inputs`` under
-    ``softmax(logits / temperature)`` (the distribution the rollouts sampled from, as TRL and
-    verl score them), and the entropy of each position's distribution; token ids in
-    ``suppressed`` (never sampled) are excluded, as the rollout engines exclude them."""
-    prompt_len = inputs["input_ids"].shape[1]
-    full = dict(inputs)
-    full["input_ids"] = torch.cat([inputs["input_ids"], responses], dim=1)
-    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(responses)], dim=1)
-    logits = model(**full, **extra).logits[:, prompt_len - 1:-1, :].float() / temperature
-    if len(suppressed):
-        logits[..., list(suppressed)] = -1e9  # finite: probability 0 without 0 * -inf in the entropy
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
 
 
 @dataclass
@@ -225,17 +208,14 @@ class Trainer:
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
         model, self.forward_args = load_policy(config.model.path, dtype)
-        freeze_encoders(model, config.model.freeze)
+        self.family = thinker_family(model)  # None for a text-only model
+        freeze_encoders(model, config.model.freeze, self.family)
         if config.model.lora.rank:
             model = with_lora(model, config.model.lora)
-        # the frozen reference policy of the KL penalty: the policy RL starts from (after any
-        # format warm-up), as TRL / verl, checkpointed with the run; with LoRA, the base model
-        # (adapters off)
-        self.reference = copy.deepcopy(model).requires_grad_(False).eval().to(self.acc.device) \
-            if config.algo.kl_coef and not config.model.lora.rank else None
+        self.reference = self._reference_model(model)
         if config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.encoder = OmniEncoder(config.model.path)
+        self.encoder = OmniEncoder(config.model.path, family=self.family)
         self.eos_id = self.encoder.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.suppressed = tuple(self.encoder.media_token_ids())  # never sampled, excluded from log-probs
@@ -262,6 +242,20 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_atomic(self.out / METRICS, "")
             write_atomic(self.out / "config.json", json.dumps(to_dict(config), indent=1))
+
+    def _reference_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The frozen reference policy of the KL penalty: the policy RL starts from (after any
+        format warm-up), as TRL / verl, checkpointed with the run; sharded like the policy
+        under FSDP, else whole on this process's device. None without KL, and with LoRA (the
+        base model with its adapters off is the reference)."""
+        from accelerate.utils import DistributedType
+
+        if not self.config.algo.kl_coef or self.config.model.lora.rank:
+            return None
+        reference = copy.deepcopy(model).requires_grad_(False).eval()
+        if self.acc.distributed_type == DistributedType.FSDP:
+            return self.acc.prepare_model(reference, evaluation_mode=True)
+        return reference.to(self.acc.device)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -326,10 +320,14 @@ class Trainer:
         inputs = self.encoder.encode(prompts, self.prepared)
         return to_device(inputs, self.acc.device, self.acc.unwrap_model(self.model).dtype)
 
-    def _score(self, model, prompts, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``token_logprobs`` of ``responses`` after ``prompts`` with this run's inputs."""
+    def _score(self, model, prompts, responses: torch.Tensor, *, router_aux: bool = False) -> TokenScores:
+        """``token_logprobs`` of ``responses`` after ``prompts`` with this run's inputs; with
+        ``router_aux`` and a mixture-of-experts policy, the router's load-balancing loss too."""
+        extra = dict(self.forward_args)
+        if router_aux and self.family is not None and self.family.moe:
+            extra["output_router_logits"] = True
         return token_logprobs(model, self._encode(prompts), responses, suppressed=self.suppressed,
-                              temperature=self.config.rollout.temperature, **self.forward_args)
+                              temperature=self.config.rollout.temperature, **extra)
 
     def rollout(self, records: list[dict[str, Any]], prompt_ids: Sequence[int]) -> list[GroupSample]:
         """G sampled responses per record, with their rewards; ``prompt_ids`` are the
@@ -425,7 +423,7 @@ class Trainer:
         with torch.no_grad():
             for first in range(0, len(prompts), size):
                 rows = slice(first, first + size)
-                logp = self._score(self.acc.unwrap_model(self.model), prompts[rows], responses[rows])[0]
+                logp = self._score(self.acc.unwrap_model(self.model), prompts[rows], responses[rows]).logp
                 kl = estimate(logp, self._reference_logprobs(prompts[rows], responses[rows]))
                 out.append((kl * mask[rows].to(kl.device)).sum(-1).double().cpu())
         return torch.cat(out)
@@ -511,10 +509,10 @@ class Trainer:
         if not self.config.algo.kl_coef:
             return None
         if self.reference is not None:
-            return self._score(self.reference, prompts, responses)[0]
+            return self._score(self.reference, prompts, responses).logp
         policy = self.acc.unwrap_model(self.model)
         with policy.disable_adapter():
-            return self._score(policy, prompts, responses)[0]
+            return self._score(policy, prompts, responses).logp
 
     def _rollout_is_weights(self, old: list[torch.Tensor], rollout_logp: torch.Tensor | None, mask: torch.Tensor,
                             chunks: list[list[int]]) -> list[torch.Tensor | None]:
@@ -550,7 +548,7 @@ class Trainer:
         with torch.no_grad():
             for chunk in chunks:
                 chunk_prompts = [prompts[i] for i in chunk]
-                old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk])[0])
+                old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk]).logp)
                 ref.append(self._reference_logprobs(chunk_prompts, responses[chunk]) if kl_in_loss else None)
         is_weights = self._rollout_is_weights(old, scored.rollout_logp, mask, chunks)
         updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
@@ -561,7 +559,8 @@ class Trainer:
                 for k in group:
                     if k < len(chunks):
                         chunk = chunks[k]
-                        logp, entropy = self._score(self.model, [prompts[i] for i in chunk], responses[chunk])
+                        logp, entropy, router_aux = self._score(self.model, [prompts[i] for i in chunk],
+                                                                responses[chunk], router_aux=True)
                         adv = advantages[chunk].to(logp.device)
                         if cfg.algo.entropy_shaping:  # MSSR: (B,) -> (B, T), shaped by each token's entropy
                             adv = entropy_shaped_advantages(adv, entropy, cfg.algo.entropy_shaping_alpha,
@@ -571,11 +570,14 @@ class Trainer:
                                               strata=strata[chunk].to(logp.device),
                                               stratum_weights=weight_vec.to(logp.device), ref_logp=ref[k],
                                               entropy=entropy, is_weights=is_weights[k])
+                        if router_aux is not None:  # a MoE policy: logged, and added with router_aux_coef
+                            m["router_aux_loss"] = float(router_aux.detach())
+                            loss = loss + cfg.algo.router_aux_coef * router_aux.to(loss.device)
                         for key in LOSS_METRICS:
                             totals[key] += m.get(key, 0.0)
                         totals["n"] += 1
                     else:  # nothing left here: a forward with zero loss keeps DDP's collectives in step
-                        logp, _ = self._score(self.model, prompts[:1], responses[:1])
+                        logp = self._score(self.model, prompts[:1], responses[:1]).logp
                         loss = logp.sum() * 0.0
                     self.acc.backward(loss / len(group))
                 grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
@@ -584,7 +586,8 @@ class Trainer:
                 totals["grad_norm"] += float(grad_norm)
                 updates += 1
         n = max(totals.pop("n", 0), 1)
-        optional = {"kl_ref": kl_in_loss, "is_weight_mean": cfg.algo.rollout_is != "none"}
+        optional = {"kl_ref": kl_in_loss, "is_weight_mean": cfg.algo.rollout_is != "none",
+                    "router_aux_loss": self.family is not None and self.family.moe}
         out = {key: totals[key] / n for key in LOSS_METRICS if optional.get(key, True)}
         if scored.rollout_logp is not None and chunks:  # engine vs trainer, on the trained tokens
             out |= logprob_mismatch(torch.cat(old).cpu(), scored.rollout_logp[rows], mask[rows])
@@ -634,7 +637,7 @@ class Trainer:
     def save_final(self) -> Path:
         """``final/``: a complete model folder (with LoRA, the adapters merged into the base
         weights, and the adapter alone in ``final/adapter``) plus the tokenizer files, in the
-        layout both transformers and vLLM load (a Qwen2.5-Omni Thinker inside the full config:
+        layout both transformers and vLLM load (an omni Thinker inside its family's full config:
         ``maple_data.models.omni_folder``)."""
         final = self.out / "final"
         self.acc.wait_for_everyone()
@@ -645,11 +648,7 @@ class Trainer:
                     policy.save_pretrained(tmp / "adapter")
                     policy = copy.deepcopy(policy).merge_and_unload()
                 save_omni(policy, tmp)
-                for name in MODEL_FILES:
-                    source = Path(self.config.model.path) / name
-                    if source.exists():
-                        shutil.copy(source, tmp / name)
-                complete_processor_files(tmp)
+                copy_processor_files(self.config.model.path, tmp, self.family)
         self.acc.wait_for_everyone()
         return final
 
@@ -678,7 +677,7 @@ class Trainer:
             targets = [f"Answer: {option_letter(k)}<|im_end|>" for k in letters]
             ids = tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
             responses = ids["input_ids"].to(self.acc.device)
-            logp, _ = self._score(model, [self._prompt(r) for r in records], responses)
+            logp = self._score(model, [self._prompt(r) for r in records], responses).logp
             mask = ids["attention_mask"].to(logp.device).to(logp.dtype)
             loss = -(logp * mask).sum() / mask.sum()
             optimizer.zero_grad()

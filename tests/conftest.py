@@ -70,6 +70,22 @@ def tiny_omni(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def rl_bench(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A verified benchmark of 14 synthetic videos (table-backend proposals, accepted by a
+    script; splits 0.7 / 0 / 0.3) and its items' questions (to train a tiny tokenizer on)."""
+    from maple_data import decisions as journal
+    from maple_data.bench.build import BenchSettings, build_bench
+    from tests.doubles import annotated_synthetic
+
+    root = tmp_path_factory.mktemp("rl")
+    work, items, proposals = annotated_synthetic(root, n=14, seed=2)
+    WorkDir(work).append_decisions([journal.Decision.make(p["id"], "scripted-reviewer", "accept", p["rmt"], bulk=True)
+                                    for p in proposals if p["status"] == "proposed"])
+    build_bench(work, root / "bench", BenchSettings(ratios=(0.7, 0.0, 0.3)))
+    return root / "bench", [i.question for i in items.values()]
+
+
+@pytest.fixture(scope="session")
 def verified_work(tmp_path_factory) -> Path:
     """A work folder of 14 synthetic videos, annotated with the table backend, every
     proposal accepted by a scripted reviewer (read-only: copy it to change it)."""

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from maple_data.cli import app
 from maple_data.durable import Journal
 from maple_data.models.chat import QWEN3_OMNI, render_chat
-from maple_data.models.omni_inputs import audio_token_count
+from maple_data.models.families import qwen2_5_audio_tokens
 from maple_data.models.prompts import Prompt
 from maple_data.models.qwen_video import CLIP_MEAN, CLIP_STD, VisionSpec, preprocess_video, smart_resize
 from maple_data.models.vllm import build_request, option_distribution, sampling_kwargs
@@ -108,7 +108,7 @@ def test_chat_rendering_expands_placeholders_and_audio_token_count():
     text = render_chat(prompt_with(), video_tokens=3, audio_tokens=2)
     assert text.count("<|VIDEO|>") == 3 and text.count("<|AUDIO|>") == 2
     # 1 s of audio = 100 mel frames -> (100-1)//2+1 = 50 -> (50-2)//2+1 = 25 tokens
-    assert audio_token_count(100) == 25 and audio_token_count(3000) == 750  # 25 tokens per second
+    assert qwen2_5_audio_tokens(100) == 25 and qwen2_5_audio_tokens(3000) == 750  # 25 tokens per second
 
 
 @pytest.fixture
@@ -148,8 +148,11 @@ def test_tiny_model_folder_is_the_full_omni_layout_and_a_bare_thinker_converts_t
     from safetensors import safe_open
     from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration
 
-    from maple_data.models.omni_folder import NAMED_TOKENS, PROCESSOR_CLASSES, architecture, vllm_folder
+    from maple_data.models.families import FAMILIES
+    from maple_data.models.omni_folder import architecture, vllm_folder
     from maple_data.models.vllm import engine_options
+
+    family = FAMILIES["qwen2.5-omni"]
 
     config = json.loads((tiny_omni / "config.json").read_text())
     thinker, text = config["thinker_config"], config["thinker_config"]["text_config"]
@@ -159,9 +162,9 @@ def test_tiny_model_folder_is_the_full_omni_layout_and_a_bare_thinker_converts_t
     with safe_open(str(tiny_omni / "model.safetensors"), "pt") as handle:
         names = set(handle.keys())
     assert all(n.startswith("thinker.") for n in names) and "thinker.lm_head.weight" in names
-    assert PROCESSOR_CLASSES.items() <= json.loads((tiny_omni / "preprocessor_config.json").read_text()).items()
+    assert family.processor_classes.items() <= json.loads((tiny_omni / "preprocessor_config.json").read_text()).items()
     tokenizer = AutoTokenizer.from_pretrained(tiny_omni)
-    assert all(getattr(tokenizer, key) == token for key, token in NAMED_TOKENS.items())
+    assert all(getattr(tokenizer, key) == token for key, token in family.named_tokens.items())
     model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tiny_omni, dtype=torch.float32)
     assert not torch.equal(model.lm_head.weight, model.get_input_embeddings().weight)
     assert vllm_folder(str(tiny_omni)) == str(tiny_omni)

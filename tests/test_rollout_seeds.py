@@ -97,7 +97,8 @@ def test_hf_identical_prompts_get_different_samples_and_a_repeat_gets_the_same(h
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_hf_engine_log_probs_equal_the_trainers_at_the_sampling_temperature(hf_engine, temperature):
-    from maple_rl.trainer import response_mask, token_logprobs
+    from maple_rl.logprobs import token_logprobs
+    from maple_rl.trainer import response_mask
 
     spec = replace(hf_engine.spec, temperature=temperature)
     engine = HFRollout(hf_engine.encode, hf_engine.policy, spec, hf_engine.forward_args)
@@ -106,13 +107,13 @@ def test_hf_engine_log_probs_equal_the_trainers_at_the_sampling_temperature(hf_e
     assert out.logprobs.shape == out.responses.shape and out.logprobs.dtype == torch.float32
     repeated = [p for p in prompts for _ in range(3)]
     with torch.no_grad():
-        trainer_logp, _ = token_logprobs(engine.policy(), engine.encode(repeated), out.responses,
-                                         suppressed=spec.suppressed, temperature=temperature, **engine.forward_args)
+        trainer_logp = token_logprobs(engine.policy(), engine.encode(repeated), out.responses,
+                                      suppressed=spec.suppressed, temperature=temperature, **engine.forward_args).logp
     mask = response_mask(out.responses, spec.eos_id, spec.pad_id).bool()
     assert mask.sum() >= 6 and (out.logprobs[~mask & (out.responses == spec.pad_id)] == 0).all()
     assert torch.allclose(out.logprobs[mask], trainer_logp[mask], atol=1e-4)
-    at_one, _ = token_logprobs(engine.policy(), engine.encode(repeated), out.responses, suppressed=spec.suppressed,
-                               **engine.forward_args)
+    at_one = token_logprobs(engine.policy(), engine.encode(repeated), out.responses, suppressed=spec.suppressed,
+                            **engine.forward_args).logp
     assert temperature == 1.0 or not torch.allclose(out.logprobs[mask], at_one[mask], atol=1e-3)
 
 

@@ -20,9 +20,10 @@ from maple_data.workdir import WorkDir
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
+from maple_rl.logprobs import token_logprobs
 from maple_rl.losses import rollout_is_weights
 from maple_rl.rewards import total_reward
-from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask, token_logprobs
+from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask
 from tests.crash import fault_at
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,22 +34,13 @@ STEP_FIELDS = {"step", "reward", "accuracy", "reward_per_rmt", "stratum_weights"
 
 
 @pytest.fixture(scope="module")
-def bench_and_model(tmp_path_factory) -> tuple[Path, Path]:
-    """A verified benchmark of 14 synthetic videos (table-backend proposals, accepted by a
-    script) and a tiny random-weight Qwen2.5-Omni Thinker whose tokenizer knows the questions."""
-    from maple_data import decisions as journal
-    from maple_data.bench.build import BenchSettings, build_bench
+def bench_and_model(rl_bench, tmp_path_factory) -> tuple[Path, Path]:
+    """The verified benchmark and a tiny random-weight Qwen2.5-Omni Thinker whose tokenizer
+    knows the questions."""
     from maple_data.models.tiny_omni import build_tiny_omni
-    from tests.doubles import annotated_synthetic
 
-    root = tmp_path_factory.mktemp("rl")
-    work, items, proposals = annotated_synthetic(root, n=14, seed=2)
-    WorkDir(work).append_decisions([journal.Decision.make(p["id"], "scripted-reviewer", "accept", p["rmt"],
-                                                                    bulk=True) for p in proposals
-                                              if p["status"] == "proposed"])
-    build_bench(work, root / "bench", BenchSettings(ratios=(0.7, 0.0, 0.3)))
-    model = build_tiny_omni(root / "model", [i.question for i in items.values()])
-    return root / "bench", model
+    bench, questions = rl_bench
+    return bench, build_tiny_omni(tmp_path_factory.mktemp("rl-model") / "model", questions)
 
 
 def quick(bench: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -269,8 +261,8 @@ def test_lora_trains_only_adapters_resumes_exactly_and_saves_a_merged_model(benc
     prompts, responses = scored.prompts[:4], scored.responses[:4]
     base = load_policy(str(model), torch.float32)[0]
     reference = full._reference_logprobs(prompts, responses)  # the base model: adapters off
-    torch.testing.assert_close(reference, full._score(base, prompts, responses)[0])
-    assert not torch.allclose(reference, full._score(full.acc.unwrap_model(full.model), prompts, responses)[0])
+    torch.testing.assert_close(reference, full._score(base, prompts, responses).logp)
+    assert not torch.allclose(reference, full._score(full.acc.unwrap_model(full.model), prompts, responses).logp)
     cut = Trainer(config(tmp_path / "cut"))
 
     def stop_after_one(metrics):
@@ -285,8 +277,8 @@ def test_lora_trains_only_adapters_resumes_exactly_and_saves_a_merged_model(benc
         torch.testing.assert_close(value, trained[name], rtol=1e-5, atol=1e-6)
     assert (final / "adapter" / "adapter_config.json").exists()
     merged = load_policy(str(final), torch.float32)[0]  # a plain model folder: adapters merged in
-    torch.testing.assert_close(full._score(merged, prompts, responses)[0],
-                               full._score(full.acc.unwrap_model(full.model), prompts, responses)[0])
+    torch.testing.assert_close(full._score(merged, prompts, responses).logp,
+                               full._score(full.acc.unwrap_model(full.model), prompts, responses).logp)
 
 
 def test_kl_in_the_reward_subtracts_beta_times_each_responses_summed_kl(bench_and_model, tmp_path):
@@ -297,8 +289,8 @@ def test_kl_in_the_reward_subtracts_beta_times_each_responses_summed_kl(bench_an
     scored = trainer.sample_and_score(trainer.items[:3])
     policy = trainer.acc.unwrap_model(trainer.model)
     with torch.no_grad():
-        logp = trainer._score(policy, scored.prompts, scored.responses)[0]
-        ref = trainer._score(trainer.reference, scored.prompts, scored.responses)[0]
+        logp = trainer._score(policy, scored.prompts, scored.responses).logp
+        ref = trainer._score(trainer.reference, scored.prompts, scored.responses).logp
     kl = ((logp - ref) * scored.mask).sum(-1).double()  # k1, summed over each response's tokens
     raw = torch.tensor([total_reward(c, trainer.config.reward) for c in scored.components], dtype=torch.float64)
     torch.testing.assert_close(scored.rewards, raw - 0.5 * kl, rtol=1e-5, atol=1e-6)
@@ -562,7 +554,7 @@ def test_rollout_is_logs_engine_vs_trainer_log_probs_and_weights_the_loss(bench_
     far = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml",
                               quick(bench, model, tmp_path / "v", "rollout.engine=vllm", *extra)))
     scored = far.sample_and_score([far.items[i] for i in range(7)])
-    old = far._score(far.acc.unwrap_model(far.model), scored.prompts, scored.responses)[0].detach()
+    old = far._score(far.acc.unwrap_model(far.model), scored.prompts, scored.responses).logp.detach()
     (weights,) = far._rollout_is_weights([old], scored.rollout_logp, scored.mask, [list(range(len(old)))])
     expected = rollout_is_weights(old, scored.rollout_logp, scored.mask, mode, 1.5)
     assert torch.equal(weights, expected) and (weights <= 1.5).all() and weights[scored.mask.bool()].min() < 1.0
@@ -594,7 +586,7 @@ def test_rollouts_never_sample_media_placeholders(bench_and_model, tmp_path):
     prompts, responses = scored.prompts, scored.responses
     assert responses.numel() >= 7 * 8 * 4
     assert not torch.isin(responses, torch.tensor(trainer.suppressed)).any()
-    logp, entropy = token_logprobs(trainer.acc.unwrap_model(trainer.model), trainer._encode(prompts[:2]),
+    logp, entropy, _ = token_logprobs(trainer.acc.unwrap_model(trainer.model), trainer._encode(prompts[:2]),
                                    responses[:2], suppressed=trainer.suppressed)
     assert torch.isfinite(logp).all() and torch.isfinite(entropy).all()
     trainer.run()  # scores and updates on such samples

@@ -43,11 +43,11 @@ def setup(tiny_model, items_and_media):
 def trainer_logprobs(policy, forward_args, encoder, prompts, responses, temperature: float,
                      suppressed=()) -> torch.Tensor:
     """The trainer's per-token log-probs of ``responses`` (its own scoring function)."""
-    from maple_rl.trainer import token_logprobs
+    from maple_rl.logprobs import token_logprobs
 
     with torch.no_grad():
-        logp, _ = token_logprobs(policy, encoder.encode(prompts), responses, suppressed=suppressed,
-                                 temperature=temperature, **forward_args)
+        logp = token_logprobs(policy, encoder.encode(prompts), responses, suppressed=suppressed,
+                              temperature=temperature, **forward_args).logp
     return logp
 
 

@@ -1,11 +1,15 @@
-"""transformers backend: Qwen2.5-Omni Thinker (reference), CPU or GPU, batched. Inputs
-come from :class:`~maple_data.models.omni_inputs.OmniEncoder` (no torchvision)."""
+"""transformers backend: the Thinker of any supported omni family
+(:mod:`maple_data.models.families`), CPU or GPU, batched. Inputs come from
+:class:`~maple_data.models.omni_inputs.OmniEncoder` (no torchvision); logits are computed for
+the last position only (:func:`~maple_data.models.heads.logits_for`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from maple_data.answers import option_letter
+from maple_data.models.families import omni_family
+from maple_data.models.heads import logits_for
 from maple_data.models.model_source import check_model
 from maple_data.models.omni_inputs import OmniEncoder, to_device
 from maple_data.models.prompts import Prompt
@@ -15,7 +19,8 @@ class HFBackend:
     """Ablation inference with a transformers model folder or hub id.
 
     Args:
-        model: Qwen2.5-Omni (thinker weights are used) or a Thinker-only folder.
+        model: an omni model folder or hub id (its Thinker is used; a bare Thinker folder
+            too); any other model is refused in one line.
         device: ``cpu``, ``cuda``, ``cuda:1``... or ``auto`` (CUDA when available).
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bf16 on CUDA, else fp32).
         batch_size: sequences per forward pass.
@@ -25,7 +30,6 @@ class HFBackend:
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                  seed: int = 0) -> None:
         import torch
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         self.torch = torch
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -33,9 +37,10 @@ class HFBackend:
         chosen = (torch.bfloat16 if self.device.startswith("cuda") else torch.float32) if dtype == "auto" \
             else dtypes[dtype]
         model = check_model(model)
-        self.model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(model, dtype=chosen)
+        family = omni_family(model)
+        self.model = family.load_thinker(model, dtype=chosen)
         self.model.to(self.device).eval()
-        self.encoder = OmniEncoder(model)
+        self.encoder = OmniEncoder(model, family=family)
         self.tokenizer = self.encoder.tokenizer
         self.batch_size = batch_size
         torch.manual_seed(seed)
@@ -64,7 +69,7 @@ class HFBackend:
         texts: list[str] = []
         for start in range(0, len(flat), self.batch_size):
             inputs = self.encode(flat[start:start + self.batch_size])
-            with self.torch.no_grad():
+            with self.torch.no_grad(), logits_for(self.model, -1):
                 out = self.model.generate(**inputs, do_sample=temperature > 0, temperature=temperature or None,
                                           top_p=None, top_k=None, max_new_tokens=max_new_tokens,
                                           use_audio_in_video=False)
@@ -78,7 +83,7 @@ class HFBackend:
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start:start + self.batch_size]
             inputs = self.encode(chunk)
-            with torch.no_grad():
+            with torch.no_grad(), logits_for(self.model, -1):
                 logits = self.model(**inputs, use_audio_in_video=False).logits[:, -1, :].float()
             for row, opts in zip(logits, options[start:start + len(chunk)]):
                 letter_ids = [self.tokenizer.encode(option_letter(i), add_special_tokens=False)[0]

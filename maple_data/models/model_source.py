@@ -3,6 +3,7 @@ before any weights are loaded so that an offline or mistyped model fails in one 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -58,3 +59,20 @@ def check_model(name: str) -> str:
         raise MapleError(f"model {name} is not a local folder nor in the Hub cache, and the Hub cannot be reached "
                          f"({unreachable}); set HF_HUB_OFFLINE=1 and {LOCAL_MODEL_HINT}")
     return name
+
+
+def model_config(name: str) -> dict:
+    """``config.json`` of a model as a dict: a local folder's (``{}`` when it has none), or a
+    Hub id's from the local cache, downloaded when the Hub is reachable ({} when neither)."""
+    path = Path(name).expanduser()
+    if path.is_dir() or _looks_like_path(name):
+        config = path / "config.json"
+        return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    try:
+        found = cached if isinstance(cached, str) else hf_hub_download(name, "config.json")
+    except (OSError, ValueError):
+        return {}
+    return json.loads(Path(found).read_text(encoding="utf-8"))

@@ -1,10 +1,12 @@
-"""Model inputs for Qwen2.5-Omni from :class:`~maple_data.models.prompts.Prompt` objects, without
-transformers' Qwen processor (its video half needs torchvision). Shared by the hf
-ablation backend and maple_rl's trainer, so annotation and training see identical inputs.
+"""Model inputs for the omni families (:mod:`maple_data.models.families`) from
+:class:`~maple_data.models.prompts.Prompt` objects, without transformers' processors (their
+video half needs torchvision). Shared by the hf ablation backend and maple_rl's trainer, so
+annotation and training see identical inputs; they equal the official processors' inputs
+(``tests_vllm/test_processor_equality.py``).
 
-The chat is rendered in Qwen's format with each ``<|VIDEO|>`` / ``<|AUDIO|>`` placeholder
-expanded to the number of tokens its features fill (video: :mod:`maple_data.models.qwen_video`;
-audio: Whisper log-mel features, 100 frames per second, two stride-2 reductions), and
+The chat is rendered in Qwen's format with each video / audio placeholder expanded to the
+number of tokens its features fill (video: :mod:`maple_data.models.qwen_video`; audio:
+Whisper log-mel features, 100 frames per second, reduced by the family's audio tower), and
 audio is a separate stream (``use_audio_in_video=False``).
 """
 
@@ -19,19 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from maple_data.models.chat import QWEN2_5_OMNI, QWEN3_OMNI, render_chat
+from maple_data.models.chat import QWEN2_5_OMNI, render_chat
+from maple_data.models.families import FAMILIES, ModelFamily, find_family
 from maple_data.models.prompts import Prompt
 from maple_data.models.qwen_video import VisionSpec, preprocess_video
 from maple_data.schema import AUDIO_SAMPLE_RATE
 
-# every media placeholder token of the supported families (and Qwen's image placeholders)
-MEDIA_TOKENS = (*astuple(QWEN2_5_OMNI), *astuple(QWEN3_OMNI), "<|IMAGE|>", "<|image_pad|>")
-
-
-def audio_token_count(feature_frames: int) -> int:
-    """Tokens the Qwen2.5-Omni audio tower emits for ``feature_frames`` mel frames."""
-    after_conv = (feature_frames - 1) // 2 + 1
-    return (after_conv - 2) // 2 + 1
+# every media placeholder token of the supported families (and their image placeholders)
+MEDIA_TOKENS = tuple(dict.fromkeys(t for f in FAMILIES.values() for t in (*astuple(f.tokens), f.image_token)))
 
 
 @dataclass
@@ -47,14 +44,12 @@ class VideoFeatures:
 
 @dataclass
 class AudioFeatures:
-    """Whisper log-mel ``(n_mels, frames)`` float32 of the audio's own length (the padding
-    to 30 s that the feature extractor adds is cut off: the audio tower reads only these)."""
+    """Whisper log-mel ``(n_mels, frames)`` float32 of the audio's own length (any padding
+    the feature extractor adds is cut off: the audio tower reads only these frames) and the
+    number of tokens the audio tower makes of them."""
 
     mel: np.ndarray
-
-    @property
-    def n_tokens(self) -> int:
-        return audio_token_count(self.mel.shape[1])
+    n_tokens: int
 
 
 @dataclass
@@ -67,16 +62,19 @@ class PreparedPrompt:
 
 
 class OmniEncoder:
-    """Tokenizer, audio feature extractor and vision parameters of a model folder or id.
+    """Tokenizer, audio feature extractor and vision parameters of a model folder or id, and
+    its :class:`~maple_data.models.families.ModelFamily` (found from the folder's config;
+    None for a text-only model, whose prompts must carry no media).
 
     Media features are the costly part of an input (Whisper log-mel, video patches). They
     are computed once per media object: prompts that share a frame list or an audio array
     (the modality subsets of one item, the G samples of one prompt) share the features;
     the last ``media_cache`` media objects are remembered."""
 
-    def __init__(self, model: str, media_cache: int = 64) -> None:
+    def __init__(self, model: str, media_cache: int = 64, family: ModelFamily | None = None) -> None:
         from transformers import AutoTokenizer, WhisperFeatureExtractor
 
+        self.family = family or find_family(model)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         try:
@@ -85,7 +83,7 @@ class OmniEncoder:
             self.features = None
         config_path = Path(model) / "preprocessor_config.json"
         raw: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
-        self.vision = VisionSpec.from_config(raw)
+        self.vision = VisionSpec.from_config(raw, self.family.vision if self.family else VisionSpec())
         self.media_cache = media_cache
         self._media: OrderedDict[int, tuple[Any, VideoFeatures | AudioFeatures]] = OrderedDict()
 
@@ -102,15 +100,19 @@ class OmniEncoder:
         return VideoFeatures(video.pixel_values, video.grid_thw, video.second_per_grid, video.n_tokens)
 
     def audio_features(self, samples: np.ndarray) -> AudioFeatures:
-        """Log-mel of float32 16 kHz mono ``samples`` ``(n,)``, computed as the Qwen processor
-        does (Whisper extractor, padded to 30 s), then cut to the audio's frames."""
-        if self.features is None:
+        """Log-mel of float32 16 kHz mono ``samples`` ``(n,)``, computed as the family's
+        processor does (Whisper extractor, padded as it pads), then cut to the audio's frames."""
+        if self.features is None or self.family is None:
             raise ValueError("this model has no audio feature extractor (a text-only model?): the prompt "
                              "carries audio")
         feats = self.features(samples, sampling_rate=AUDIO_SAMPLE_RATE, return_attention_mask=True,
-                              padding="max_length", return_tensors="np")
+                              padding=self.family.audio_padding, return_tensors="np")
         frames = int(feats["attention_mask"][0].sum())
-        return AudioFeatures(np.ascontiguousarray(feats["input_features"][0][:, :frames]))
+        return self.audio_from_mel(np.ascontiguousarray(feats["input_features"][0][:, :frames]))
+
+    def audio_from_mel(self, mel: np.ndarray) -> AudioFeatures:
+        """Audio features from a log-mel ``(n_mels, frames)`` computed earlier."""
+        return AudioFeatures(mel, self.family.audio_tokens(mel.shape[1]))
 
     def _cached(self, media: Any, compute) -> Any:
         key = id(media)
@@ -132,11 +134,11 @@ class OmniEncoder:
             audio = self._cached(prompt.audio, lambda: self.audio_features(prompt.audio))
         return self.assemble(prompt, video, audio)
 
-    @staticmethod
-    def assemble(prompt: Prompt, video: VideoFeatures | None, audio: AudioFeatures | None) -> PreparedPrompt:
+    def assemble(self, prompt: Prompt, video: VideoFeatures | None, audio: AudioFeatures | None) -> PreparedPrompt:
         """A prepared prompt from features computed elsewhere (e.g. once per video for many
         prompts); ``prompt`` needs only its messages."""
-        text = render_chat(prompt, video.n_tokens if video else 0, audio.n_tokens if audio else 0)
+        tokens = self.family.tokens if self.family else QWEN2_5_OMNI
+        text = render_chat(prompt, video.n_tokens if video else 0, audio.n_tokens if audio else 0, tokens)
         return PreparedPrompt(text, video, audio)
 
     def encode(self, prompts: Sequence[Prompt], cache: dict[int, tuple[Prompt, PreparedPrompt]] | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -41,12 +41,14 @@ class VisionSpec:
     image_std: tuple[float, ...] = CLIP_STD
 
     @classmethod
-    def from_config(cls, config: dict) -> VisionSpec:
+    def from_config(cls, config: dict, defaults: VisionSpec | None = None) -> VisionSpec:
+        """The spec of a ``preprocessor_config.json`` dict; keys it lacks come from
+        ``defaults`` (a model family's processor defaults; else this class's)."""
         known = {k: config[k] for k in cls.__dataclass_fields__ if k in config}
         for key in ("image_mean", "image_std"):
             if key in known:
                 known[key] = tuple(known[key])
-        return cls(**known)
+        return replace(defaults or cls(), **known)
 
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,

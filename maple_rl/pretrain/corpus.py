@@ -139,7 +139,7 @@ def load_corpus(folder: Path, encoder: OmniEncoder, progress: Progress | None = 
         video[video_id] = encoder.video_features(frames, row["frame_timestamps"])
         if video_id not in mels:
             mels[video_id] = encoder.audio_features(decode_audio(row["audio"]["bytes"])[0]).mel
-        audio[video_id] = AudioFeatures(mels[video_id])
+        audio[video_id] = encoder.audio_from_mel(mels[video_id])
         progress(f"{folder.name}: features", i + 1, len(media))
     if not mel_file.exists():
         with atomic_path(mel_file) as tmp:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from maple_data.durable import atomic_folder, write_atomic
+from maple_data.models.families import omni_family
+from maple_data.models.omni_folder import copy_processor_files
 from maple_data.models.omni_inputs import OmniEncoder
 from maple_data.rmt import TAGS, modalities, parse_rmt
 from maple_rl.pretrain.config import Conditions, PretrainConfig
@@ -31,8 +33,6 @@ from maple_rl.pretrain.corpus import (Corpus, CorpusItem, condition_of, conditio
 from maple_rl.pretrain.threads import ThreadTuner
 from maple_rl.weighting import AdaptiveWeights
 
-MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
-               "chat_template.jinja")
 CONDITIONS = ("exact", "all", "deficit")
 ANSWERABLE = ("exact", "superset")  # training conditions whose prompts have a right answer
 
@@ -99,12 +99,11 @@ class Pretrainer:
     """One pretraining run in ``folder`` (a model folder ``init/`` must exist there)."""
 
     def __init__(self, config: PretrainConfig, folder: Path, train: Corpus, heldout: Corpus) -> None:
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
         self.config, self.folder, self.train_set, self.heldout = config, folder, train, heldout
         self.init = folder / "init"
-        self.model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(self.init, dtype=torch.float32)
-        self.encoder = OmniEncoder(str(self.init))
+        family = omni_family(str(self.init))
+        self.model = family.load_thinker(str(self.init), dtype=torch.float32)
+        self.encoder = OmniEncoder(str(self.init), family=family)
         tokenizer = self.encoder.tokenizer
         self.letter_ids = tokenizer.convert_tokens_to_ids(option_letters(4))
         self.eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -244,10 +243,8 @@ class Pretrainer:
     def save_model(self, target: Path) -> Path:
         """A model folder (weights, tokenizer, processor settings), written atomically."""
         with atomic_folder(target) as tmp:
-            self.model.save_pretrained(tmp)
-            for name in MODEL_FILES:
-                if (self.init / name).exists():
-                    shutil.copy(self.init / name, tmp / name)
+            self.model.save_pretrained(tmp)  # a bare Thinker folder (vLLM serves a converted copy)
+            copy_processor_files(self.init, tmp, None)
         return target
 
     # ------------------------------------------------------------ loop
