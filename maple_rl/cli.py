@@ -277,6 +277,65 @@ def pretrain(
     console.print(f"model: {result.final}")
 
 
+@app.command()
+def plan(
+    model: Annotated[str, typer.Option(help="Model folder or Hub id (only its config is read).")],
+    recipe: Annotated[str | None, typer.Option(help="A shipped recipe name or a YAML file (its group size, "
+                                                    "minibatch, response length, LoRA, KL, checkpointing).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value.")] = None,
+    data: Annotated[Path | None, typer.Option(help="A benchmark folder or record shards: the prompt length is "
+                                                   "measured on its first training items.")] = None,
+    frames: Annotated[int, typer.Option(help="Without --data: frames per prompt.")] = 16,
+    frame_size: Annotated[str, typer.Option(help="Without --data: frame height x width, e.g. 448x448.")] = "448x448",
+    audio_seconds: Annotated[float, typer.Option(help="Without --data: seconds of audio per prompt.")] = 16.0,
+    text_tokens: Annotated[int, typer.Option(help="Without --data: text tokens per prompt (system prompt, "
+                                                  "subtitles, question, options).")] = 300,
+    gpus: Annotated[int, typer.Option(help="Processes sharing the model states under FSDP.")] = 1,
+    gpu_memory: Annotated[float, typer.Option(help="GiB of memory per GPU, for the GPUs needed.")] = 80.0,
+) -> None:
+    """Memory of one training step, before loading any weights: parameters, and the bytes of
+    weights, gradients, optimizer state (full or LoRA), the KL reference, activations (with
+    and without gradient checkpointing) and logits at the recipe's group size, lengths and
+    frames, per process; the GPUs needed. model.dtype auto counts as bf16 (the GPU default)."""
+    from maple_rl.config import load_config
+    from maple_rl.plan import GiB, PromptSize, plan_step
+
+    overrides = [f"model.path={model}", *([f"data.path={data}"] if data else []), *(set_ or [])]
+    config = load_config(recipe, overrides)
+    prompt = None
+    if data is None:
+        try:
+            height, width = (int(x) for x in frame_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--frame-size must be HEIGHTxWIDTH in pixels, e.g. 448x448; got {frame_size!r}") from None
+        prompt = PromptSize.from_media(model, frames=frames, height=height, width=width,
+                                       audio_seconds=audio_seconds, text_tokens=text_tokens)
+    step = plan_step(config, prompt=prompt, processes=gpus)
+    shape = step.shape
+    params = Table("part", "parameters", title=f"{model}: {shape.total / 1e9:.3f} B parameters")
+    for part, count in shape.params.items():
+        params.add_row(part, f"{count:,}")
+    params.add_row("LoRA adapters", f"{shape.lora:,}")
+    console.print(params)
+    gib = lambda n: f"{n / GiB:.2f}"  # noqa: E731
+    table = Table("memory per process", "GiB", title=f"one step: prompt {step.prompt_tokens} tokens + "
+                                                     f"{config.rollout.max_new_tokens} response tokens, group "
+                                                     f"{config.rollout.group_size}, {gpus} process(es)")
+    for name, value in step.states.items():
+        table.add_row(name, gib(value))
+    for name, value in step.activations.items():
+        table.add_row(f"activations {name.replace('_', ' ')}", gib(value))
+    table.add_row("response logits of a minibatch (and their gradient)", gib(step.logits))
+    for name, value in step.phases.items():
+        table.add_row(f"working memory: {name}", gib(value))
+    table.add_row("[bold]peak[/]", f"[bold]{gib(step.peak_bytes())}[/]")
+    console.print(table)
+    needed = step.gpus_needed(gpu_memory * GiB)
+    console.print(f"GPUs of {gpu_memory:g} GiB needed: " + (str(needed) if needed else
+                  "none fit the working memory: lower algo.minibatch_size or rollout.group_size, or set "
+                  "model.gradient_checkpointing=true"), highlight=False)
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (refused if it exists and is not "

@@ -6,7 +6,8 @@ tensors alive for backward (the cast, the tempered logits, the log-softmax, its 
 for the entropy): at a 152k vocabulary that is 0.6 MB per token each. Here the forward
 pass walks over rows of positions (:data:`CHUNK_ELEMENTS` float32 elements at a time) and
 keeps only the logits themselves (in their own dtype) and one log-normaliser per
-position; the backward pass recomputes each chunk's softmax from them (TRL's selective
+position; the backward pass recomputes each chunk's softmax from them (two float32 chunks
+alive at most) (TRL's selective
 log-softmax and verl's chunked entropy make the same trade). Values and gradients equal
 the naive formula's (``tests/test_logprobs.py``).
 
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from maple_data.models.heads import logits_for
 
-CHUNK_ELEMENTS = 1 << 25  # float32 elements per chunk (128 MiB): rows = CHUNK_ELEMENTS // vocab
+CHUNK_ELEMENTS = 1 << 22  # float32 elements per chunk (16 MiB; 27 positions at a 152k vocabulary)
 SUPPRESSED_LOGIT = -1e9  # finite: probability 0 without 0 * -inf in the entropy
 
 
@@ -43,6 +44,8 @@ def _chunks(rows: int, vocab: int) -> list[slice]:
 
 
 class _SelectiveLogSoftmax(torch.autograd.Function):
+    """At most two float32 chunks alive at once, forward and backward (in-place arithmetic)."""
+
     @staticmethod
     def forward(ctx, logits: Tensor, tokens: Tensor, temperature: float, suppressed: tuple[int, ...]
                 ) -> tuple[Tensor, Tensor]:
@@ -53,31 +56,31 @@ class _SelectiveLogSoftmax(torch.autograd.Function):
             z = _tempered(flat[rows], temperature, suppressed)
             lse[rows] = torch.logsumexp(z, dim=-1)
             logp[rows] = z.gather(1, ids[rows, None]).squeeze(1) - lse[rows]
-            entropy[rows] = lse[rows] - (torch.exp(z - lse[rows, None]) * z).sum(-1)
+            p = (z - lse[rows, None]).exp_()
+            entropy[rows] = lse[rows] - p.mul_(z).sum(-1)
         ctx.save_for_backward(logits, tokens, lse, entropy)
         ctx.temperature, ctx.suppressed = temperature, suppressed
+        ctx.set_materialize_grads(False)  # an output the loss does not use gets None, not zeros
         return logp.view(tokens.shape), entropy.view(tokens.shape)
 
     @staticmethod
     def backward(ctx, grad_logp: Tensor | None, grad_entropy: Tensor | None):
         logits, tokens, lse, entropy = ctx.saved_tensors
         flat, ids = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)
-        g_logp = None if grad_logp is None else grad_logp.reshape(-1).float()
-        g_entropy = None if grad_entropy is None else grad_entropy.reshape(-1).float()
-        grad = torch.zeros_like(flat)
+        grad = torch.empty_like(flat)
         for rows in _chunks(*flat.shape):
-            z = _tempered(flat[rows], ctx.temperature, ctx.suppressed)
-            log_p = z - lse[rows, None]
-            p = torch.exp(log_p)
-            g = torch.zeros_like(z)
-            if g_logp is not None:
-                g -= p * g_logp[rows, None]
-                g.scatter_add_(1, ids[rows, None], g_logp[rows, None])
-            if g_entropy is not None:
-                g -= g_entropy[rows, None] * p * (log_p + entropy[rows, None])
+            log_p = _tempered(flat[rows], ctx.temperature, ctx.suppressed).sub_(lse[rows, None])
+            p = log_p.exp()
+            if grad_entropy is not None:  # dH/dz = -p (log p + H)
+                g = log_p.add_(entropy[rows, None]).mul_(p).mul_(-grad_entropy.reshape(-1)[rows, None].float())
+            else:
+                g = log_p.zero_()
+            if grad_logp is not None:  # dlogp/dz = onehot - p
+                g_logp = grad_logp.reshape(-1)[rows, None].float()
+                g.sub_(p.mul_(g_logp)).scatter_add_(1, ids[rows, None], g_logp)
             if len(ctx.suppressed):
                 g[:, list(ctx.suppressed)] = 0.0
-            grad[rows] = (g / ctx.temperature).to(grad.dtype)
+            grad[rows] = g.div_(ctx.temperature)
         return grad.view_as(logits), None, None, None
 
 

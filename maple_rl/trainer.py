@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 import signal
 import sys
@@ -109,22 +110,34 @@ def response_mask(responses: torch.Tensor, eos_id: int, pad_id: int) -> torch.Te
 def freeze_encoders(model: torch.nn.Module, parts: Sequence[str], family: ModelFamily | None) -> None:
     """Freeze the named encoders (``vision``, ``audio``) of an omni model of ``family`` in place."""
     for part in parts:
-        name = family.encoders.get(part) if family else None
-        module = getattr(getattr(model, "model", model), name, None) if name else None
+        module = family.encoder(model, part) if family else None
         if module is None:
             raise ValueError(f"model.freeze: {type(model).__name__} has no {part} encoder to freeze")
         module.requires_grad_(False)
 
 
+def lora_targets(model: torch.nn.Module, pattern: str) -> list[str]:
+    """Names of ``model``'s linear layers that ``pattern`` (``model.lora.target_modules``)
+    matches in full. peft is given this list, not the regex: peft 0.21 widens a regex to the
+    leaf names it matched on a mixture-of-experts model (Qwen3-Omni's audio tower's q/k/v
+    projections got adapters that the default pattern excludes)."""
+    compiled = re.compile(pattern)
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and compiled.fullmatch(name)]
+    if not names:
+        raise ValueError(f"model.lora.target_modules: {pattern!r} matches no linear layer of {type(model).__name__}")
+    return names
+
+
 def with_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
-    """``model`` with LoRA adapters (peft) on the modules ``lora.target_modules`` matches;
-    every other weight frozen."""
+    """``model`` with LoRA adapters (peft) on the linear layers ``lora.target_modules``
+    matches (:func:`lora_targets`); every other weight frozen."""
     try:
         import peft
     except ImportError as exc:
         raise MissingExtra("model.lora needs peft: pip install 'maple-omni[train]'") from exc
     return peft.get_peft_model(model, peft.LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0,
-                                                      target_modules=lora.target_modules))
+                                                      target_modules=lora_targets(model, lora.target_modules)))
 
 
 def load_policy(path: str, dtype: torch.dtype):

@@ -200,6 +200,7 @@ def test_a_tiny_model_of_each_family_trains_full_and_lora_resumes_exactly_and_ev
     assert (lora / "final" / "adapter" / "adapter_config.json").exists()
     merged = load_file(lora / "final" / "model.safetensors")
     assert set(merged) == set(start) and not all(torch.equal(start[k], merged[k]) for k in start)
+    assert all(torch.equal(start[k], merged[k]) for k in towers)  # adapters on the text model's attention only
     result = runner.invoke(rl_app, ["eval", str(bench), "--model", str(lora / "final"), "-o", str(tmp_path / "report"),
                                     "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output

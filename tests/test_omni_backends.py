@@ -250,3 +250,35 @@ def test_annotate_killed_then_resumed_never_redoes_or_duplicates_a_subset(synth_
     assert after[:len(before)] == before  # finished pairs kept, not redone
     assert len(after) == len(set(after)) == 49  # 7 items x 7 subsets, each once
     assert len((work / "proposals.jsonl").read_text().splitlines()) == 7
+
+
+@pytest.mark.parametrize("family", ["qwen2.5-omni", "qwen3-omni"])
+def test_each_tower_encodes_an_items_media_once_across_its_subsets_and_samples(synth_corpus, seven_items, tmp_path,
+                                                                                family):
+    """Exhaustive search (7 subsets), 3 samples each, batches of 4 prompts: an item's video and
+    audio reach their towers once, counted at the towers themselves."""
+    from maple_data.annotate.ablation import AblationSettings, Item, run_annotate
+    from maple_data.inputs.qa import read_qa_file
+    from maple_data.models.families import FAMILIES
+    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.frames import FrameSpec
+    from maple_data.models.hf import HFBackend
+    from maple_data.models.tiny_omni import build_tiny_omni
+
+    model = build_tiny_omni(tmp_path / "model", ["What colour is the shape?"], family=family)
+    work = tmp_path / "work"
+    run_extract(synth_corpus / "videos", work, ExtractSettings(frames=FrameSpec(count=4)))
+    items = [Item.from_qa(q) for q in read_qa_file(seven_items, synth_corpus / "videos").items]
+    backend = HFBackend(str(model), batch_size=4)
+    towers = {part: FAMILIES[family].encoder(backend.model, part) for part in ("vision", "audio")}
+    passes = {"video": 0, "audio": 0}
+    towers["vision"].register_forward_hook(lambda m, args, kwargs, out: passes.__setitem__(
+        "video", passes["video"] + len(kwargs.get("grid_thw", args[1] if len(args) > 1 else None))), with_kwargs=True)
+    towers["audio"].register_forward_hook(lambda m, args, kwargs, out: passes.__setitem__(
+        "audio", passes["audio"] + len(kwargs["feature_lens"])), with_kwargs=True)
+    summary = run_annotate(items, work, backend, AblationSettings(model=str(model), samples=3, search="exhaustive",
+                                                                  max_new_tokens=2))
+    assert summary.model_calls == 7 * 7 * 3  # every subset of every item, 3 samples each
+    rows = WorkDir(work).read_items().values()
+    assert len(rows) == 7 and passes == {"video": sum("V" in r["available_modalities"] for r in rows),
+                      "audio": sum("A" in r["available_modalities"] for r in rows)} == backend.towers.encoded

@@ -121,17 +121,21 @@ TRAIN_SETTINGS = ("steps=3", "rollout.engine=vllm", "rollout.group_size=4", "rol
                   "format_warmup_target=answer", "optim.lr=0.01", "save_every=2", "seed=1")
 
 
-@pytest.fixture(scope="session")
-def trained(bench, tiny_model, tmp_path_factory) -> Path:
+def train_with_vllm(bench: Path, model: Path, out: Path) -> Path:
     """``maple-rl train`` with ``rollout.engine=vllm`` (MUPO, 3 steps after a supervised
     warm-up on the answers: the policy moves far from the folder's weights and answers about
     a third of the training rows right); the run folder."""
     from maple_rl.cli import app
 
-    out = tmp_path_factory.mktemp("run") / "mupo"
-    args = ["train", str(bench), "--recipe", "mupo", "--model", str(tiny_model), "-o", str(out),
+    args = ["train", str(bench), "--recipe", "mupo", "--model", str(model), "-o", str(out),
             *(x for setting in TRAIN_SETTINGS for x in ("--set", setting))]
     result = CliRunner().invoke(app, args)
     shutdown()
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained(bench, tiny_model, tmp_path_factory) -> Path:
+    """The tiny Qwen2.5-Omni trained with the vLLM engine (:func:`train_with_vllm`)."""
+    return train_with_vllm(bench, tiny_model, tmp_path_factory.mktemp("run") / "mupo")

@@ -107,6 +107,21 @@ class ModelFamily:
 
         return getattr(transformers, self.thinker_class)
 
+    def encoder(self, thinker: Any, part: str) -> Any:
+        """The ``vision`` or ``audio`` encoder module of a Thinker (under ``thinker.model`` in
+        transformers 5.2x, on the Thinker itself before), None when it has none."""
+        name = self.encoders.get(part)
+        for holder in (getattr(thinker, "model", None), thinker):
+            if name and hasattr(holder, name):
+                return getattr(holder, name)
+        return None
+
+    def media_holder(self, thinker: Any) -> Any:
+        """The module whose forward calls ``self.get_video_features`` / ``get_audio_features``
+        (the inner model in transformers 5.2x, the Thinker before)."""
+        inner = getattr(thinker, "model", None)
+        return inner if hasattr(inner, "get_video_features") else thinker
+
     def load_thinker(self, path: str, **kwargs: Any):
         """The Thinker of the model at ``path`` (a full-model folder or a bare Thinker folder)."""
         return self.thinker_type().from_pretrained(path, **kwargs)

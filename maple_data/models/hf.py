@@ -1,11 +1,14 @@
 """transformers backend: the Thinker of any supported omni family
 (:mod:`maple_data.models.families`), CPU or GPU, batched. Inputs come from
 :class:`~maple_data.models.omni_inputs.OmniEncoder` (no torchvision); logits are computed for
-the last position only (:func:`~maple_data.models.heads.logits_for`)."""
+the last position only (:func:`~maple_data.models.heads.logits_for`); the vision and audio
+towers encode each media object once, however many prompts carry it (an item's modality
+subsets, its samples: :class:`~maple_data.models.towers.TowerCache`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 from maple_data.answers import option_letter
 from maple_data.models.families import omni_family
@@ -13,6 +16,7 @@ from maple_data.models.heads import logits_for
 from maple_data.models.model_source import check_model
 from maple_data.models.omni_inputs import OmniEncoder, to_device
 from maple_data.models.prompts import Prompt
+from maple_data.models.towers import TowerCache
 
 
 class HFBackend:
@@ -41,6 +45,7 @@ class HFBackend:
         self.model = family.load_thinker(model, dtype=chosen)
         self.model.to(self.device).eval()
         self.encoder = OmniEncoder(model, family=family)
+        self.towers = TowerCache(self.model, family)
         self.tokenizer = self.encoder.tokenizer
         self.batch_size = batch_size
         torch.manual_seed(seed)
@@ -48,18 +53,26 @@ class HFBackend:
     @classmethod
     def from_model(cls, model, encoder: OmniEncoder, *, batch_size: int = 8) -> HFBackend:
         """A backend around a model already in memory (e.g. a policy while it trains);
-        ``encoder`` holds its tokenizer and processor settings."""
+        ``encoder`` holds its tokenizer and processor settings. Its towers run for every
+        prompt (no cache is attached to a model that trains)."""
         import torch
 
         backend = cls.__new__(cls)
         backend.torch, backend.model, backend.encoder = torch, model, encoder
         backend.device = str(next(model.parameters()).device)
-        backend.tokenizer, backend.batch_size = encoder.tokenizer, batch_size
+        backend.tokenizer, backend.batch_size, backend.towers = encoder.tokenizer, batch_size, None
         return backend
 
-    def encode(self, prompts: Sequence[Prompt]) -> dict:
-        """Model inputs for a batch of prompts, on the model's device and dtype."""
-        return to_device(self.encoder.encode(prompts), self.device, self.model.dtype)
+    @contextmanager
+    def _forward(self, prompts: Sequence[Prompt]) -> Iterator[dict]:
+        """The batch's inputs, inside a block where the model computes the last position's
+        logits only and its towers encode each of the batch's media objects once."""
+        prepared = self.encoder.prepare_batch(prompts)
+        inputs = to_device(self.encoder.collate(prepared), self.device, self.model.dtype)
+        media = ([p.video for p in prepared if p.video is not None], [p.audio for p in prepared if p.audio is not None])
+        with self.torch.no_grad(), logits_for(self.model, -1), (self.towers.batch(*media) if self.towers
+                                                                else nullcontext()):
+            yield inputs
 
     # ------------------------------------------------------------ protocol
 
@@ -68,8 +81,7 @@ class HFBackend:
         flat = [p for p in prompts for _ in range(n)]
         texts: list[str] = []
         for start in range(0, len(flat), self.batch_size):
-            inputs = self.encode(flat[start:start + self.batch_size])
-            with self.torch.no_grad(), logits_for(self.model, -1):
+            with self._forward(flat[start:start + self.batch_size]) as inputs:
                 out = self.model.generate(**inputs, do_sample=temperature > 0, temperature=temperature or None,
                                           top_p=None, top_k=None, max_new_tokens=max_new_tokens,
                                           use_audio_in_video=False)
@@ -82,8 +94,7 @@ class HFBackend:
         result: list[list[float]] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start:start + self.batch_size]
-            inputs = self.encode(chunk)
-            with torch.no_grad(), logits_for(self.model, -1):
+            with self._forward(chunk) as inputs:
                 logits = self.model(**inputs, use_audio_in_video=False).logits[:, -1, :].float()
             for row, opts in zip(logits, options[start:start + len(chunk)]):
                 letter_ids = [self.tokenizer.encode(option_letter(i), add_special_tokens=False)[0]

@@ -61,18 +61,19 @@ def check_model(name: str) -> str:
     return name
 
 
-def model_config(name: str) -> dict:
-    """``config.json`` of a model as a dict: a local folder's (``{}`` when it has none), or a
-    Hub id's from the local cache, downloaded when the Hub is reachable ({} when neither)."""
+def model_config(name: str, filename: str = "config.json") -> dict:
+    """A model's ``config.json`` (or another JSON file of it, e.g. ``preprocessor_config.json``)
+    as a dict: a local folder's (``{}`` when it has none), or a Hub id's from the local cache,
+    downloaded when the Hub is reachable ({} when neither)."""
     path = Path(name).expanduser()
     if path.is_dir() or _looks_like_path(name):
-        config = path / "config.json"
+        config = path / filename
         return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(name, "config.json")
+    cached = try_to_load_from_cache(name, filename)
     try:
-        found = cached if isinstance(cached, str) else hf_hub_download(name, "config.json")
+        found = cached if isinstance(cached, str) else hf_hub_download(name, filename)
     except (OSError, ValueError):
         return {}
     return json.loads(Path(found).read_text(encoding="utf-8"))

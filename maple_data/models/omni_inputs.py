@@ -148,13 +148,18 @@ class OmniEncoder:
         A prompt object that occurs several times (a group of G samples) is prepared once;
         ``cache`` carries prepared prompts across calls (it holds each prompt object, so
         its ``id`` cannot be reused while the entry lives; clear it to free memory)."""
+        return self.collate(self.prepare_batch(prompts, cache))
+
+    def prepare_batch(self, prompts: Sequence[Prompt], cache: dict[int, tuple[Prompt, PreparedPrompt]] | None = None
+                      ) -> list[PreparedPrompt]:
+        """:meth:`prepare` of each prompt, once per prompt object (see :meth:`encode`)."""
         cache = {} if cache is None else cache
         batch_prepared = []
         for prompt in prompts:
             if id(prompt) not in cache:
                 cache[id(prompt)] = (prompt, self.prepare(prompt))
             batch_prepared.append(cache[id(prompt)][1])
-        return self.collate(batch_prepared)
+        return batch_prepared
 
     def collate(self, prepared: Sequence[PreparedPrompt]) -> dict[str, Any]:
         """CPU tensors for prepared prompts (left-padded): ``input_ids``, ``attention_mask``
@@ -166,20 +171,20 @@ class OmniEncoder:
                                add_special_tokens=False)
         inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         videos = [p.video for p in prepared if p.video is not None]
-        if videos:
-            inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate([v.pixels for v in videos]))
+        if videos:  # torch allocations (not numpy's): what memory profiles and device moves see
+            inputs["pixel_values_videos"] = torch.cat([torch.from_numpy(v.pixels) for v in videos])
             inputs["video_grid_thw"] = torch.tensor([v.grid for v in videos], dtype=torch.long)
             inputs["video_second_per_grid"] = torch.tensor([v.seconds for v in videos], dtype=torch.float32)
         audios = [p.audio.mel for p in prepared if p.audio is not None]
         if audios:
             longest = max(m.shape[1] for m in audios)
-            mel = np.zeros((len(audios), audios[0].shape[0], longest), np.float32)
-            mask = np.zeros((len(audios), longest), np.int64)
+            mel = torch.zeros((len(audios), audios[0].shape[0], longest), dtype=torch.float32)
+            mask = torch.zeros((len(audios), longest), dtype=torch.long)
             for row, m in enumerate(audios):
-                mel[row, :, :m.shape[1]] = m
+                mel[row, :, :m.shape[1]] = torch.from_numpy(m)
                 mask[row, :m.shape[1]] = 1
-            inputs["input_features"] = torch.from_numpy(mel)
-            inputs["feature_attention_mask"] = torch.from_numpy(mask)
+            inputs["input_features"] = mel
+            inputs["feature_attention_mask"] = mask
         return inputs
 
 

@@ -155,7 +155,9 @@ def _qwen3_thinker(size: TinyOmniSize, ids: dict[str, int], vocab: int, n_mels: 
                       "downsample_hidden_size": 8, "n_window": 50, "n_window_infer": 800},
         vision_config={"depth": size.vision_depth, "hidden_size": size.vision_hidden,
                        "intermediate_size": 2 * size.vision_hidden, "num_heads": 2, "out_hidden_size": h,
-                       "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+                       "num_position_embeddings": 64, "deepstack_visual_indexes": [0],
+                       # what vLLM reads instead (published: 768 / 16 = 48 positions a side, 48^2 = 2304)
+                       "image_size": 8 * 16, "apply_vit_abs_pos_embed": True},
         text_config={"vocab_size": vocab, "hidden_size": h, "intermediate_size": size.ffn_ratio * h,
                      "moe_intermediate_size": size.ffn_ratio * h, "num_experts": TINY_EXPERTS,
                      "num_experts_per_tok": TINY_EXPERTS_PER_TOKEN, "num_hidden_layers": size.layers,
@@ -243,7 +245,7 @@ def cut_layers(thinker: dict[str, Any], layers: int) -> dict[str, Any]:
     vision = out["vision_config"]
     vision["depth"] = layers
     for key in ("fullatt_block_indexes", "deepstack_visual_indexes"):
-        if key in vision:
+        if vision.get(key):
             vision[key] = sorted({min(i, layers - 1) for i in vision[key]})
     out["audio_config"]["encoder_layers"] = layers
     out["audio_config"].pop("num_hidden_layers", None)
