@@ -199,6 +199,7 @@ class TrainConfig:
     format_warmup_lr: float = 1e-3  # learning rate of the format warm-up
     format_warmup_target: Literal["random", "answer"] = "random"  # random letter: format only; answer: SFT
     save_every: int = 50  # checkpoint every this many steps (0: only at the end and on Ctrl-C)
+    checkpoint_model: bool = True  # each checkpoint also holds model/: the policy as a folder transformers and vLLM load
     log_samples_every: int = 10  # log sample completions every this many steps
     output_dir: str = "runs/maple"  # run folder: metrics.jsonl, checkpoints/, final/
     tensorboard: bool = False  # also log scalars to OUTPUT_DIR/tensorboard (needs the tensorboard package)

@@ -279,8 +279,9 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Every rank writes its state into ``checkpoints/.step-N.partial``; the main
-        process adds the marker and renames the folder into place (a kill at any moment
-        leaves the previous checkpoints intact)."""
+        process adds the policy as a model folder (``model/``, unless ``checkpoint_model`` is
+        off), the marker, and renames the folder into place (a kill at any moment leaves
+        the previous checkpoints intact)."""
         path = self.out / CHECKPOINTS / f"step-{self.counter.step:06d}"
         tmp = partial_path(path)
         self.acc.wait_for_everyone()
@@ -290,6 +291,8 @@ class Trainer:
         self.acc.save_state(str(tmp))
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
+            if self.config.checkpoint_model:
+                self.write_model(tmp / "model")
             write_atomic(tmp / CHECKPOINT_MARKER, json.dumps({"step": self.counter.step}))
             fsync_tree(tmp)
             swap_into_place(tmp, path)
@@ -648,22 +651,27 @@ class Trainer:
                 logger.log(scalars, step=metrics["step"])
 
     def save_final(self) -> Path:
-        """``final/``: a complete model folder (with LoRA, the adapters merged into the base
-        weights, and the adapter alone in ``final/adapter``) plus the tokenizer files, in the
-        layout both transformers and vLLM load (an omni Thinker inside its family's full config:
-        ``maple_data.models.omni_folder``)."""
+        """``final/``: the policy as a model folder (:meth:`write_model`), written atomically."""
         final = self.out / "final"
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            policy = self.acc.unwrap_model(self.model)
             with atomic_folder(final) as tmp:
-                if self.config.model.lora.rank:
-                    policy.save_pretrained(tmp / "adapter")
-                    policy = copy.deepcopy(policy).merge_and_unload()
-                save_omni(policy, tmp)
-                copy_processor_files(self.config.model.path, tmp, self.family)
+                self.write_model(tmp)
         self.acc.wait_for_everyone()
         return final
+
+    def write_model(self, folder: Path) -> None:
+        """A complete model folder of the current policy in ``folder`` (main process): with
+        LoRA, the adapters merged into the base weights and the adapter alone in
+        ``adapter/``; plus the tokenizer and processor files, in the layout both transformers
+        and vLLM load (an omni Thinker inside its family's full config:
+        ``maple_data.models.omni_folder``)."""
+        policy = self.acc.unwrap_model(self.model)
+        if self.config.model.lora.rank:
+            policy.save_pretrained(folder / "adapter")
+            policy = copy.deepcopy(policy).merge_and_unload()
+        save_omni(policy, folder)
+        copy_processor_files(self.config.model.path, folder, self.family)
 
     def format_warmup(self) -> list[float]:
         """Supervised warm-up on ``Answer: <letter>``. With ``format_warmup_target:

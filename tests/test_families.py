@@ -187,6 +187,8 @@ def test_a_tiny_model_of_each_family_trains_full_and_lora_resumes_exactly_and_ev
     assert towers and all(torch.equal(start[k], trained[k]) for k in towers)  # frozen encoders
     assert not torch.equal(start["thinker.lm_head.weight"], trained["thinker.lm_head.weight"])
     assert find_family(str(full / "final")) is family
+    step_model = full / "checkpoints" / "step-000001" / "model"  # each checkpoint is a loadable model folder
+    assert find_family(str(step_model)) is family and family.load_thinker(str(step_model)) is not None
     resumed = tmp_path / "resumed"  # one step, then --resume to the second: the same run
     assert runner.invoke(rl_app, train_args(bench, model, resumed, "model.freeze=[vision, audio]", "steps=1")
                          ).exit_code == 0

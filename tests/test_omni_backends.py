@@ -282,3 +282,26 @@ def test_each_tower_encodes_an_items_media_once_across_its_subsets_and_samples(s
     rows = WorkDir(work).read_items().values()
     assert len(rows) == 7 and passes == {"video": sum("V" in r["available_modalities"] for r in rows),
                       "audio": sum("A" in r["available_modalities"] for r in rows)} == backend.towers.encoded
+
+
+def test_a_batch_with_more_media_than_the_tower_cache_holds_scores_as_without_it(tiny_omni):
+    """Evaluation batches carry many items' media at once; a cache of 2 entries must still
+    give every prompt its own media's encoding."""
+    from maple_data.models.hf import HFBackend
+    from maple_data.models.prompts import DecodedMedia, build_prompt
+    from maple_data.models.towers import TowerCache
+
+    rng = np.random.default_rng(0)
+    prompts = []
+    for k in range(5):
+        media = DecodedMedia([rng.integers(0, 255, (56, 84, 3), dtype=np.uint8) for _ in range(2)], [0.0, 0.5],
+                             (0.1 * rng.standard_normal(8000 + 1600 * k)).astype(np.float32), [])
+        prompts += [build_prompt("What colour?", ["red", "blue"], media, subset) for subset in ("VA", "V", "A")]
+    options = [["red", "blue"]] * len(prompts)
+    backend = HFBackend(str(tiny_omni), batch_size=len(prompts))
+    backend.towers = None
+    plain = backend.option_probs(prompts, options)
+    backend.towers = TowerCache(backend.model, backend.encoder.family, size=2)
+    cached = backend.option_probs(prompts, options)
+    assert np.allclose(plain, cached, atol=1e-5) and backend.towers.encoded == {"video": 5, "audio": 5}
+    assert np.allclose(backend.option_probs(prompts, options), plain, atol=1e-5)  # again, mostly evicted

@@ -2,8 +2,8 @@
 real vLLM engine, from a `maple-rl tiny-model --family qwen3-omni` folder whose name says
 nothing about the family: training with the vLLM rollout engine (the MoE's per-expert
 weights synced after every update: the engine's log-probs equal the trainer's), the
-checkpoint it writes served by vLLM, `maple-rl eval --engine vllm` equal to `--engine hf`, and
-`maple-data annotate --backend vllm` equal to `--backend hf`."""
+final model it writes: `maple-rl eval --engine vllm` equal to `--engine hf`; a per-step
+checkpoint's model folder: `maple-data annotate --backend vllm` equal to `--backend hf`."""
 
 from __future__ import annotations
 
@@ -62,10 +62,11 @@ def test_eval_and_annotate_with_vllm_equal_hf(qwen3_trained, bench, corpus, tmp_
     qa.write_text("".join(line + "\n" for line in (corpus / "videos" / "qa.jsonl").read_text().splitlines()
                           if json.loads(line)["task"] == "qa"))
     works = {}
+    last_checkpoint = qwen3_trained / "checkpoints" / "step-000003" / "model"  # a per-step checkpoint
     for backend in ("hf", "vllm"):
         works[backend] = tmp_path / f"annotate-{backend}"
         args = ["annotate", str(corpus / "videos"), "--qa", str(qa), "-o", str(works[backend]), "--model",
-                str(qwen3_trained / "final"), "--backend", backend, "--frames", "4", "--scoring", "logprob"]
+                str(last_checkpoint), "--backend", backend, "--frames", "4", "--scoring", "logprob"]
         result = CliRunner().invoke(data_app, args)
         assert result.exit_code == 0, result.output + repr(result.exception)
     shutdown()

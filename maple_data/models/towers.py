@@ -70,14 +70,20 @@ class TowerCache:
         finally:
             self._batch = {"video": None, "audio": None}
 
-    def _missing(self, kind: str) -> list[int]:
-        """Indices of the batch's first occurrence of each media object not cached yet."""
-        seen, missing = set(), []
+    def _split_batch(self, kind: str) -> tuple[dict[int, Any], list[int]]:
+        """The batch's cached outputs by media id, and the indices of the first occurrence of
+        each media object still to encode (the cache may be smaller than a batch: what the
+        batch needs is held here, whatever the cache evicts meanwhile)."""
+        store, found, missing, pending = self._store[kind], {}, [], set()
         for index, media in enumerate(self._batch[kind]):
-            if id(media) not in self._store[kind] and id(media) not in seen:
-                seen.add(id(media))
+            key = id(media)
+            if key in store:
+                store.move_to_end(key)
+                found[key] = store[key][1]
+            elif key not in pending:
+                pending.add(key)
                 missing.append(index)
-        return missing
+        return found, missing
 
     def _put(self, kind: str, media: Any, value: Any) -> None:
         store = self._store[kind]
@@ -85,17 +91,13 @@ class TowerCache:
         while len(store) > self.size:
             store.popitem(last=False)
 
-    def _get(self, kind: str, media: Any) -> Any:
-        self._store[kind].move_to_end(id(media))
-        return self._store[kind][id(media)][1]
-
     def _video(self, pixel_values_videos, video_grid_thw=None, **kwargs):
         media = self._batch["video"]
         if media is None or video_grid_thw is None or len(media) != len(video_grid_thw):
             return self._towers["video"](pixel_values_videos, video_grid_thw, **kwargs)
         sizes = video_grid_thw.prod(-1).tolist()
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        missing = self._missing("video")
+        found, missing = self._split_batch("video")
         if missing:
             import torch
 
@@ -103,9 +105,10 @@ class TowerCache:
             output = self._towers["video"](pixels, video_grid_thw[missing], **kwargs)
             self._kind = type(output)
             for j, i in enumerate(missing):
-                self._put("video", media[i], _split(output, j, len(missing)))
+                found[id(media[i])] = _split(output, j, len(missing))
+                self._put("video", media[i], found[id(media[i])])
             self.encoded["video"] += len(missing)
-        return _join(self._kind, [self._get("video", m) for m in media])
+        return _join(self._kind, [found[id(m)] for m in media])
 
     def _audio(self, input_features, feature_attention_mask=None, audio_feature_lengths=None, **kwargs):
         media = self._batch["audio"]
@@ -114,13 +117,14 @@ class TowerCache:
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        missing = self._missing("audio")
+        found, missing = self._split_batch("audio")
         if missing:
             lengths = feature_attention_mask[missing].sum(-1).tolist()
             output = self._towers["audio"](input_features[missing], feature_attention_mask[missing], None, **kwargs)
             pieces = output.last_hidden_state.split([self.family.audio_tokens(int(n)) for n in lengths])
             for piece, i in zip(pieces, missing):
-                self._put("audio", media[i], piece.clone())
+                found[id(media[i])] = piece.clone()
+                self._put("audio", media[i], found[id(media[i])])
             self.encoded["audio"] += len(missing)
-        hidden = torch.cat([self._get("audio", m) for m in media])
+        hidden = torch.cat([found[id(m)] for m in media])
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=hidden)
