@@ -15,8 +15,14 @@ import torch
 from typer.testing import CliRunner
 
 from maple_data.errors import MapleError
-from maple_data.models.families import (FAMILIES, find_family, load_published, omni_family, qwen2_5_audio_tokens,
-                                        qwen3_audio_tokens)
+from maple_data.models.families import (
+    FAMILIES,
+    find_family,
+    load_published,
+    omni_family,
+    qwen2_5_audio_tokens,
+    qwen3_audio_tokens,
+)
 from maple_data.models.prompts import DecodedMedia, build_prompt
 from maple_rl.cli import app as rl_app
 from tests.crash import cli_command, run

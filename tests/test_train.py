@@ -16,7 +16,6 @@ import torch
 from typer.testing import CliRunner
 
 from maple_data.rmt import TAGS
-from maple_data.workdir import WorkDir
 from maple_rl.cli import app
 from maple_rl.config import load_config
 from maple_rl.evaluate import summarise

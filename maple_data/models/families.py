@@ -47,9 +47,9 @@ class ModelFamily:
 
     ``audio_padding``: how the official processor pads audio before the log-mel (``max_length``:
     to 30 s, ``longest``: to the longest clip of the batch, i.e. not at all for one clip);
-    the frames it reads are the clip's own either way. ``video_pixels``: the official
-    processor's default ``(min, max)`` frame area for videos (maple's inputs use the model
-    folder's ``min_pixels`` / ``max_pixels``, and give them to vLLM too).
+    the frames it reads are the clip's own either way. maple's inputs use the model folder's
+    ``min_pixels`` / ``max_pixels`` for videos and give them to vLLM too (the official
+    processors' own video defaults are narrower: 128 to 768 merged tokens a frame).
     """
 
     name: str  # what users type: --family NAME
@@ -65,7 +65,6 @@ class ModelFamily:
     audio_tokens: Callable[[int], int]  # mel frames -> audio placeholder tokens
     audio_padding: Literal["max_length", "longest"]
     vision: VisionSpec  # processor defaults for a folder whose preprocessor_config.json lacks them
-    video_pixels: tuple[int, int]
     moe: bool = False  # a mixture-of-experts text model (router auxiliary loss)
     weight_prefix: str = "thinker."  # the Thinker's weights inside the full model
     architecture_aliases: tuple[str, ...] = ()  # other names published folders give the full model
@@ -135,7 +134,7 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
         tokens=QWEN2_5_OMNI, image_token="<|IMAGE|>", processor_class="Qwen2_5OmniProcessor",
         audio_tokens=qwen2_5_audio_tokens, audio_padding="max_length",
         vision=VisionSpec(patch_size=14, min_pixels=56 * 56, max_pixels=28 * 28 * 1280),
-        video_pixels=(128 * 28 * 28, 768 * 28 * 28), architecture_aliases=("Qwen2_5OmniModel",),
+        architecture_aliases=("Qwen2_5OmniModel",),
         published=("qwen2_5_omni_7b", "qwen2_5_omni_3b")),
     ModelFamily(
         name="qwen3-omni", architecture="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe",
@@ -143,9 +142,9 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
         config_class="Qwen3OmniMoeConfig", thinker_config_class="Qwen3OmniMoeThinkerConfig",
         tokens=QWEN3_OMNI, image_token="<|image_pad|>", processor_class="Qwen3OmniMoeProcessor",
         audio_tokens=qwen3_audio_tokens, audio_padding="longest",
-        vision=VisionSpec(patch_size=16, min_pixels=64 * 64, max_pixels=32 * 32 * 1280,
+        vision=VisionSpec(patch_size=16, min_pixels=56 * 56, max_pixels=16384 * 28 * 28,  # the published values
                           image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)),
-        video_pixels=(128 * 32 * 32, 768 * 32 * 32), moe=True, published=("qwen3_omni_30b_a3b_instruct",)),
+        moe=True, published=("qwen3_omni_30b_a3b_instruct",)),
 )}
 
 
