@@ -159,6 +159,7 @@ def test_pretrain_killed_then_resumed_equals_an_uninterrupted_run_and_is_reused_
     assert straight.report["resumed_at"] == 0
     expected = {str(n): 3 for n in thread_candidates(available_cores())[:2]}  # auto: the first trial's steps
     assert straight.report["steps_per_thread_count"] == (expected if len(expected) == 2 else {"1": 6})
+    assert straight.report["versions"]["torch"] == torch.__version__
     from safetensors.torch import load_file
 
     a, b = load_file(resumed.final / "model.safetensors"), load_file(straight.final / "model.safetensors")

@@ -8,7 +8,9 @@ likewise. :class:`TowerCache` sits in front of an omni Thinker's ``get_video_fea
 (:meth:`TowerCache.batch`, the encoder's feature objects, shared by every prompt of the
 item), and the towers encode only those not seen yet, all in one pass; the batch's outputs
 are reassembled from the cache. Outside a ``batch`` block the towers run as usual (e.g.
-in training, where they need gradients).
+in training, where they need gradients). The vLLM backend needs none of this: vLLM's
+encoder cache shares the embeddings of identical media items (by content hash) between
+requests.
 """
 
 from __future__ import annotations

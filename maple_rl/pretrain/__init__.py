@@ -48,6 +48,14 @@ class PretrainResult:
     cached: bool  # True when an earlier run's model was reused
 
 
+def _versions() -> dict[str, str]:
+    """The installed versions the weights depend on: the same recipe, thread count and versions
+    give the same weights; another torch or transformers can take another trajectory."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "numpy")}
+
+
 def _result(folder: Path, config: PretrainConfig, cached: bool) -> PretrainResult:
     report = json.loads((folder / "report.json").read_text())
     return PretrainResult(folder, folder / "final", {name: folder / "snapshots" / name
@@ -104,7 +112,7 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
                "seconds": {"total": time.perf_counter() - started, "corpus": corpus_seconds,
                            "train": time.perf_counter() - train_started},
                "threads": config.threads, "steps_per_thread_count": dict(sorted(trainer.threads.used.items())),
-               "history": trainer.history}
+               "versions": _versions(), "history": trainer.history}
     write_atomic(folder / "report.json", json.dumps(summary, indent=1))
     return _result(folder, config, cached=False)
 
