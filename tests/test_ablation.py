@@ -29,7 +29,8 @@ from maple_data.annotate.proposal import (
 )
 from maple_data.answers import format_options, parse_choice, token_f1
 from maple_data.inputs.qa import read_qa_file
-from maple_data.media.extract import ExtractSettings, load_media, run_extract
+from maple_data.media.extract import ExtractSettings, run_extract
+from maple_data.media.store import load_media
 from maple_data.media.frames import FrameSpec
 from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS

@@ -12,7 +12,7 @@ import pytest
 
 from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.errors import describe
-from maple_data.media.extract import load_media
+from maple_data.media.store import load_media
 from maple_data.workdir import EXTRACTED, WorkDir
 from tests.crash import cli_command, fault_at, run
 

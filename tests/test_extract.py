@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from maple_data.cli import app
 from maple_data.durable import Journal
 from maple_data.inputs.validate import validate_path
-from maple_data.media.extract import ExtractSettings, extract_video, load_media, run_extract
+from maple_data.media.extract import ExtractSettings, extract_video, run_extract
+from maple_data.media.store import load_media
 from maple_data.media.frames import FrameSpec, nearest_frames, output_size, sample_times
 from maple_data.media.subtitles import decode_text, find_sidecar, parse_subtitles
 from maple_data.media_bytes import decode_audio, decode_image

@@ -208,7 +208,8 @@ def test_annotate_runs_a_real_tiny_omni_model_end_to_end(synth_corpus, tiny_omni
 
 def test_annotate_after_a_custom_extract_reuses_it(synth_corpus, seven_items, tiny_omni, tmp_path):
     """It used to re-extract with default settings (plus --frames) and drop the custom rows."""
-    from maple_data.media.extract import media_schema, saved_settings, settings_for_reuse
+    from maple_data.media.extract import saved_settings, settings_for_reuse
+    from maple_data.media.store import media_schema
     from maple_data.shards import ShardReader
 
     work = tmp_path / "work"

@@ -23,7 +23,8 @@ from maple_data.cli import app
 from maple_data.durable import Journal
 from maple_data.inputs.qa import read_qa_file
 from maple_data.inputs.validate import validate_path
-from maple_data.media.extract import ExtractSettings, load_media, media_schema, run_extract
+from maple_data.media.extract import ExtractSettings, run_extract
+from maple_data.media.store import load_media, media_schema
 from maple_data.media.frames import FrameSpec
 from maple_data.media.ray_extract import batch_size, run_extract_ray
 from maple_data.models import load_backend

@@ -366,7 +366,7 @@ def test_media_is_read_per_item_never_at_start_up_or_in_bulk_triage(work, monkey
     monkeypatch.setattr(review_server, "newest_rows", counted_index)
     monkeypatch.setattr(review_server, "read_row", counted_row)
     monkeypatch.setattr(review_server, "ensure_preview", counted_preview)
-    monkeypatch.setattr("maple_data.media.extract.load_media", refuse)
+    monkeypatch.setattr("maple_data.media.store.load_media", refuse)
     result = CliRunner().invoke(app, ["review", str(work), "--reviewer", "triage", "--accept-confident", "0.5"])
     assert result.exit_code == 0, result.output
     assert WorkDir(work).read_decisions()

@@ -46,7 +46,7 @@ from maple_data.annotate.proposal import (
 )
 from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
 from maple_data.inputs.qa import QAItem
-from maple_data.media.extract import media_schema, newest_rows
+from maple_data.media.store import media_schema, newest_rows
 from maple_data.models import Backend
 from maple_data.models.prompts import DecodedMedia, Prompt, build_prompt
 from maple_data.rmt import TAGS, is_subset, parse_rmt

@@ -45,7 +45,7 @@ from maple_data import decisions as journal
 from maple_data.bench.card import write_card
 from maple_data.durable import atomic_folder
 from maple_data.faults import Fault
-from maple_data.media.extract import load_media
+from maple_data.media.store import load_media
 from maple_data.rmt import TAGS, condition, modalities, subsets
 from maple_data.schema import load_schema
 from maple_data.workdir import WorkDir

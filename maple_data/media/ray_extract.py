@@ -23,18 +23,16 @@ from typing import Any
 
 from maple_data.durable import Journal
 from maple_data.media.extract import (
-    SHARD_PREFIX,
     VIDEO_EXTENSIONS,
     ExtractSettings,
     ExtractSummary,
     Outcome,
-    compact,
     extract_video,
-    media_schema,
     plan_extract,
     stored_shard,
     video_id_of,
 )
+from maple_data.media.store import SHARD_PREFIX, compact, media_schema
 from maple_data.ray_runtime import ray_session, require_ray
 from maple_data.shards import ShardWriter, next_index, remove_unfinished
 

@@ -18,7 +18,7 @@ from typing import Any
 from maple_data import decisions as journal
 from maple_data.durable import write_atomic
 from maple_data.faults import Fault
-from maple_data.media.extract import load_media
+from maple_data.media.store import load_media
 from maple_data.review.previews import ensure_preview
 from maple_data.rmt import TAGS
 from maple_data.workdir import LABELSTUDIO_CONFIG, LABELSTUDIO_TASKS, WorkDir

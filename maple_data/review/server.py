@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from maple_data import decisions as journal
-from maple_data.media.extract import media_schema, newest_rows
+from maple_data.media.store import media_schema, newest_rows
 from maple_data.review.previews import PREVIEW_DIR, ensure_preview
 from maple_data.rmt import RMTError, parse_rmt
 from maple_data.shards import read_batches
