@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test test-learning demo install-vllm test-vllm FORCE
+.PHONY: install test test-learning demo install-vllm test-vllm gpu-wheels gpu-check FORCE
 
 # The stamp makes a second `make install` instant; editing pyproject.toml or this Makefile
 # reinstalls, and so does a $(PYTHON) without the project, torch or pytest installed (another
@@ -59,3 +59,20 @@ $(VLLM_ENV)/.maple-installed: pyproject.toml Makefile
 
 test-vllm: install-vllm  ## the vLLM lane: annotate, rollouts, weight sync, train and eval on a real vLLM engine (CPU build)
 	$(VLLM_PYTHON) -m pytest -q tests_vllm
+
+# The GPU check (benchmarks/gpu_check.py) runs on a machine with no package index: `make gpu-wheels`
+# here downloads what its image lacks (maple's shard schema needs `datasets`, its audio `soundfile`;
+# 2.4 MB, for its Python 3.12) into .whl/, which travels with the working tree; `make gpu-check`
+# there puts them on the path (nothing is installed into its Python) and runs from the working tree.
+GPU_WHEELS := datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 soundfile==0.14.0 cffi==2.0.0 pycparser==3.0
+GPU_SITE := build/gpu-site
+
+gpu-wheels:  ## download the wheels the GPU machine lacks into .whl/ (2.4 MB)
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+
+gpu-check:  ## maple's transformers paths at real model shapes on one GPU (<= 8 min on an H100): table in gpu-check-out/
+	if ls .whl/*.whl >/dev/null 2>&1; then $(PIP) install -q --no-index --no-deps --no-compile --upgrade \
+	  --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=.:$(GPU_SITE) PYTHONUNBUFFERED=1 $(PYTHON) benchmarks/gpu_check.py --out gpu-check-out

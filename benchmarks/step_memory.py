@@ -38,33 +38,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.synthetic_items import OPTIONS, QUESTION, MediaSize, write_records  # noqa: E402
+
 SHAPES = ("qwen2_5_omni_3b", "qwen2_5_omni_7b", "qwen3_omni_30b_a3b_instruct")
-QUESTION, OPTIONS = "What colour is the shape at the end?", ["red", "green", "blue", "yellow"]
-
-
-def write_items(folder: Path, n: int, frames: int, size: tuple[int, int], seconds: float) -> Path:
-    """``n`` VAS items with real JPEG frames, FLAC audio and subtitles, as one record shard."""
-    from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
-    from maple_data.schema import load_schema
-    from maple_data.shards import ShardWriter
-
-    schema, rng = load_schema(), np.random.default_rng(0)
-    with ShardWriter(folder, prefix="train") as writer:
-        for k in range(n):
-            pictures = [media_struct(encode_jpeg(rng.integers(0, 255, (*size, 3), dtype=np.uint8)))
-                        for _ in range(frames)]
-            audio = (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
-            writer.write(schema.empty_record(
-                id=f"item-{k:03d}", video_id=f"v{k}", video_path=f"v{k}.mp4", task="qa", question=QUESTION,
-                options=OPTIONS, answer="red", rmt="VAS", rmt_source="constructed", available_modalities="VAS",
-                split="train", frames=pictures, frame_timestamps=[0.5 * i for i in range(frames)],
-                audio=media_struct(encode_flac(audio)), subtitle_source="sidecar",
-                subtitles=[{"start": 3.0 * i, "end": 3.0 * i + 2, "text": f"line {i} of the subtitles"}
-                           for i in range(int(seconds) // 3)]))
-    return folder
 
 
 def today_token_logprobs(model, inputs, responses, *, suppressed=(), temperature=1.0, **extra):
@@ -169,7 +147,7 @@ def main() -> None:
     real = ["model.dtype=float32", "model.lora.rank=8", "rollout.group_size=4", "rollout.max_new_tokens=16",
             "sampling.batch_size=1", "algo.early_filter=false", "format_warmup_steps=0", "save_every=0",
             "log_samples_every=0", "steps=1"]
-    data = write_items(root / "real-data", 1, 12, (448, 448), 12.0)
+    data = write_records(root / "real-data", 1, MediaSize(12, 448, 448, 12.0))
     for shape in [s for s in args.shapes.split(",") if s]:
         model = build_published_shape(root / shape, shape, [QUESTION, *OPTIONS], layers=1)
         arms = {arm: run_arm(model, data, root / f"run-{shape}-{arm}", "mapo-adaptive", real, arm, args.threads)
@@ -178,7 +156,7 @@ def main() -> None:
     if args.tiny:
         tiny = ["model.dtype=float32", "sampling.batch_size=7", "algo.early_filter=false", "format_warmup_steps=0",
                 "save_every=0", "log_samples_every=0", "steps=1", "rollout.max_new_tokens=16"]
-        data = write_items(root / "tiny-data", 7, 4, (112, 168), 2.0)
+        data = write_records(root / "tiny-data", 7, MediaSize(4, 112, 168, 2.0))
         for family in FAMILIES:
             model = build_tiny_omni(root / f"tiny-{family}", family=family, vocab="published")
             rows.append((f"tiny {family}", {"maple": run_arm(model, data, root / f"run-{family}", "mapo-adaptive",

@@ -114,10 +114,11 @@ def test_predicted_peak_is_within_25_percent_of_a_measured_tiny_step(tiny_models
     """One full-fine-tuning step (rollout, scoring, update, first optimizer step) of the tiny
     Qwen3-Omni model on 7 items with every modality, every CPU tensor allocation recorded by
     the profiler."""
-    from benchmarks.step_memory import profiled_peak, resident_bytes, write_items
+    from benchmarks.step_memory import profiled_peak, resident_bytes
+    from benchmarks.synthetic_items import MediaSize, write_records
     from maple_rl.trainer import Trainer
 
-    data = write_items(tmp_path / "data", 7, 4, (112, 168), 2.0)
+    data = write_records(tmp_path / "data", 7, MediaSize(4, 112, 168, 2.0))
     config = load_config("mapo-adaptive", [f"model.path={tiny_models['qwen3-omni']}", f"data.path={data}",
                                            f"output_dir={tmp_path / 'run'}", "model.dtype=float32", "steps=1",
                                            "sampling.batch_size=7", "algo.early_filter=false", "format_warmup_steps=0",

@@ -186,14 +186,16 @@ def token_ids(tokenizer, family: ModelFamily) -> dict[str, int]:
 
 
 def write_model_folder(out: Path, config, tokenizer, family: ModelFamily, preprocessor: dict[str, Any], *,
-                       seed: int, dtype=None) -> Path:
-    """A Thinker of ``config`` with random weights (seeded), saved in the family's full
-    layout with its tokenizer and ``preprocessor_config.json``."""
+                       seed: int, dtype=None, device: str = "cpu") -> Path:
+    """A Thinker of ``config`` with random weights (seeded; drawn on ``device``: a GPU draws
+    billions in seconds), saved in the family's full layout with its tokenizer and
+    ``preprocessor_config.json``."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = family.thinker_type()(config)
+    with torch.device(device):
+        model = family.thinker_type()(config)
     if dtype is not None:
         model = model.to(dtype)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -237,10 +239,13 @@ def build_tiny_omni(out_dir: str | Path, texts: Iterable[str] = (), *, seed: int
     return write_model_folder(Path(out_dir), config, tokenizer, chosen, preprocessor, seed=seed)
 
 
-def cut_layers(thinker: dict[str, Any], layers: int) -> dict[str, Any]:
+def cut_layers(thinker: dict[str, Any], layers: int | None) -> dict[str, Any]:
     """A published Thinker config dict with ``layers`` layers in every tower (vision blocks
-    that index layers, e.g. full-attention or deepstack blocks, kept within range)."""
+    that index layers, e.g. full-attention or deepstack blocks, kept within range); None
+    keeps the published depths."""
     out = json.loads(json.dumps(thinker))
+    if layers is None:
+        return out
     out["text_config"]["num_hidden_layers"] = layers
     vision = out["vision_config"]
     vision["depth"] = layers
@@ -252,13 +257,14 @@ def cut_layers(thinker: dict[str, Any], layers: int) -> dict[str, Any]:
     return out
 
 
-def build_published_shape(out_dir: str | Path, name: str, texts: Iterable[str] = (), *, layers: int = 1,
-                          seed: int = 0, dtype=None, weights: bool = True) -> Path:
+def build_published_shape(out_dir: str | Path, name: str, texts: Iterable[str] = (), *, layers: int | None = 1,
+                          seed: int = 0, dtype=None, weights: bool = True, device: str = "cpu") -> Path:
     """Write a model folder at the published configuration ``name`` (a file in
     ``maple_data/models/published/``): its Thinker's widths, vocabulary, special-token ids,
-    rope settings and processor settings, with ``layers`` layers per tower and random
-    weights (``dtype``; ``weights=False`` writes only the configs, tokenizer and processor
-    settings, for input checks that need no model)."""
+    rope settings and processor settings, with ``layers`` layers per tower (None: the
+    published depths) and random weights (``dtype``, drawn on ``device``; ``weights=False``
+    writes only the configs, tokenizer and processor settings, for input checks that need
+    no model)."""
     import transformers
 
     published = load_published(name)
@@ -269,7 +275,7 @@ def build_published_shape(out_dir: str | Path, name: str, texts: Iterable[str] =
     preprocessor = {k: v for k, v in published["preprocessor"].items()}
     out = Path(out_dir)
     if weights:
-        return write_model_folder(out, config, tokenizer, family, preprocessor, seed=seed, dtype=dtype)
+        return write_model_folder(out, config, tokenizer, family, preprocessor, seed=seed, dtype=dtype, device=device)
     out.mkdir(parents=True, exist_ok=True)
     full = getattr(transformers, family.config_class)(thinker_config=config.to_dict(), enable_audio_output=False)
     full.architectures = [family.architecture]
