@@ -9,26 +9,56 @@
 - :class:`Journal`: an append-only JSONL file. Every append is flushed and fsynced before
   it returns (then it is safe to acknowledge); a torn last line left by a crash is ended
   with a newline first, so the fragment stays its own line and never swallows the next
-  record. :func:`read_journal` returns the records and reports every line it skips (file,
-  line, why).
+  record. Appends hold an exclusive lock on the file, so writers in several processes (two
+  review servers) never tear or blank a line. :func:`read_journal` returns the records and
+  reports every line it skips (file, line, why).
+- :func:`folder_lock`: one writer per folder. A command that writes a work, run or
+  benchmark folder holds an OS lock on it for its lifetime (released by the kernel when the
+  process dies: a killed run leaves no stale lock); a second writer fails at once, naming
+  the holder's PID and command.
+
+A write that fails with an OS error that names no file (a full disk under an open handle)
+is re-raised naming the file or folder being written.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
+from maple_data.errors import MapleError
 from maple_data.faults import Fault
 
 PARTIAL = ".partial"
+LOCK_FILE = ".maple.lock"
 log = logging.getLogger("maple")
+
+
+DISK_FULL_BYTES = 1 << 20  # a failed write with less free space than this was a full disk
+
+
+def raise_write_failure(exc: BaseException, path: Path) -> NoReturn:
+    """Re-raise ``exc``, raised while writing ``path``, so that it says what failed where:
+    an OS error that names no file (ENOSPC from a write on an open handle) names ``path``; a
+    library's own error (torch's "unexpected pos", safetensors' I/O error) when the disk
+    holding ``path`` is full becomes ENOSPC naming it; anything else is raised as it is."""
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+    if isinstance(exc, Exception) and not isinstance(exc, OSError):
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and shutil.disk_usage(existing).free < DISK_FULL_BYTES:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+    raise exc
 
 
 def partial_path(path: Path) -> Path:
@@ -63,9 +93,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        try:
+            raise_write_failure(exc, path)  # reads the free space before the partial file goes
+        finally:
+            tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 
@@ -126,9 +158,11 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_tree(tmp)
         swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except BaseException as exc:
+        try:
+            raise_write_failure(exc, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _ends_torn(handle: BinaryIO) -> bool:
@@ -150,8 +184,6 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         handle = open(self.path, "a+b")
-        if _ends_torn(handle):  # a crash mid-line: end the fragment so it stays apart
-            handle.write(b"\n")
         if created:
             fsync_dir(self.path.parent)
         return handle
@@ -161,15 +193,21 @@ class Journal:
         data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode("utf-8")
         if not data:
             return
-        if self._handle is None:
-            self._handle = self._open()
         try:
-            self._handle.write(data)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        except BaseException:  # e.g. disk full mid-line: the next append repairs the tail
+            if self._handle is None:
+                self._handle = self._open()
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)  # another process's line is whole before ours
+            try:
+                if _ends_torn(self._handle):  # a crash mid-line: end the fragment so it stays apart
+                    data = b"\n" + data
+                self._handle.write(data)
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            finally:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        except BaseException as exc:  # e.g. disk full mid-line: the next append repairs the tail
             self.close()
-            raise
+            raise_write_failure(exc, self.path)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -221,3 +259,48 @@ def report(fault: Fault, faults: list[Fault] | None) -> None:
         log.warning("%s", fault)
     else:
         faults.append(fault)
+
+
+class FolderBusy(MapleError):
+    """Another process holds the folder (see :func:`folder_lock`)."""
+
+
+_held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
+
+
+@contextmanager
+def folder_lock(folder: str | Path, lock_file: str | Path | None = None, *, wait: bool = False) -> Iterator[None]:
+    """Hold ``folder`` for writing while the block runs: an exclusive ``flock`` on
+    ``lock_file`` (default ``folder/.maple.lock``; a folder that is swapped whole, like a
+    benchmark, is locked through a sibling file), which holds the PID and command line.
+    Re-entrant within a process; the kernel releases it when the process ends, however it
+    ends. Raises :class:`FolderBusy` at once when another process holds it (``wait``: waits
+    for it instead)."""
+    folder = Path(folder)
+    path = Path(lock_file) if lock_file is not None else folder / LOCK_FILE
+    key = path.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that is starting"
+            raise FolderBusy(f"{folder} is in use by another maple process ({holder}): wait for it to end or "
+                             f"stop it, then run this again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}".encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)

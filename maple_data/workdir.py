@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from maple_data.decisions import Decision
-from maple_data.durable import Journal, read_journal, report, write_atomic
+from maple_data.durable import Journal, folder_lock, read_journal, report, write_atomic
 from maple_data.faults import Fault
 
 EXTRACTED = "extracted"
@@ -54,6 +54,14 @@ class WorkDir:
 
     def __repr__(self) -> str:
         return f"WorkDir({str(self.root)!r})"
+
+    def lock(self, shard_index: int = 0, num_shards: int = 1, *, wait: bool = False):
+        """Hold the folder for one writer (:func:`~maple_data.durable.folder_lock`; ``wait``:
+        wait for another holder instead of failing); a process of a sharded run
+        (``num_shards`` > 1) holds its shard only, so its siblings run beside it."""
+        if num_shards == 1:
+            return folder_lock(self.root, wait=wait)
+        return folder_lock(self.root, self.root / f".maple-shard-{shard_index}-of-{num_shards}.lock", wait=wait)
 
     # ------------------------------------------------------------ extraction
     @property

@@ -15,6 +15,7 @@ import json
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -316,6 +317,8 @@ class AnnotateRun:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index} of {num_shards}")
         self.work, self.settings = WorkDir(work_dir), settings
         self.shard_index, self.num_shards = shard_index, num_shards
+        self.held = ExitStack()  # the folder (or shard), until close()
+        self.held.enter_context(self.work.lock(shard_index, num_shards))
         self.work.write_ablation_settings(asdict(settings) | {"result_key": settings.result_key})
         self.by_video: dict[str, list[Item]] = {}
         for item in items:
@@ -351,9 +354,11 @@ class AnnotateRun:
         self.summary.evaluated += calls > 0
 
     def close(self) -> None:
-        """Close the results journal and write the items file (also after an error)."""
-        self.results_log.close()
-        self.work.write_items(self.shard_index, self.num_shards, self.entries)
+        """Close the results journal, write the items file (also after an error) and let the
+        folder go."""
+        with self.held:
+            self.results_log.close()
+            self.work.write_items(self.shard_index, self.num_shards, self.entries)
 
     def report_missing(self, on_item: Callable[[Item], None] | None = None) -> AnnotateSummary:
         """Report each item whose video has no extracted media (to ``on_item`` too); returns

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from maple_data import decisions as journal
 from maple_data.bench.card import write_card
-from maple_data.durable import atomic_folder
+from maple_data.durable import atomic_folder, folder_lock
 from maple_data.faults import Fault
 from maple_data.media.store import load_media
 from maple_data.rmt import TAGS, condition, modalities, subsets
@@ -226,7 +226,14 @@ def config_rows(config: str, items: list[dict[str, Any]], media: Mapping[str, Ma
 
 def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettings = BenchSettings()
                 ) -> BenchReport:
-    work, out = Path(work_dir), Path(out_dir)
+    """Build the benchmark of ``work_dir`` into ``out_dir`` (replaced whole, atomically),
+    holding it for one writer (through a sibling lock file: the folder itself is swapped)."""
+    out = Path(out_dir)
+    with folder_lock(out, out.parent / f".{out.name}.maple.lock"):
+        return _build(Path(work_dir), out, settings)
+
+
+def _build(work: Path, out: Path, settings: BenchSettings) -> BenchReport:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "README.md").exists())):
         raise ValueError(f"{out} exists and is not a benchmark folder (no README.md): choose another --out; "
                          "build-bench replaces the whole folder")

@@ -110,13 +110,15 @@ def annotate(
     options = backend_options(backend, device=device, dtype=dtype, batch_size=batch_size,
                               tensor_parallel_size=tensor_parallel_size, seed=seed)
     items = [Item.from_qa(q) for q in load.items]
-    with engine_session(engine, ray_address, max(workers, actors), console.print):  # a local instance fits the actors
+    # one writer per work folder (a sharded run: per shard; its shards extract one after another)
+    with WorkDir(out).lock(shard_index, num_shards), \
+            engine_session(engine, ray_address, max(workers, actors), console.print):  # a local instance fits the actors
         with progress_bar() as bar:
             task = bar.add_task("extract", total=None)
             extract, local = (run_extract_ray, {}) if engine == "ray" else (run_extract, {"workers": workers})
             extracted = extract(videos_dir, out, settings_for_reuse(out, frames),
                                 on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task),
-                                **local)
+                                wait=num_shards > 1, **local)
         for path, message in sorted(extracted.failed.items()):
             typer.echo(f"{videos_dir / path}: {message}")
         with progress_bar() as bar:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from maple_data.cli.common import app, console, csv_list, progress_bar
+from maple_data.workdir import WorkDir
 
 ENGINE_HELP = ("local: processes on this machine; ray: Ray tasks on the CPUs of a Ray cluster (README: Running on "
                "a cluster; needs the ray extra).")
@@ -72,7 +73,7 @@ def extract(
         raise typer.BadParameter(str(exc)) from exc
     if not videos_dir.is_dir():
         raise typer.BadParameter(f"videos folder not found: {videos_dir}")
-    with engine_session(engine, ray_address, workers, console.print), progress_bar() as bar:
+    with WorkDir(out).lock(), engine_session(engine, ray_address, workers, console.print), progress_bar() as bar:
         task = bar.add_task("extract", total=None)
         runner, options = (run_extract_ray, {}) if engine == "ray" else (run_extract, {"workers": workers})
         summary = runner(videos_dir, out, settings, extensions=csv_list(ext), shard_rows=shard_rows,

@@ -318,45 +318,49 @@ def run_extract(
     shard_rows: int = 64,
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    wait: bool = False,
 ) -> ExtractSummary:
     """Extract every video under ``videos_dir`` into ``work_dir/extracted``.
 
     ``on_start(n_to_do)`` is called once the done videos are known, ``on_outcome`` after
     each video (for progress bars). ``workers > 1`` runs videos in that many processes.
+    ``wait``: wait while another process writes the folder (the processes of a sharded
+    annotate extract one after another) instead of failing.
     """
     settings = settings or ExtractSettings()
-    plan = plan_extract(videos_dir, work_dir, settings, extensions)
-    root, stored, summary, out_dir = plan.root, plan.stored, plan.summary, plan.work.extracted
-    journal = Journal(plan.work.extract_journal)
-    if on_start is not None:
-        on_start(len(plan.todo))
-    writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=shard_rows, schema=media_schema())
-    pending: list[Outcome] = []  # written to the open shard, journalled once it is published
-    try:
-        for outcome in _outcomes(plan.todo, root, settings, workers):
-            shard = stored_shard(outcome, stored)
-            summary.count(outcome, skipped=shard is not None)
-            if shard is not None:
-                journal.append([outcome.journal_entry(root, shard.name)])
-            elif outcome.status == "done":
-                published = len(writer.published)
-                writer.write(outcome.record)
-                pending.append(outcome)
-                if len(writer.published) > published:
-                    journal.append(o.journal_entry(root, writer.published[-1].name) for o in pending)
-                    pending = []
-            else:
-                journal.append([outcome.journal_entry(root)])
-            outcome.record = None
-            if on_outcome is not None:
-                on_outcome(outcome)
-    finally:
-        shard = writer.flush()
-        if pending and shard is not None:
-            journal.append(o.journal_entry(root, shard.name) for o in pending)
-        journal.close()
-    summary.compacted = compact(out_dir)
-    return summary
+    with WorkDir(work_dir).lock(wait=wait):  # one writer per work folder
+        plan = plan_extract(videos_dir, work_dir, settings, extensions)
+        root, stored, summary, out_dir = plan.root, plan.stored, plan.summary, plan.work.extracted
+        journal = Journal(plan.work.extract_journal)
+        if on_start is not None:
+            on_start(len(plan.todo))
+        writer = ShardWriter(out_dir, prefix=SHARD_PREFIX, max_rows=shard_rows, schema=media_schema())
+        pending: list[Outcome] = []  # written to the open shard, journalled once it is published
+        try:
+            for outcome in _outcomes(plan.todo, root, settings, workers):
+                shard = stored_shard(outcome, stored)
+                summary.count(outcome, skipped=shard is not None)
+                if shard is not None:
+                    journal.append([outcome.journal_entry(root, shard.name)])
+                elif outcome.status == "done":
+                    published = len(writer.published)
+                    writer.write(outcome.record)
+                    pending.append(outcome)
+                    if len(writer.published) > published:
+                        journal.append(o.journal_entry(root, writer.published[-1].name) for o in pending)
+                        pending = []
+                else:
+                    journal.append([outcome.journal_entry(root)])
+                outcome.record = None
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        finally:
+            shard = writer.flush()
+            if pending and shard is not None:
+                journal.append(o.journal_entry(root, shard.name) for o in pending)
+            journal.close()
+        summary.compacted = compact(out_dir)
+        return summary
 
 
 def _stat_key(path: Path) -> tuple[str, int, int] | None:

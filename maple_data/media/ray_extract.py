@@ -84,6 +84,7 @@ def run_extract_ray(
     max_retries: int = 3,
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    wait: bool = False,
 ) -> ExtractSummary:
     """:func:`~maple_data.media.extract.run_extract` on Ray (see the module docstring):
     the same rows, journal and summary. ``address``: the cluster
@@ -96,7 +97,7 @@ def run_extract_ray(
     root, summary, out_dir = plan.root, plan.summary, plan.work.extracted
     if on_start is not None:
         on_start(len(plan.todo))
-    with ray_session(address) as session, Journal(plan.work.extract_journal) as journal:
+    with plan.work.lock(wait=wait), ray_session(address) as session, Journal(plan.work.extract_journal) as journal:
         remove_unfinished(out_dir, SHARD_PREFIX)  # files of tasks killed in an earlier run
         first = next_index(out_dir, SHARD_PREFIX)
         slots = max(1, int(session.cpus() // num_cpus))
@@ -131,5 +132,5 @@ def run_extract_ray(
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
-    summary.compacted = compact(out_dir)
+        summary.compacted = compact(out_dir)
     return summary
