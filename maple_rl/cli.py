@@ -143,12 +143,18 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: output_dir).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
                                                                   "(repeatable), e.g. algo.clip_high=0.28.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its last checkpoint, also a finished "
+                                              "run or one with other settings (e.g. more steps).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Remove the run in OUT (metrics, checkpoints, final/, eval/) and "
+                                                 "start over.")] = False,
 ) -> None:
     """Train an omni model with RL on RMT-tagged data (MUPO, MAPO, adaptive MAPO, mixed
     advantage, MSSR: pick a recipe in pipelines/). Writes OUT/metrics.jsonl (one line per
-    step), OUT/checkpoints/ and OUT/final/. Ctrl-C saves a checkpoint and stops; --resume
-    continues. Multi-GPU / multi-node: `accelerate launch -m maple_rl.cli train ...`."""
+    step), OUT/checkpoints/ and OUT/final/. Ctrl-C (or a kill, a full disk) keeps the last
+    checkpoint: the same command continues an unfinished run with the same settings; a
+    finished run, or one with other settings, is refused unless --resume or --overwrite
+    says which. One process at a time per OUT. Multi-GPU / multi-node: `accelerate launch
+    -m maple_rl.cli train ...`."""
     from maple_rl.config import load_config
     from maple_rl.trainer import Trainer
 
@@ -158,7 +164,7 @@ def train(
     if out is not None:
         overrides.append(f"output_dir={out}")
     config = load_config(recipe, overrides)  # a bad setting, data or model: one line from the error boundary
-    trainer = Trainer(config, resume=resume)
+    trainer = Trainer(config, resume=resume, overwrite=overwrite)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -171,7 +177,7 @@ def train(
             final = trainer.run(on_step)
         except KeyboardInterrupt:
             console.print(f"interrupted at step {trainer.counter.step}: checkpoint saved; "
-                          f"continue with --resume")
+                          f"run the same command to continue")
             raise typer.Exit(130) from None
     if trainer.acc.is_main_process:
         console.print(f"trained {config.steps} steps: model {final}, metrics {Path(config.output_dir) / 'metrics.jsonl'}")

@@ -172,7 +172,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print, cach
     arms = {}
     for arm in ARMS:
         log(f"6/6 RL {arm} ({config.rl_steps} steps) from the {config.rl_start} snapshot, then evaluate")
-        final = Trainer(rl_config(config, arm, prepared, out / "runs" / arm)).run()
+        final = Trainer(rl_config(config, arm, prepared, out / "runs" / arm), overwrite=True).run()
         report = _evaluate(str(final), prepared.bench, out / "runs" / arm / "eval",
                            metrics=out / "runs" / arm / "metrics.jsonl")
         arms[arm] = {"model": str(final), "report": str(out / "runs" / arm / "eval" / "eval.md"),

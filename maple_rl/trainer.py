@@ -35,17 +35,20 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from maple_data.durable import PARTIAL, Journal, atomic_folder, fsync_tree, partial_path, swap_into_place, write_atomic
+from maple_data.durable import (PARTIAL, Journal, atomic_folder, folder_lock, fsync_tree, partial_path, swap_into_place,
+                                raise_write_failure, write_atomic)
 from maple_data.errors import MissingExtra
 from maple_data.models.model_source import check_model
 from maple_data.models.families import ModelFamily, find_family
-from maple_data.models.omni_folder import copy_processor_files, save_omni, thinker_family
+from maple_data.models.omni_folder import (PROCESSOR_FILES, copy_processor_files, missing_model_files,
+                                           missing_processor_files, save_omni, thinker_family)
 from maple_data.models.omni_inputs import OmniEncoder, to_device
 from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_index
@@ -59,14 +62,13 @@ from maple_rl.losses import KL_ESTIMATORS, logprob_mismatch, policy_loss, rollou
 from maple_rl.mssr import entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
 from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout, request_seed
+from maple_rl.run_folder import (CHECKPOINT_MARKER, CHECKPOINTS, CONFIG, FINAL, METRICS, PROCESSOR, checkpoints,
+                                  clear_run, start_mode)
 from maple_rl.sampler import StratifiedSampler
 from maple_rl.weighting import AdaptiveWeights
 
-METRICS = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
 LOSS_METRICS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "kl_ref", "entropy",
                 "is_weight_mean", "router_aux_loss")  # per minibatch, averaged
-CHECKPOINT_MARKER = "complete.json"  # written last: a checkpoint folder without it is ignored
 
 
 class StepCounter:
@@ -205,7 +207,10 @@ class Scored:
 class Trainer:
     """A training run; ``run()`` trains to ``config.steps``."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
+        """``resume`` / ``overwrite``: how to start in a run folder that holds a run
+        (:mod:`maple_rl.run_folder`); the folder is held for this process until :meth:`run`
+        ends (the main process holds it)."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
@@ -217,6 +222,10 @@ class Trainer:
             raise ValueError(f"sampling.batch_size ({config.sampling.batch_size}) must be at least the number of "
                              f"processes ({self.acc.num_processes}): every rank needs a prompt per step")
         self.out = Path(config.output_dir)
+        self.held = ExitStack()
+        if self.acc.is_main_process:
+            self.held.enter_context(folder_lock(self.out))
+        mode = start_mode(self.out, to_dict(config), resume=resume, overwrite=overwrite)  # before any loading
         self.items = load_items(config.data.path, config.data.config, config.data.split, config.data.task)
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
@@ -249,12 +258,15 @@ class Trainer:
         self.engine = self._rollout_engine()
         self.engine_stale = True  # the policy changed since the engine last got its weights
         self.interrupted = False
-        if resume:
+        if mode == "resume":
             self._resume()
         elif self.acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
+            clear_run(self.out)
             write_atomic(self.out / METRICS, "")
-            write_atomic(self.out / "config.json", json.dumps(to_dict(config), indent=1))
+            write_atomic(self.out / CONFIG, json.dumps(to_dict(config), indent=1))
+        if self.acc.is_main_process and not (self.out / PROCESSOR).is_dir():
+            self._keep_processor_files()
+        self.acc.wait_for_everyone()
 
     def _reference_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
         """The frozen reference policy of the KL penalty: the policy RL starts from (after any
@@ -272,10 +284,21 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def checkpoint_dirs(self) -> list[Path]:
-        """Complete checkpoints, oldest first (a folder is complete once renamed into
-        place with its marker; a ``.step-N.partial`` folder is an interrupted write)."""
-        return sorted(p for p in (self.out / CHECKPOINTS).glob("step-*") if (p / CHECKPOINT_MARKER).exists())
+    def _keep_processor_files(self) -> None:
+        """Copy the model's tokenizer and processor files into the run folder when the run
+        starts, so the model folders it writes are complete even if the source goes away
+        meanwhile; a source that lacks one fails here, before any training."""
+        source = Path(self.config.model.path)
+        if not source.is_dir():  # a hub id: its cached snapshot
+            from huggingface_hub import snapshot_download
+
+            source = Path(snapshot_download(self.config.model.path, allow_patterns=list(PROCESSOR_FILES)))
+        missing = missing_processor_files(source, self.family)
+        if missing:
+            raise FileNotFoundError(f"the model {self.config.model.path} lacks {', '.join(missing)}: a run could not "
+                                    f"write a model folder that loads (copy them into it, or use a complete model)")
+        with atomic_folder(self.out / PROCESSOR) as tmp:
+            copy_processor_files(source, tmp, None)
 
     def save_checkpoint(self) -> Path:
         """Every rank writes its state into ``checkpoints/.step-N.partial``; the main
@@ -288,19 +311,25 @@ class Trainer:
         if self.acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
-            if self.config.checkpoint_model:
-                self.write_model(tmp / "model")
-            write_atomic(tmp / CHECKPOINT_MARKER, json.dumps({"step": self.counter.step}))
-            fsync_tree(tmp)
-            swap_into_place(tmp, path)
+        try:
+            self.acc.save_state(str(tmp))
+            self.acc.wait_for_everyone()
+            if self.acc.is_main_process:
+                if self.config.checkpoint_model:
+                    self.write_model(tmp / "model")
+                write_atomic(tmp / CHECKPOINT_MARKER, json.dumps({"step": self.counter.step}))
+                fsync_tree(tmp)
+                swap_into_place(tmp, path)
+        except BaseException as exc:  # e.g. a full disk, which torch reports as "unexpected pos ..."
+            try:
+                raise_write_failure(exc, path)  # checks the free space before the torn write is removed
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         self.acc.wait_for_everyone()
         return path
 
     def _resume(self) -> None:
-        found = self.checkpoint_dirs()
+        found = checkpoints(self.out)
         if not found:
             raise FileNotFoundError(f"nothing to resume: no complete checkpoint in {self.out / CHECKPOINTS}")
         self.acc.load_state(str(found[-1]))
@@ -652,7 +681,7 @@ class Trainer:
 
     def save_final(self) -> Path:
         """``final/``: the policy as a model folder (:meth:`write_model`), written atomically."""
-        final = self.out / "final"
+        final = self.out / FINAL
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             with atomic_folder(final) as tmp:
@@ -671,7 +700,10 @@ class Trainer:
             policy.save_pretrained(folder / "adapter")
             policy = copy.deepcopy(policy).merge_and_unload()
         save_omni(policy, folder)
-        copy_processor_files(self.config.model.path, folder, self.family)
+        copy_processor_files(self.out / PROCESSOR, folder, self.family)
+        missing = missing_model_files(folder, self.family)
+        if missing:  # never report a model folder that would not load
+            raise FileNotFoundError(f"the model folder written to {folder} lacks {', '.join(missing)}")
 
     def format_warmup(self) -> list[float]:
         """Supervised warm-up on ``Answer: <letter>``. With ``format_warmup_target:
@@ -734,6 +766,7 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
             for kind, logger in self.loggers:
                 logger.close() if kind == "tensorboard" else logger.finish()
+            self.held.close()
 
     def _on_sigint(self, *_: Any) -> None:
         self.interrupted = True

@@ -3,6 +3,8 @@ reviewed work folder."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,19 @@ def learning_cache(request, tmp_path_factory) -> Path:
     folder (cold) unless ``--learning-cache DIR`` names one."""
     named = request.config.getoption("--learning-cache")
     return named.expanduser() if named else tmp_path_factory.mktemp("maple-cache")
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 128 MiB tmpfs mounted for the test: a disk that really fills up (``fill-disk`` in
+    tests/crash.py). Skipped where this user may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)

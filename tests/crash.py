@@ -25,11 +25,23 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 SAFETY_TIMEOUT = 600.0
 
-FAULTS = ("kill-before", "kill-after", "disk-full")
+FAULTS = ("kill-before", "kill-after", "disk-full", "fill-disk")
 # argv: target ("module:attr.path"), nth call, one of FAULTS, CLI module, CLI arguments...
 _FAULT_AT = """
-import errno, importlib, os, signal, sys
+import errno, importlib, os, shutil, signal, sys
 target, nth, fault, cli = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def fill(path):  # a real full disk: the filesystem of `path` filled to its last byte
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, 0, shutil.disk_usage(os.path.dirname(path)).free)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        os.close(fd)
 module_name, _, path = target.partition(":")
 owner = importlib.import_module(module_name)
 *parents, name = path.split(".")
@@ -41,6 +53,8 @@ def dying(*args, **kwargs):
     calls[0] += 1
     if calls[0] == nth and fault == "kill-before":
         os.kill(os.getpid(), signal.SIGKILL)
+    if calls[0] == nth and fault == "fill-disk":
+        fill(os.environ["MAPLE_TEST_FILLER"])
     if calls[0] >= nth and fault == "disk-full":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[0]) if args else None)
     result = original(*args, **kwargs)
@@ -84,7 +98,9 @@ def fault_at(target: str, nth: int, module: str, *args: str, fault: str = "kill-
     """Run CLI ``module`` with ``args``; at the ``nth`` call of ``target``
     (``"package.module:function"`` or ``"...:Class.method"``, patched where callers look
     it up) the child SIGKILLs itself before or after the call runs (``kill-before``,
-    ``kill-after``), or that call and every later one fail with ENOSPC (``disk-full``).
+    ``kill-after``), or that call and every later one fail with ENOSPC (``disk-full``), or
+    before that call runs the disk fills up for real (``fill-disk``: a file at
+    ``MAPLE_TEST_FILLER`` takes its last byte; see the ``small_disk`` fixture).
     ``env`` adds environment variables. Returns the finished process: ``returncode ==
     -9`` when the kill happened."""
     assert fault in FAULTS, fault

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from maple_rl.logprobs import token_logprobs
 from maple_rl.losses import rollout_is_weights
 from maple_rl.rewards import total_reward
 from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask
-from tests.crash import fault_at
+from tests.crash import cli_command, fault_at, run
+from tests.test_errors import one_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["mupo", "mapo", "mapo-adaptive", "mixed-advantage", "mssr"]
@@ -356,6 +358,107 @@ def test_train_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000001"]  # the interrupted write is gone
     second.run()
     assert_same_run(uninterrupted, second)
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_same_command_resumes(bench_and_model, uninterrupted,
+                                                                           small_disk):
+    """The disk fills up for real (a tmpfs) just before the second checkpoint: torch's own
+    error becomes one ENOSPC line naming the checkpoint, the torn write is removed, and after
+    space is freed the same command continues from step 1 to the uninterrupted run's end."""
+    from maple_data.models.families import find_family
+    from maple_data.models.omni_folder import missing_model_files
+
+    bench, model = bench_and_model
+    out = small_disk / "run"
+    recipe = ROOT / "pipelines" / "mapo-adaptive.yaml"
+    args = ["train", str(bench), "--recipe", str(recipe),
+            *(x for setting in quick(bench, model, out, "steps=4", "save_every=1") for x in ("--set", setting))]
+    same_sums = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+    filler = small_disk / "filler"
+    result = fault_at("maple_rl.trainer:Trainer.save_checkpoint", 2, "maple_rl.cli", *args, fault="fill-disk",
+                      MAPLE_TEST_FILLER=str(filler), **same_sums)
+    line = one_error_line(result)
+    assert line.startswith(f"error: No space left on device: {out / 'checkpoints' / 'step-000002'} (free some space")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001"]
+    filler.unlink()
+    again = run(cli_command("maple_rl.cli", *args), **same_sums)
+    assert again.returncode == 0 and f"resuming from {out / 'checkpoints' / 'step-000001'}" in again.stderr, \
+        again.stderr[-3000:]
+    got = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][1:]
+    assert [m["step"] for m in got] == [1, 2, 3, 4]
+    for a, b in zip(uninterrupted[0], got):
+        assert a["reward"] == b["reward"] and a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert missing_model_files(out / "final", find_family(str(model))) == []
+
+
+def test_train_into_a_run_folder_refuses_to_replace_a_run_unless_told(bench_and_model, tmp_path):
+    """A finished run, or an unfinished one with other settings, is refused in one line
+    naming --resume and --overwrite, every file left byte-identical; --overwrite starts over."""
+    bench, model = bench_and_model
+    out = tmp_path / "run"
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        sets = quick(bench, model, out, "steps=1", "format_warmup_steps=0", *extra)
+        return run(cli_command("maple_rl.cli", "train", str(bench), "--recipe", "mupo",
+                               *(x for setting in sets for x in ("--set", setting))))
+
+    assert train().returncode == 0
+    (out / "eval").mkdir()
+    (out / "eval" / "eval.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".maple.lock"}
+    flags = "--resume to continue it from its last checkpoint, --overwrite to remove it and start over, or another -o"
+    assert one_error_line(train()) == f"error: {out} holds a finished run (final/ written): {flags}"
+    assert {p: p.read_bytes() for p in files} == files
+    shutil.rmtree(out / "final")  # as a kill before the end leaves it
+    assert one_error_line(train("optim.lr=0.01")) == \
+        f"error: {out} holds an unfinished run with other settings (optim.lr): {flags}"
+    done = run(cli_command("maple_rl.cli", "train", str(bench), "--recipe", "mupo", "--overwrite",
+                           *(x for s in quick(bench, model, out, "steps=1", "format_warmup_steps=0", "optim.lr=0.01")
+                             for x in ("--set", s))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (out / "eval").exists() and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "config.json").read_text())["optim"]["lr"] == 0.01
+
+
+def test_a_model_source_removed_mid_run_still_gives_a_complete_final_folder(bench_and_model, tmp_path):
+    """The tokenizer and processor files are taken when the run starts: a source that goes
+    away after that (a dropped mount, a cleaned cache) cannot leave a half model."""
+    import time
+
+    from maple_data.models.families import find_family
+    from maple_data.models.omni_folder import missing_model_files
+
+    bench, model = bench_and_model
+    source, out = tmp_path / "model", tmp_path / "run"
+    shutil.copytree(model, source)
+    args = ["train", str(bench), "--recipe", "mupo",
+            *(x for setting in quick(bench, source, out, "steps=3", "format_warmup_steps=0") for x in ("--set", setting))]
+    proc = subprocess.Popen(cli_command("maple_rl.cli", *args), env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # the first step is logged
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "safety timeout"
+        time.sleep(0.01)
+    shutil.rmtree(source)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert missing_model_files(out / "final", find_family(str(model))) == []
+
+
+def test_a_model_without_its_processor_files_fails_before_training(bench_and_model, tmp_path):
+    bench, model = bench_and_model
+    source = tmp_path / "model"
+    shutil.copytree(model, source)
+    (source / "preprocessor_config.json").unlink()
+    args = ["train", str(bench), "--recipe", "mupo", *(x for setting in quick(bench, source, tmp_path / "run")
+                                                       for x in ("--set", setting))]
+    line = one_error_line(run(cli_command("maple_rl.cli", *args)))
+    assert line == f"error: the model {source} lacks preprocessor_config.json: a run could not write a model " \
+                   f"folder that loads (copy them into it, or use a complete model)"
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 RANK_SCRIPT = """

@@ -101,6 +101,24 @@ def copy_processor_files(source: str | Path, target: str | Path, family: ModelFa
         complete_processor_files(target, family)
 
 
+def missing_processor_files(folder: str | Path, family: ModelFamily | None) -> list[str]:
+    """The tokenizer and processor files a model folder needs to load that ``folder``
+    lacks (an omni ``family`` also needs its processor settings)."""
+    folder = Path(folder)
+    missing = [] if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists() else ["tokenizer.json"]
+    needed = ("tokenizer_config.json", *(("preprocessor_config.json",) if family is not None else ()))
+    return missing + [name for name in needed if not (folder / name).exists()]
+
+
+def missing_model_files(folder: str | Path, family: ModelFamily | None) -> list[str]:
+    """Everything a model folder needs to load (config, weights, tokenizer, processor)
+    that ``folder`` lacks."""
+    folder = Path(folder)
+    weights = any((folder / name).exists() for name in ("model.safetensors", "model.safetensors.index.json"))
+    return ([] if (folder / "config.json").exists() else ["config.json"]) + \
+        ([] if weights else ["model.safetensors"]) + missing_processor_files(folder, family)
+
+
 _CONVERTED: dict[str, str] = {}
 
 
