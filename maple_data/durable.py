@@ -53,7 +53,7 @@ def raise_write_failure(exc: BaseException, path: Path) -> NoReturn:
     library's own error (torch's "unexpected pos", safetensors' I/O error) when the disk
     holding ``path`` is full becomes ENOSPC naming it; anything else is raised as it is."""
     if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc  # a library's wording aside
     if isinstance(exc, Exception) and not isinstance(exc, OSError):
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is not None and shutil.disk_usage(existing).free < DISK_FULL_BYTES:
