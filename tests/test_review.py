@@ -192,6 +192,40 @@ def test_acknowledged_decision_survives_sigkill_and_restart_resumes(work):
         proc.wait()
 
 
+def test_two_servers_on_one_work_folder_keep_every_acknowledged_decision_once(work):
+    """Two review processes, concurrent POSTs to both: every acknowledged decision is in
+    the journal once, and every line is a whole decision (no torn or blank line)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    servers = [subprocess.Popen([sys.executable, "-c", "from maple_data.cli import main; main()", "review",
+                                 str(work), "--reviewer", name], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True) for name in ("ann", "ben")]
+    try:
+        ports = [int(re.search(r":(\d+)/", proc.stdout.readline()).group(1)) for proc in servers]
+        items = request(ports[0], "GET", "/api/queue")[1]["items"]
+        tokens = [page_token(port) for port in ports]
+
+        def decide(k: int) -> str:
+            note = f"n{k}"
+            body = json.dumps({"item": items[k % len(items)], "verdict": "reject", "note": note}).encode()
+            status, reply = request(ports[k % 2], "POST", "/api/decide", body, token=tokens[k % 2])
+            assert status == 200 and reply["ok"], reply
+            return note
+
+        with ThreadPoolExecutor(8) as pool:
+            acknowledged = list(pool.map(decide, range(200)))
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+    lines = WorkDir(work).decisions.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(lines[:-1]), "a blank line"
+    faults: list = []
+    notes = [d.note for d in WorkDir(work).read_decisions(faults)]
+    assert faults == [] and sorted(notes) == sorted(acknowledged)
+
+
 def test_requests_are_hardened(server, work, tmp_path):
     srv, _, token = server
     port = srv.server_address[1]
