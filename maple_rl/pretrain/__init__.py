@@ -67,6 +67,17 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     """Train (or reuse) the model of ``config``; ``progress(phase, done, total, info)`` is
     called along the way (phases: corpus steps, then ``train`` with loss and held-out
     accuracy in ``info``)."""
+    from maple_data.durable import folder_lock
+
+    folder = model_folder(config, cache)
+    with folder_lock(folder, wait=True):  # another run of this recipe: wait for it, then reuse its model
+        if (folder / "report.json").exists() and (folder / "final").is_dir():
+            return _result(folder, config, cached=True)
+        return _train(config, folder, cache, progress)
+
+
+def _train(config: PretrainConfig, folder: Path, cache: str | Path | None,
+           progress: Callable[[str, int, int, dict[str, Any]], None] | None) -> PretrainResult:
     import torch
 
     from maple_data.durable import atomic_folder, write_atomic
@@ -75,9 +86,6 @@ def pretrain(config: PretrainConfig, cache: str | Path | None = None, *,
     from maple_rl.pretrain.corpus import corpus_key, corpus_texts, load_corpus, materialize
     from maple_rl.pretrain.loop import Pretrainer
 
-    folder = model_folder(config, cache)
-    if (folder / "report.json").exists() and (folder / "final").is_dir():
-        return _result(folder, config, cached=True)
     report = progress or (lambda phase, done, total, info: None)
     torch.set_num_threads(config.threads if isinstance(config.threads, int) else 1)  # training measures its own
     started = time.perf_counter()
