@@ -265,7 +265,23 @@ class FolderBusy(MapleError):
     """Another process holds the folder (see :func:`folder_lock`)."""
 
 
-_held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
+_held: dict[Path, list[int]] = {}  # lock files this process holds -> [file descriptor, holders]
+
+
+def _acquire(folder: Path, path: Path, wait: bool) -> int:
+    """A descriptor of ``path`` holding its exclusive lock, the holder's line written in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that is starting"
+        os.close(fd)
+        raise FolderBusy(f"{folder} is in use by another maple process ({holder}): wait for it to end or "
+                         f"stop it, then run this again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {' '.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}".encode(), 0)
+    return fd
 
 
 @contextmanager
@@ -273,34 +289,20 @@ def folder_lock(folder: str | Path, lock_file: str | Path | None = None, *, wait
     """Hold ``folder`` for writing while the block runs: an exclusive ``flock`` on
     ``lock_file`` (default ``folder/.maple.lock``; a folder that is swapped whole, like a
     benchmark, is locked through a sibling file), which holds the PID and command line.
-    Re-entrant within a process; the kernel releases it when the process ends, however it
-    ends. Raises :class:`FolderBusy` at once when another process holds it (``wait``: waits
-    for it instead)."""
+    Re-entrant within a process (released when its last holder lets go, in any order); the
+    kernel releases it when the process ends, however it ends. Raises :class:`FolderBusy`
+    at once when another process holds it (``wait``: waits for it instead)."""
     folder = Path(folder)
     path = Path(lock_file) if lock_file is not None else folder / LOCK_FILE
     key = path.resolve()
-    if key in _held:
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if key not in _held:
+        _held[key] = [_acquire(folder, path, wait), 0]
+    _held[key][1] += 1
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that is starting"
-            raise FolderBusy(f"{folder} is in use by another maple process ({holder}): wait for it to end or "
-                             f"stop it, then run this again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {' '.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}".encode(), 0)
-        _held[key] = 1
-        try:
-            yield
-        finally:
-            del _held[key]
+        yield
     finally:
-        os.close(fd)
+        entry = _held[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _held[key]
+            os.close(entry[0])

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,8 +63,21 @@ def test_a_held_folder_refuses_a_second_holder_until_its_holder_dies(tmp_path):
         with pytest.raises(FolderBusy, match=f"pid {holder.pid}"):
             with folder_lock(folder):
                 pass
-    with folder_lock(folder), folder_lock(folder):  # SIGKILLed: free at once; re-entrant in a process
-        pass
+    first, second = ExitStack(), ExitStack()  # SIGKILLed: free at once; re-entrant in a process,
+    first.enter_context(folder_lock(folder))   # held until its last holder lets go, in any order
+    second.enter_context(folder_lock(folder))
+    first.close()
+    assert held_elsewhere(folder)
+    second.close()
+    assert not held_elsewhere(folder)
+
+
+def held_elsewhere(folder: Path) -> bool:
+    """Whether another process finds ``folder`` held (it tries once, without waiting)."""
+    probe = "import sys\nfrom maple_data.durable import FolderBusy, folder_lock\ntry:\n    with folder_lock(sys.argv[1]):" \
+            "\n        print('free')\nexcept FolderBusy:\n    print('busy')"
+    done = subprocess.run([sys.executable, "-c", probe, str(folder)], env=ENV, capture_output=True, text=True)
+    return done.stdout.strip() == "busy"
 
 
 def test_annotate_build_bench_and_train_refuse_a_held_folder_then_run(verified_work, rl_bench, tiny_omni, tmp_path):
