@@ -2,7 +2,8 @@
 
 Expected failures are bad input, a missing file, a full disk, a corrupt shard, a hub that
 cannot be reached: each is printed as ``error: <what, naming the file / row / key>`` on
-stderr with exit code 1 (130 on Ctrl-C). ``--debug`` or ``MAPLE_DEBUG=1`` shows the
+stderr with exit code 1 (130 on Ctrl-C); a usage error (a bad option value, a missing
+argument) is the same one line with exit code 2. ``--debug`` or ``MAPLE_DEBUG=1`` shows the
 traceback instead. Anything else is a bug and keeps its traceback.
 """
 
@@ -52,18 +53,35 @@ def describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def run_cli(app: Callable[[], Any]) -> None:
-    """Run a Typer app behind the boundary (the console scripts' entry point)."""
+def usage_line(exc: Any) -> str:
+    """A usage error (a bad option value, a missing argument: Click's ``UsageError``) as
+    one line, pointing at the command's ``--help``."""
+    text = " ".join(line.strip() for line in exc.format_message().splitlines() if line.strip())
+    ctx = getattr(exc, "ctx", None)
+    return text + (f" (see {ctx.command_path} --help)" if ctx is not None else "")
+
+
+def run_cli(app: Callable[..., Any], name: str) -> None:
+    """Run Typer app ``name`` (``maple-data``) behind the boundary (the console scripts'
+    entry point): usage errors are one line too, with exit code 2 (Click's), instead of
+    Click's boxed usage text."""
+    import typer
+
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False, prog_name=name)  # Click returns a command's exit code, not exits
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except typer.TyperException as exc:  # Click's ClickException, as Typer ships it
+        print(f"error: {usage_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except _expected() as exc:
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"error: {describe(exc)}", file=sys.stderr)
         sys.exit(1)
+    if isinstance(code, int):
+        sys.exit(code)
 
 
 def enable_debug(value: bool) -> None:

@@ -53,13 +53,9 @@ app.add_typer(recipe_app, name="recipe")
 @recipe_app.command("list")
 def recipe_list() -> None:
     """Names of the shipped training recipes (use them as --recipe NAME)."""
-    from maple_rl.config import RECIPES_DIR, load_config, recipe_names
+    from maple_rl.config import RECIPES_DIR, TrainConfig, recipe_names
 
-    for name in recipe_names():
-        try:
-            load_config(name)
-        except ValueError:
-            continue  # the demo's or pretraining's recipe, not a training one
+    for name in recipe_names(TrainConfig):  # not the demo's or the pretraining's
         console.print(f"{name}  ({RECIPES_DIR / name}.yaml)", highlight=False)
 
 
@@ -434,4 +430,4 @@ def demo(
 
 def main() -> None:
     """Console script: the app behind the error boundary (one line per expected failure)."""
-    run_cli(app)
+    run_cli(app, "maple-rl")

@@ -304,13 +304,21 @@ def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
 
 
-def recipe_names() -> list[str]:
-    """Names of the shipped recipes (``mapo-adaptive`` for ``pipelines/mapo-adaptive.yaml``)."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+def recipe_names(cls: type | None = None) -> list[str]:
+    """Names of the shipped recipes (``mapo-adaptive`` for ``pipelines/mapo-adaptive.yaml``);
+    with ``cls``, those whose top-level keys are all settings of that config class
+    (``pipelines/`` also holds the demo's and the pretraining's recipes)."""
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    if cls is None:
+        return names
+    keys = {f.name for f in dataclasses.fields(cls)}
+    return [name for name in names
+            if set(yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}) <= keys]
 
 
-def recipe_path(recipe: str | Path) -> Path:
-    """A recipe file: ``recipe`` itself when it exists, else the shipped recipe of that name."""
+def recipe_path(recipe: str | Path, cls: type | None = None) -> Path:
+    """A recipe file: ``recipe`` itself when it exists, else the shipped recipe of that name
+    (the error names the shipped recipes of config class ``cls``)."""
     path = Path(recipe)
     if path.is_file():
         return path
@@ -318,7 +326,7 @@ def recipe_path(recipe: str | Path) -> Path:
     if path.parent == Path(".") and shipped.is_file():
         return shipped
     raise FileNotFoundError(f"recipe {recipe} not found: give a YAML file or a shipped recipe name "
-                            f"({', '.join(recipe_names())})")
+                            f"({', '.join(recipe_names(cls))})")
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -347,7 +355,7 @@ def load_recipe(cls: type[T], recipe: str | Path | None = None, overrides: list[
     wrong type are errors."""
     tree: dict[str, Any] = {}
     if recipe is not None:
-        with open(recipe_path(recipe), encoding="utf-8") as handle:  # the stream's name puts the file in YAML errors
+        with open(recipe_path(recipe, cls), encoding="utf-8") as handle:  # the stream's name puts the file in YAML errors
             loaded = yaml.safe_load(handle) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{recipe}: a recipe is a YAML mapping")

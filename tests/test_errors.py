@@ -5,7 +5,9 @@ Every command runs as a real child process, as a user types it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.errors import describe
 from maple_data.media.store import load_media
 from maple_data.workdir import EXTRACTED, WorkDir
-from tests.crash import cli_command, fault_at, run
+from tests.crash import ROOT, cli_command, fault_at, run
 
 
 def one_error_line(result, exit_code: int = 1) -> str:
@@ -116,3 +118,25 @@ def test_debug_shows_the_traceback(verified_work):
 def test_describe_is_one_line_for_multi_line_messages():
     assert describe(ValueError("first\n  second\n")) == "first second"
     assert describe(OSError(13, "Permission denied", "/x")) == "Permission denied: /x (check the file's permissions)"
+
+
+@pytest.mark.parametrize("module, args, code, expected", [
+    ("maple_data.cli", ["extract", "/nonexistent", "-o", "work"], 2,
+     "error: Invalid value: videos folder not found: /nonexistent (see maple-data extract --help)"),
+    ("maple_data.cli", ["extract", "README.md", "-o", "work"], 2,
+     "error: Invalid value: README.md is a file, not a folder: give the folder that holds the videos "
+     "(see maple-data extract --help)"),
+    ("maple_data.cli", ["extract", "videos"], 2, "error: Missing option '--out' / '-o'. (see maple-data extract --help)"),
+    ("maple_data.cli", ["synth", "out", "--n", "0"], 2,
+     "error: Invalid value: n must be at least 1 (see maple-data synth --help)"),
+    ("maple_rl.cli", ["train"], 2, "error: Missing argument 'DATA'. (see maple-rl train --help)"),
+    ("maple_rl.cli", ["train", "bench", "--recipe", "mapoo"], 1,
+     "error: recipe mapoo not found: give a YAML file or a shipped recipe name (mapo, mapo-adaptive, "
+     "mixed-advantage, mssr, mupo)"),
+])
+def test_usage_errors_are_one_line_like_every_other_error(module, args, code, expected):
+    """No boxed Usage text: a bad option or argument is one `error:` line naming the command's
+    --help, exit 2 (Click's code for usage errors); recipes suggested are training recipes."""
+    result = subprocess.run(cli_command(module, *args), cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert result.returncode == code and result.stderr.strip() == expected and result.stdout == "", result

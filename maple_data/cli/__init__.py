@@ -17,5 +17,5 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console script: the app behind the error boundary (one line per expected failure)."""
-    run_cli(app)
+    run_cli(app, "maple-data")
 

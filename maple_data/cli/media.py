@@ -57,7 +57,7 @@ def extract(
     Example: maple-data extract videos/ -o work --workers 4 --frames 16
     On a Ray cluster: maple-data extract videos/ -o work --engine ray --ray-address auto
     """
-    from maple_data.media.extract import ExtractSettings, run_extract
+    from maple_data.media.extract import ExtractSettings, not_a_videos_folder, run_extract
     from maple_data.media.frames import FrameSpec
     from maple_data.media.ray_extract import run_extract_ray
     from maple_data.ray_runtime import check_engine, engine_session
@@ -71,8 +71,9 @@ def extract(
         check_engine(engine)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if not videos_dir.is_dir():
-        raise typer.BadParameter(f"videos folder not found: {videos_dir}")
+    problem = not_a_videos_folder(videos_dir)
+    if problem:
+        raise typer.BadParameter(problem)
     with WorkDir(out).lock(), engine_session(engine, ray_address, workers, console.print), progress_bar() as bar:
         task = bar.add_task("extract", total=None)
         runner, options = (run_extract_ray, {}) if engine == "ray" else (run_extract, {"workers": workers})

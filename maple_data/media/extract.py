@@ -123,12 +123,22 @@ class Outcome:
             {"size": stat[1], "mtime_ns": stat[2]} if stat else {})
 
 
+def not_a_videos_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be a videos folder (None when it is a folder)."""
+    if path.is_dir():
+        return None
+    if path.exists():
+        return f"{path} is a file, not a folder: give the folder that holds the videos"
+    return f"videos folder not found: {path}"
+
+
 def discover(videos_dir: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
     """Video paths under ``videos_dir`` (recursive, by extension, case-insensitive, sorted);
     broken links are kept so they get reported, hidden files and folders are not."""
     root = Path(videos_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"videos folder not found: {root}")
+    problem = not_a_videos_folder(root)
+    if problem:
+        raise FileNotFoundError(problem)
     wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found = []
     for path in root.rglob("*"):
