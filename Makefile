@@ -27,7 +27,7 @@ $(INSTALLED): pyproject.toml Makefile $(INSTALLED_STALE)
 test: install  ## the default test run (CPU, offline)
 	$(PYTHON) -m pytest -q
 
-test-learning: install  ## the learning lane: pretrain the shipped recipe cold, then the demo's and README quickstart's checks (~25 min on 2 idle cores)
+test-learning: install  ## the learning lane: pretrain the shipped recipe cold, then the demo's and README quickstart's checks (~30 min on 2 cores)
 	$(PYTHON) -m pytest -q -m learning --learning
 
 demo: install  ## the whole flow offline on CPU: pretrain once (~17 min on 2 idle cores, then cached), synth -> annotate -> review -> bench -> RL -> eval (~2 min)
