@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from maple_data.errors import MapleError
 
@@ -75,19 +75,17 @@ def changed_settings(saved: dict[str, Any] | None, settings: dict[str, Any], pre
     return changed
 
 
-def start_mode(out: Path, settings: dict[str, Any], *, resume: bool, overwrite: bool
-               ) -> Literal["new", "resume", "overwrite"]:
-    """How a run with ``settings`` starts in ``out`` (see the module docstring); raises
-    :class:`RunFolderTaken` where the rule refuses."""
+def resumes(out: Path, settings: dict[str, Any], *, resume: bool, overwrite: bool) -> bool:
+    """Whether a run with ``settings`` in ``out`` continues the run there (else it starts
+    afresh, after :func:`clear_run`); raises :class:`RunFolderTaken` where the rule of the
+    module docstring refuses."""
     if resume and overwrite:
         raise RunFolderTaken("--resume and --overwrite exclude each other: continue the run, or start it over")
-    if overwrite:
-        return "overwrite"
+    if resume or overwrite:
+        return resume
     state = run_state(out)
-    if resume:
-        return "resume"
     if not state.started:
-        return "new"
+        return False
     flags = "--resume to continue it from its last checkpoint, --overwrite to remove it and start over, " \
             "or another -o"
     if state.finished:
@@ -96,7 +94,7 @@ def start_mode(out: Path, settings: dict[str, Any], *, resume: bool, overwrite: 
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise RunFolderTaken(f"{out} holds an unfinished run with other settings ({shown}): {flags}")
-    return "resume" if state.last_checkpoint is not None else "overwrite"
+    return state.last_checkpoint is not None  # killed before its first checkpoint: nothing to continue
 
 
 def clear_run(out: Path) -> None:

@@ -63,7 +63,7 @@ from maple_rl.mssr import entropy_shaped_advantages
 from maple_rl.rewards import correctness, reward_components, total_reward
 from maple_rl.rollout import HFRollout, RolloutEngine, SamplingSpec, VLLMRollout, request_seed
 from maple_rl.run_folder import (CHECKPOINT_MARKER, CHECKPOINTS, CONFIG, FINAL, METRICS, PROCESSOR, checkpoints,
-                                  clear_run, start_mode)
+                                  clear_run, resumes)
 from maple_rl.sampler import StratifiedSampler
 from maple_rl.weighting import AdaptiveWeights
 
@@ -225,7 +225,7 @@ class Trainer:
         self.held = ExitStack()
         if self.acc.is_main_process:
             self.held.enter_context(folder_lock(self.out))
-        mode = start_mode(self.out, to_dict(config), resume=resume, overwrite=overwrite)  # before any loading
+        resume_run = resumes(self.out, to_dict(config), resume=resume, overwrite=overwrite)  # before any loading
         self.items = load_items(config.data.path, config.data.config, config.data.split, config.data.task)
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         dtype = dtypes.get(config.model.dtype, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
@@ -258,7 +258,7 @@ class Trainer:
         self.engine = self._rollout_engine()
         self.engine_stale = True  # the policy changed since the engine last got its weights
         self.interrupted = False
-        if mode == "resume":
+        if resume_run:
             self._resume()
         elif self.acc.is_main_process:
             clear_run(self.out)
