@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 DEBUG_ENV = "MAPLE_DEBUG"
+INTERRUPTED_HINT = "finished work is kept; run the same command again to continue"  # after Ctrl-C (exit 130)
 _HINTS = {
     errno.ENOSPC: "free some space and run the same command again: finished work is kept and resumed",
     errno.EDQUOT: "free some space and run the same command again: finished work is kept and resumed",
@@ -26,6 +27,16 @@ _HINTS = {
 
 class MapleError(Exception):
     """Root of maple's own errors: a bad input or state that the user can fix."""
+
+
+class FolderTaken(MapleError, ValueError):
+    """An output folder holds results that a command would replace or leave orphaned; the
+    message names the option that allows it (``--overwrite``, ``--resume``)."""
+
+
+class Interrupted(MapleError):
+    """Ctrl-C, caught by a command that knows what was kept and how to go on: its message is
+    printed as the one line (exit 130) instead of the generic :data:`INTERRUPTED_HINT`."""
 
 
 class MissingExtra(MapleError, RuntimeError):
@@ -64,14 +75,16 @@ def usage_line(exc: Any) -> str:
 def run_cli(app: Callable[..., Any], name: str) -> None:
     """Run Typer app ``name`` (``maple-data``) behind the boundary (the console scripts'
     entry point): usage errors are one line too, with exit code 2 (Click's), instead of
-    Click's boxed usage text."""
+    Click's boxed usage text; Ctrl-C is one line saying what was kept (exit 130)."""
     import typer
 
     try:
         code = app(standalone_mode=False, prog_name=name)  # Click returns a command's exit code, not exits
-    except (KeyboardInterrupt, typer.Abort):
-        print("interrupted", file=sys.stderr)
+    except Interrupted as exc:
+        print(describe(exc), file=sys.stderr)
         sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
     except typer.TyperException as exc:  # Click's ClickException, as Typer ships it
         print(f"error: {usage_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -80,6 +93,8 @@ def run_cli(app: Callable[..., Any], name: str) -> None:
             raise
         print(f"error: {describe(exc)}", file=sys.stderr)
         sys.exit(1)
+    if code == 130:  # Typer returns Ctrl-C in a command as exit code 130
+        print(f"interrupted: {INTERRUPTED_HINT}", file=sys.stderr)
     if isinstance(code, int):
         sys.exit(code)
 

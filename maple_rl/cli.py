@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from maple_data.errors import enable_debug, run_cli
-from maple_rl import __version__
+from maple_data.cli.common import titled_table
+from maple_data.errors import Interrupted, enable_debug, run_cli
+from maple_data.quiet import quiet_libraries
+from maple_rl import __version__, run_folder
 
 app = typer.Typer(
     name="maple-rl",
@@ -22,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -37,6 +40,9 @@ def _main(
                                           help="Print the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", callback=enable_debug, is_eager=True,
                                         help="Show the full traceback of an error (also MAPLE_DEBUG=1).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", callback=quiet_libraries, is_eager=True,
+                                          help="Show the libraries' own warnings and progress bars (transformers, "
+                                               "torch), hidden by default (also MAPLE_VERBOSE=1).")] = False,
 ) -> None:
     """Modality-aware RL post-training (stratified MAPO) of omni models."""
     if ctx.invoked_subcommand is None:
@@ -68,12 +74,20 @@ def recipe_show(
 ) -> None:
     """Every training setting: its value in RECIPE (with --set overrides), its default and
     what it does. A key this lists is a key --set accepts."""
+    from rich.table import Column
+
     from maple_rl.config import load_config, settings_table
 
-    table = Table("setting", "value", "default", "meaning", title=f"recipe {recipe or '(defaults)'}")
+    # the key never wraps (it is what --set takes); under 110 columns the default shows only
+    # where the value differs from it
+    wide = console.width >= 110
+    table = titled_table(Column("setting", no_wrap=True), Column("value", overflow="fold", max_width=24),
+                         *([Column("default", overflow="fold", max_width=24)] if wide else []),
+                         Column("meaning", min_width=16), title=f"recipe {recipe or '(defaults)'}")
     for key, value, default, meaning in settings_table(load_config(recipe, set_ or [])):
         changed = value != default
-        table.add_row(f"[bold]{key}[/]" if changed else key, str(value), str(default), meaning)
+        shown = [str(value), str(default)] if wide else [f"{value} (default {default})" if changed else str(value)]
+        table.add_row(f"[bold]{key}[/]" if changed else key, *shown, meaning)
     console.print(table)
 
 
@@ -123,7 +137,7 @@ def mixture_fit(
     best, predicted = best_mixture(surrogate, w, seed=seed)
     console.print(f"surrogate R^2: held-out {surrogate.heldout_r2:.4f}, train {surrogate.train_r2:.4f} "
                   f"({len(rows)} pilot runs, {len(domains)} domains)")
-    table = Table("domain", "weight", title=f"recommended mixture (predicted score {predicted:.4f})")
+    table = titled_table("domain", "weight", title=f"recommended mixture (predicted score {predicted:.4f})")
     for d, x in zip(domains, best):
         table.add_row(d, f"{x:.4f}")
     console.print(table)
@@ -172,9 +186,8 @@ def train(
         try:
             final = trainer.run(on_step)
         except KeyboardInterrupt:
-            console.print(f"interrupted at step {trainer.counter.step}: checkpoint saved; "
-                          f"run the same command to continue")
-            raise typer.Exit(130) from None
+            raise Interrupted(f"interrupted at step {trainer.counter.step}: checkpoint saved in "
+                              f"{Path(config.output_dir) / run_folder.CHECKPOINTS}; run the same command to continue") from None
     if trainer.acc.is_main_process:
         console.print(f"trained {config.steps} steps: model {final}, metrics {Path(config.output_dir) / 'metrics.jsonl'}")
 
@@ -194,20 +207,27 @@ def eval_command(
     metrics: Annotated[Path | None, typer.Option(help="A run's metrics.jsonl, for the training-curve plot.")] = None,
     engine: Annotated[str, typer.Option(help="hf (transformers) or vllm (a vLLM engine: on a GPU, or vLLM's CPU "
                                              "build from `make install-vllm`).")] = "hf",
+    overwrite: Annotated[bool, typer.Option(help="Replace the report already in OUT.")] = False,
 ) -> None:
     """Accuracy per RMT and condition, uni/multi gap, modality gap, fusion gain and None
-    precision/recall; writes OUT/eval.json, OUT/eval.md and PNG plots."""
+    precision/recall; writes OUT/eval.json, OUT/eval.md and PNG plots. Warns about RMT
+    cells with fewer than 10 items. An OUT holding a report is replaced only with
+    --overwrite."""
     from maple_rl.evaluate import evaluate
 
     if engine not in ("hf", "vllm"):
         raise typer.BadParameter(f"--engine must be hf or vllm, got {engine!r}")
     result = evaluate(model, str(data), out, config=config, split=split,
                       conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()), k=k,
-                      temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics, engine=engine)
-    table = Table("RMT", "accuracy", title=f"{model} on {data} ({config}/{split}, {result['rows']} rows)")
+                      temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics, engine=engine,
+                      overwrite=overwrite)
+    table = titled_table("RMT", "accuracy", "items", title=f"{config}/{split}: {result['rows']} rows")
     for tag, acc in result["per_rmt"].items():
-        table.add_row(tag, f"{acc:.3f}")
+        table.add_row(tag, f"{acc:.3f}", str(result["items_per_rmt"].get(tag, 0)))
+    console.print(f"{model} on {data}")
     console.print(table)
+    for warning in result["warnings"]:
+        err_console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"report: {out / 'eval.md'}")
 
 
@@ -215,7 +235,7 @@ def heldout_table(report: dict, title: str) -> Table:
     """Held-out accuracy per tag and condition of a pretraining report."""
     from maple_data.rmt import TAGS
 
-    table = Table("RMT", "items", "exact", "all modalities", "required one removed", title=title)
+    table = titled_table("RMT", "items", "exact", "all modalities", "required one removed", title=title)
     acc = report["accuracy"]
     for tag in TAGS:
         table.add_row(tag, str(report["items"].get(tag, 0)),
@@ -234,6 +254,9 @@ def pretrain(
     print_path: Annotated[bool, typer.Option(help="Print only the trained model's folder on stdout (progress "
                                                   "still on stderr), e.g. MODEL=$(maple-rl pretrain "
                                                   "--print-path).")] = False,
+    snapshot: Annotated[str | None, typer.Option(help="With --print-path: print this snapshot's folder instead "
+                                                      "(the shipped recipe keeps `uni` and `partial`, a start "
+                                                      "with room for RL to learn).")] = None,
 ) -> None:
     """Train a tiny Qwen2.5-Omni Thinker from random weights on CPU, offline: a learnable
     synthetic corpus (every tag's question on each video; extracted by the real pipeline),
@@ -243,10 +266,14 @@ def pretrain(
     model is cached under a key of its recipe and reused: the path is printed last."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from maple_rl.pretrain import load_pretrain_config, model_folder, pretrain as run_pretrain
+    from maple_rl.pretrain import load_pretrain_config, model_folder
+    from maple_rl.pretrain import pretrain as run_pretrain
     from maple_rl.pretrain.config import DEFAULT_RECIPE
 
     config = load_pretrain_config(recipe or DEFAULT_RECIPE, set_ or [])
+    if snapshot is not None and snapshot not in config.train.snapshots:
+        raise typer.BadParameter(f"--snapshot {snapshot!r} is not a snapshot of the recipe (its snapshots: "
+                                 f"{', '.join(config.train.snapshots) or 'none'})")
     if not print_path:
         console.print(f"model folder: {model_folder(config, cache_dir)}")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -269,7 +296,7 @@ def pretrain(
 
         result = run_pretrain(config, cache_dir, progress=progress)
     if print_path:
-        print(result.final)
+        print(result.final if snapshot is None else result.snapshots[snapshot])
         return
     report = result.report
     console.print(heldout_table(report, f"held-out accuracy ({'cached' if result.cached else 'trained'} in "
@@ -314,13 +341,13 @@ def plan(
                                        audio_seconds=audio_seconds, text_tokens=text_tokens)
     step = plan_step(config, prompt=prompt, processes=gpus)
     shape = step.shape
-    params = Table("part", "parameters", title=f"{model}: {shape.total / 1e9:.3f} B parameters")
+    params = titled_table("part", "parameters", title=f"{model}: {shape.total / 1e9:.3f} B parameters")
     for part, count in shape.params.items():
         params.add_row(part, f"{count:,}")
     params.add_row("LoRA adapters", f"{shape.lora:,}")
     console.print(params)
     gib = lambda n: f"{n / GiB:.2f}"  # noqa: E731
-    table = Table("memory per process", "GiB", title=f"one step: prompt {step.prompt_tokens} tokens + "
+    table = titled_table("memory per process", "GiB", title=f"one step: prompt {step.prompt_tokens} tokens + "
                                                      f"{config.rollout.max_new_tokens} response tokens, group "
                                                      f"{config.rollout.group_size}, {gpus} process(es)")
     for name, value in step.states.items():
@@ -388,7 +415,7 @@ def demo(
     config = load_demo_config(recipe, videos=videos, rl_steps=rl_steps, seed=seed)
     summary = run_demo(out, config, log=lambda line: console.print(f"[bold cyan]demo[/] {line}"), cache=cache_dir)
     agree = summary["agreement"]
-    table = Table("true RMT", "items", "agreement", *TAGS, "unanswerable",
+    table = titled_table("true RMT", "items", "agreement", *TAGS, "unanswerable",
                   title=f"proposals vs synthetic ground truth: {agree['overall']:.1%} of {agree['items']} items "
                         "(chance 1/7 = 14.3%)")
     for tag in TAGS:
@@ -398,7 +425,7 @@ def demo(
                       *(str(row.get(t, 0) or ".") for t in (*TAGS, "unanswerable")))
     console.print(table)
     start, arms = summary["start"], summary["arms"]
-    table = Table("RMT", "test items", "start", *(f"{arm}" for arm in ARMS),
+    table = titled_table("RMT", "test items", "start", *(f"{arm}" for arm in ARMS),
                   title=f"test accuracy per RMT with the tag's modalities (chance {summary['chance']:.0%}); "
                         f"RL start: the '{config.rl_start}' pretraining snapshot")
     fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
@@ -413,7 +440,7 @@ def demo(
     table.caption = (f"train reward: sampled answers to the train split's prompts, right = 1, over the first -> "
                      f"last {arms[ARMS[0]]['reward']['window']} RL steps that drew each RMT")
     console.print(table)
-    paths = Table("artifact", title="where everything is")
+    paths = titled_table("artifact", title="where everything is")
     paths.add_column("path", overflow="fold")  # full paths, wrapped, never cut
     paths.add_row("review", f"{summary['review']['bulk']} bulk-accepted, {summary['review']['scripted']} by the "
                             "scripted reviewer")

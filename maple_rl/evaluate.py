@@ -20,16 +20,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
-
+from maple_data import charts
 from maple_data.answers import parse_choice
 from maple_data.durable import Journal, write_atomic
+from maple_data.errors import FolderTaken
 from maple_data.models import Backend, load_backend
 from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_size
 from maple_rl.data import load_items, media_of
 
 NONE = "None"
+MIN_CELL_ITEMS = 10  # an RMT cell with fewer items is warned about: its accuracy is noise
 
 
 def _mean(values: list[float]) -> float | None:
@@ -82,60 +83,10 @@ def summarise(rows: list[dict[str, Any]], answers: list[list[str]]) -> dict[str,
     }
 
 
-LEFT = 50  # pixels left of a chart's plot area (the y axis labels)
-
-
-def _unit_axes(title: str, width: int = 600, height: int = 320, bottom: int = 50, top: int = 40):
-    """A white image with ``title`` and a y axis for values in [0, 1] (ticks 0, 0.5, 1); returns
-    the image, its drawing context, the y pixel of 0 and the pixels of a value of 1."""
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((LEFT, 10), title, fill="black")
-    base, plot = height - bottom, height - bottom - top
-    draw.line([(LEFT - 4, top), (LEFT - 4, base)], fill="black")
-    for tick in (0.0, 0.5, 1.0):
-        y = base - tick * plot
-        draw.line([(LEFT - 8, y), (LEFT - 4, y)], fill="black")
-        draw.text((8, y - 6), f"{tick:.1f}", fill="black")
-    return image, draw, base, plot
-
-
-def bar_chart(values: dict[str, float | None], path: Path, title: str, counts: dict[str, int] | None = None,
-              chance: float | None = None) -> None:
-    """PNG of one bar per name (values in [0, 1]): a y axis with 0 / 0.5 / 1, each bar's value
-    (``n/a`` without items) and item count ``n`` under its name, and a dashed chance line."""
-    image, draw, base, plot = _unit_axes(title)
-    width, left = image.width, LEFT
-    bar = (width - left - 20) // max(len(values), 1) - 12
-    for i, (name, value) in enumerate(values.items()):
-        x = left + i * (bar + 12)
-        h = (value or 0.0) * plot
-        draw.rectangle([x, base - h, x + bar, base], fill=(66, 133, 244))
-        draw.text((x, base + 6), name, fill="black")
-        draw.text((x, base + 22), f"n={(counts or {}).get(name, 0)}", fill="gray")
-        draw.text((x, base - h - 14), "n/a" if value is None else f"{value:.2f}", fill="black")
-    if chance is not None:
-        y = base - chance * plot
-        for x in range(left, width - 20, 12):
-            draw.line([(x, y), (x + 6, y)], fill=(219, 68, 55))
-        draw.text((width - 110, y - 14), f"chance {chance:.2f}", fill=(219, 68, 55))
-    image.save(path, format="PNG")
-
-
 def curve_chart(metrics_path: Path, path: Path) -> None:
-    """PNG of the mean reward (y, 0 to 1) per training step (x, first and last step labelled)."""
+    """PNG of the mean reward (y, 0 to 1) per training step (x)."""
     points = [(p["step"], p["reward"]) for p in Journal.read(metrics_path) if "reward" in p]
-    image, draw, base, plot = _unit_axes("mean reward per training step")
-    right = image.width - 20
-    if len(points) > 1:
-        steps = [s for s, _ in points]
-        xy = [(LEFT + (s - steps[0]) / (steps[-1] - steps[0] or 1) * (right - LEFT),
-               base - min(max(r, 0.0), 1.0) * plot) for s, r in points]
-        draw.line(xy, fill=(219, 68, 55), width=2)
-        draw.text((LEFT, base + 6), f"step {steps[0]}", fill="black")
-        draw.text((right - 60, base + 6), f"step {steps[-1]}", fill="black")
-    draw.line([(LEFT - 4, base), (right, base)], fill="black")
-    image.save(path, format="PNG")
+    charts.curve(points, path, "mean reward per training step", "training step", "mean reward")
 
 
 def eval_rows(data: str, config: str = "qa_exact", split: str = "test",
@@ -158,21 +109,36 @@ def score(backend: Backend, rows: list[dict[str, Any]], *, k: int = 1, temperatu
     return summarise(rows, answers)
 
 
+def small_cell_warnings(items_per_rmt: dict[str, int], minimum: int = MIN_CELL_ITEMS) -> list[str]:
+    """A warning for the RMT cells with fewer than ``minimum`` items (one item moves such a
+    cell's accuracy by more than 100/minimum points)."""
+    small = {t: items_per_rmt.get(t, 0) for t in TAGS if items_per_rmt.get(t, 0) < minimum}
+    if not small:
+        return []
+    return [f"fewer than {minimum} items in " + ", ".join(f"{t} ({n})" for t, n in small.items())
+            + ": one item moves such a cell by more than " + f"{100 / minimum:.0f} points; build the benchmark "
+            "with more test items (more videos, or a larger test share in build-bench --ratios)"]
+
+
 def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact", split: str = "test",
              conditions: tuple[str, ...] = ("exact", "superset", "deficit"), k: int = 1, temperature: float = 0.0,
              max_new_tokens: int = 16, batch_size: int = 8, metrics: str | Path | None = None,
-             device: str = "auto", engine: str = "hf") -> dict[str, Any]:
-    """Evaluate ``model`` on ``data`` and write the report files to ``out``. ``engine``: ``hf``
-    (transformers on ``device``) or ``vllm`` (a vLLM engine: GPU, or vLLM's CPU build)."""
+             device: str = "auto", engine: str = "hf", overwrite: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data`` and write the report files to ``out`` (a report already
+    there is replaced only with ``overwrite``). ``engine``: ``hf`` (transformers on
+    ``device``) or ``vllm`` (a vLLM engine: GPU, or vLLM's CPU build)."""
+    out = Path(out)
+    if (out / "eval.json").exists() and not overwrite:
+        raise FolderTaken(f"{out} holds an evaluation report: pass --overwrite to replace it, or choose another -o")
     rows = eval_rows(data, config, split, conditions)
     backend = load_backend(engine, model, **({"device": device, "batch_size": batch_size} if engine == "hf" else {}))
     result = {"model": model, "data": str(data), "config": config, "split": split, "k": k, "engine": engine,
               **score(backend, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens)}
-    out = Path(out)
+    result["warnings"] = small_cell_warnings(result["items_per_rmt"])
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "eval.json", json.dumps(result, indent=1))
-    bar_chart({t: result["per_rmt"].get(t) for t in TAGS}, out / "per_rmt.png", "accuracy per RMT (exact inputs)",
-              result["items_per_rmt"], result["chance"])
+    charts.bar_chart({t: result["per_rmt"].get(t) for t in TAGS}, out / "per_rmt.png",
+                     "accuracy per RMT (exact inputs)", "accuracy", result["items_per_rmt"], result["chance"])
     if metrics is not None and Path(metrics).exists():
         curve_chart(Path(metrics), out / "training.png")
     lines = [f"# Evaluation of `{model}`", "", f"{data} `{config}` / `{split}`, {len(rows)} rows, pass@1 over "
@@ -182,6 +148,7 @@ def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact"
              "| items | " + " | ".join(str(result["items_per_rmt"].get(t, 0)) for t in TAGS) + " |", "",
              f"- chance (a uniform guess among the options): "
              f"{'n/a (no items)' if result['chance'] is None else format(result['chance'], '.3f')}"]
+    lines += [f"- **warning**: {w}" for w in result["warnings"]]
     for key in ("accuracy", "uni_multi_gap", "modality_gap", "fusion_gain", "none_precision", "none_recall"):
         value = result[key]
         lines.append(f"- {key.replace('_', ' ')}: {'n/a (undefined here)' if value is None else f'{value:.3f}'}")

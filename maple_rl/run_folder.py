@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maple_data.errors import MapleError
+from maple_data.errors import FolderTaken
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
@@ -31,7 +31,7 @@ PROCESSOR = "processor"  # the tokenizer and processor files, copied from the mo
 RUN_ENTRIES = (METRICS, CONFIG, CHECKPOINTS, FINAL, PROCESSOR, "eval", "tensorboard", "wandb")
 
 
-class RunFolderTaken(MapleError):
+class RunFolderTaken(FolderTaken):
     """The run folder holds a run that this start would replace or mix with."""
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 SAFETY_TIMEOUT = 600.0
 
-FAULTS = ("kill-before", "kill-after", "disk-full", "fill-disk")
+FAULTS = ("kill-before", "kill-after", "disk-full", "fill-disk", "interrupt-after")  # interrupt: Ctrl-C's SIGINT
 # argv: target ("module:attr.path"), nth call, one of FAULTS, CLI module, CLI arguments...
 _FAULT_AT = """
 import errno, importlib, os, shutil, signal, sys
@@ -60,6 +60,8 @@ def dying(*args, **kwargs):
     result = original(*args, **kwargs)
     if calls[0] == nth and fault == "kill-after":
         os.kill(os.getpid(), signal.SIGKILL)
+    if calls[0] == nth and fault == "interrupt-after":
+        os.kill(os.getpid(), signal.SIGINT)
     return result
 
 setattr(owner, name, dying)
@@ -100,7 +102,8 @@ def fault_at(target: str, nth: int, module: str, *args: str, fault: str = "kill-
     it up) the child SIGKILLs itself before or after the call runs (``kill-before``,
     ``kill-after``), or that call and every later one fail with ENOSPC (``disk-full``), or
     before that call runs the disk fills up for real (``fill-disk``: a file at
-    ``MAPLE_TEST_FILLER`` takes its last byte; see the ``small_disk`` fixture).
+    ``MAPLE_TEST_FILLER`` takes its last byte; see the ``small_disk`` fixture), or after
+    that call it sends itself SIGINT, as Ctrl-C does (``interrupt-after``).
     ``env`` adds environment variables. Returns the finished process: ``returncode ==
     -9`` when the kill happened."""
     assert fault in FAULTS, fault

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from maple_data import decisions as journal
 from maple_data.bench.build import CONFIGS, NONE_OPTION, BenchSettings, assign_splits, build_bench, qa_plus_row
 from maple_data.cli import app
+from maple_data.errors import MapleError
 from maple_data.rmt import TAGS, is_subset
 from maple_data.workdir import WorkDir
 from tests.doubles import annotated_synthetic
@@ -180,7 +181,9 @@ def test_publish_checks_the_folder_and_needs_a_token(reviewed_work, tmp_path, mo
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
     secret = "hf_SECRETtoken1234567890"
     result = CliRunner().invoke(app, ["publish", str(bench), "--repo-id", "someone/maple-bench", "--token", secret])
-    assert result.exit_code == 1 and "publish failed" in result.output and secret not in result.output
+    failure = str(result.exception)  # the error boundary (run_cli) prints it as one `error:` line
+    assert isinstance(result.exception, MapleError) and failure.startswith("publish failed") and secret not in failure
+    assert secret not in result.output
     (bench / "qa_exact" / "test-00000-of-00001.parquet").unlink()
     result = CliRunner().invoke(app, ["publish", str(bench), "--repo-id", "someone/maple-bench", "--token", "x"])
     assert result.exit_code == 2 and "qa_exact/test-*.parquet" in result.output

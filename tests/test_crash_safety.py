@@ -42,7 +42,7 @@ def test_build_bench_killed_at_each_file_leaves_readers_the_old_benchmark_or_the
     kill_points += [("maple_data.bench.build:write_card", 1, "kill-before", old),  # every Parquet written, no card
                     ("maple_data.durable:swap_into_place", 1, "kill-before", old),  # complete, not yet in place
                     ("maple_data.durable:_exchange", 1, "kill-after", new)]  # in place, old copy not yet removed
-    command = ("build-bench", verified_work, "-o", out, "--seed", "1")
+    command = ("build-bench", verified_work, "-o", out, "--seed", "1", "--overwrite")
     for target, nth, fault, expected in kill_points:
         result = fault_at(target, nth, "maple_data.cli", *command, fault=fault)
         assert result.returncode == -9, (target, nth, result.stderr[-2000:])

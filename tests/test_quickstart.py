@@ -6,7 +6,10 @@ The ```bash block under "## Quickstart" is run line by line, unchanged, by one r
 starts with one of :data:`SKIP_MARKERS` (``# interactive``: waits for a person;
 ``# needs a Hub token``: goes online) is left out; every other line must succeed. Then the
 outcomes a reader relies on are checked: a non-empty benchmark with its dataset card, the
-triage reviewer in the decisions, the eval report.
+triage reviewer in the decisions, both eval reports with >= 10 items per RMT, and no library
+warnings from train and eval. The run's time, the proposals' agreement and the
+compositions' accuracy before and after RL go to ``tests/artifacts/quickstart.json``: the
+README's figures come from there.
 
 Locally, against a model already cached: ``pytest -m learning --learning --learning-cache
 ~/.cache/maple tests/test_quickstart.py`` (an unfinished pretraining there is resumed first).
@@ -19,8 +22,10 @@ import os
 import re
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP_MARKERS = ("interactive", "needs a Hub token")  # `# <marker>...` at the end of a README line
 TIMEOUT_S = 4 * 3600  # a safety net only (a cold pretraining on a loaded 2-core machine fits)
 TAIL_LINES = 40
+MIN_CELL_ITEMS = 10  # the eval's per-RMT cells (maple_rl.evaluate warns below this)
+COMPOSITIONS = ("VA", "VS", "AS", "VAS")
+LIBRARY_NOISE = re.compile(r"\[transformers\]|Loading weights|Writing model shards|UserWarning|it/s\]")
+ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 @dataclass
@@ -132,6 +141,7 @@ def test_the_readme_quickstart_runs_as_written_offline(tmp_path, learning_cache)
            # the console scripts of the Python running the tests, first
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     env.pop("MAPLE_DEBUG", None)
+    began = time.monotonic()
     script = script_for(commands, logs)
     (tmp_path / "quickstart.sh").write_text(script)
     shell = subprocess.Popen(["bash", "-e", str(tmp_path / "quickstart.sh")], cwd=where, env=env, text=True,
@@ -173,11 +183,33 @@ def test_the_readme_quickstart_runs_as_written_offline(tmp_path, learning_cache)
     triage = [d for d in decisions if d["reviewer"] == "triage"]
     assert triage and all(d["verdict"] == "accept" and d.get("bulk") for d in triage), decisions[:5]
 
-    # RL wrote a model, eval its report over the benchmark's test split
+    # RL wrote a model; eval reports of the start and of the trained model over the test split,
+    # every RMT cell with enough items to mean something, no warning about it
     assert (where / "runs" / "mapo" / "final" / "config.json").is_file()
-    report = where / "runs" / "mapo" / "eval"
-    assert (report / "eval.md").is_file(), f"no eval report in {report}"
-    result = json.loads((report / "eval.json").read_text())
-    assert result["config"] == "qa_all_combinations" and result["split"] == "test", result
-    assert result["rows"] == sum(n for p, n in rows.items() if p.startswith("qa_all_combinations/")), (result, rows)
-    assert result["per_rmt"], result
+    results = {}
+    for name, report in (("start", where / "runs" / "start-eval"), ("rl", where / "runs" / "mapo" / "eval")):
+        assert (report / "eval.md").is_file(), f"no eval report in {report}"
+        result = results[name] = json.loads((report / "eval.json").read_text())
+        assert result["config"] == "qa_exact" and result["split"] == "test", result
+        assert result["rows"] == rows["qa_exact/test-00000-of-00001.parquet"], (result, rows)
+        assert min(result["items_per_rmt"].values()) >= MIN_CELL_ITEMS and not result["warnings"], result
+    # train and eval print no library warnings or progress bars of their own (transformers, torch)
+    for n, line in enumerate(commands):
+        if line.text.startswith(("maple-rl train", "maple-rl eval")):
+            noise = [x for x in (logs / f"{n}.err").read_text().splitlines() if LIBRARY_NOISE.search(x)]
+            assert not noise, f"README.md:{line.number} printed library output: {noise[:5]}"
+    compositions = {name: statistics.mean(r["per_rmt"][t] for t in COMPOSITIONS) for name, r in results.items()}
+    elapsed = time.monotonic() - began
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "quickstart.json").write_text(json.dumps(
+        {"seconds": round(elapsed), "compositions": compositions, "per_rmt": {k: r["per_rmt"] for k, r in results.items()},
+         "agreement": agreement(where)}, indent=1))
+    print(f"quickstart: {elapsed:.0f} s; compositions' accuracy {compositions['start']:.3f} at the start, "
+          f"{compositions['rl']:.3f} after RL (tests/artifacts/quickstart.json)")
+
+
+def agreement(where: Path) -> float:
+    """Share of proposals equal to the generator's true tag."""
+    truth = {r["id"]: r["rmt"] for r in map(json.loads, (where / "demo" / "ground_truth.jsonl").read_text().splitlines())}
+    proposals = [json.loads(x) for x in (where / "work" / "proposals.jsonl").read_text().splitlines() if x.strip()]
+    return sum(p["rmt"] == truth[p["id"]] for p in proposals) / len(proposals)

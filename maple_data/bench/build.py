@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from maple_data import decisions as journal
 from maple_data.bench.card import write_card
 from maple_data.durable import atomic_folder, folder_lock
+from maple_data.errors import FolderTaken
 from maple_data.faults import Fault
 from maple_data.media.store import load_media
 from maple_data.rmt import TAGS, condition, modalities, subsets
@@ -224,19 +225,23 @@ def config_rows(config: str, items: list[dict[str, Any]], media: Mapping[str, Ma
     return sorted(rows, key=lambda r: r["id"])
 
 
-def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettings = BenchSettings()
-                ) -> BenchReport:
-    """Build the benchmark of ``work_dir`` into ``out_dir`` (replaced whole, atomically),
-    holding it for one writer (through a sibling lock file: the folder itself is swapped)."""
+def build_bench(work_dir: str | Path, out_dir: str | Path, settings: BenchSettings = BenchSettings(),
+                overwrite: bool = True) -> BenchReport:
+    """Build the benchmark of ``work_dir`` into ``out_dir`` (replaced whole, atomically; a
+    benchmark already there only with ``overwrite``), holding it for one writer (through a
+    sibling lock file: the folder itself is swapped)."""
     out = Path(out_dir)
     with folder_lock(out, out.parent / f".{out.name}.maple.lock"):
-        return _build(Path(work_dir), out, settings)
+        return _build(Path(work_dir), out, settings, overwrite)
 
 
-def _build(work: Path, out: Path, settings: BenchSettings) -> BenchReport:
+def _build(work: Path, out: Path, settings: BenchSettings, overwrite: bool) -> BenchReport:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "README.md").exists())):
-        raise ValueError(f"{out} exists and is not a benchmark folder (no README.md): choose another --out; "
-                         "build-bench replaces the whole folder")
+        raise FolderTaken(f"{out} exists and is not a benchmark folder (no README.md): choose another --out; "
+                          "build-bench replaces the whole folder")
+    if (out / "README.md").exists() and not overwrite:
+        raise FolderTaken(f"{out} holds a benchmark: pass --overwrite to rebuild it (the folder is replaced whole), "
+                          "or choose another --out")
     proposals = WorkDir(work).read_proposals()
     report = BenchReport(out)
     journal_path = WorkDir(work).decisions

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
-from PIL import Image, ImageDraw
 
+from maple_data import charts
 from maple_data import decisions as journal
 from maple_data.rmt import TAGS
 from maple_data.workdir import WorkDir
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from maple_data.bench.build import BenchReport, BenchSettings
 
 CHART = "tag_distribution.png"
-SPLIT_COLOURS = {"train": (66, 133, 244), "validation": (251, 188, 5), "test": (52, 168, 83)}
+SPLITS = ("train", "validation", "test")  # stacked in this order
 
 
 def card_yaml(report: BenchReport, settings: BenchSettings) -> dict:
@@ -37,28 +37,8 @@ def card_yaml(report: BenchReport, settings: BenchSettings) -> dict:
 
 def draw_chart(report: BenchReport, path: Path, config: str = "qa_exact") -> None:
     """Stacked bars: items per RMT of ``config``, coloured by split (PNG, deterministic)."""
-    width, height, margin, bar = 640, 360, 48, 56
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    per_tag = {t: {s: report.counts.get(f"{config}/{s}", Counter()).get(t, 0) for s in SPLIT_COLOURS} for t in TAGS}
-    top = max([sum(v.values()) for v in per_tag.values()] + [1])
-    scale = (height - 2 * margin) / top
-    draw.line([(margin, height - margin), (width - margin // 2, height - margin)], fill="black")
-    for i, tag in enumerate(TAGS):
-        x = margin + 16 + i * (bar + 24)
-        y = height - margin
-        for split, colour in SPLIT_COLOURS.items():
-            h = per_tag[tag][split] * scale
-            if h:
-                draw.rectangle([x, y - h, x + bar, y], fill=colour)
-            y -= h
-        draw.text((x + bar // 2 - 8, height - margin + 8), tag, fill="black")
-        draw.text((x + bar // 2 - 8, y - 16), str(sum(per_tag[tag].values())), fill="black")
-    for k, (split, colour) in enumerate(SPLIT_COLOURS.items()):
-        draw.rectangle([width - 150, 12 + 18 * k, width - 138, 24 + 18 * k], fill=colour)
-        draw.text((width - 132, 12 + 18 * k), split, fill="black")
-    draw.text((margin, 12), f"{config}: items per RMT and split", fill="black")
-    image.save(path, format="PNG", optimize=False)
+    per_tag = {t: {s: report.counts.get(f"{config}/{s}", Counter()).get(t, 0) for s in SPLITS} for t in TAGS}
+    charts.stacked_bars(per_tag, path, f"{config}: items per RMT and split", "required modality tag (RMT)", "items")
 
 
 def provenance(work: Path) -> list[str]:
@@ -87,6 +67,16 @@ def provenance(work: Path) -> list[str]:
     return lines or ["- No ablation settings or review journal found in the work folder."]
 
 
+def config_descriptions(settings: BenchSettings) -> dict[str, str]:
+    """What each config of build-bench holds (the card lists the configs built)."""
+    return {"qa_exact": "each QA item with exactly its required modalities.",
+            "qa_all_combinations": "each QA item under every subset of its available modalities; "
+                                   "`condition` is exact, superset or deficit.",
+            "qa_plus": f"as all_combinations with a \"None\" option; deficit rows answer None and "
+                       f"{settings.none_share:.0%} of exact/superset rows have their correct option replaced by None.",
+            "caption": "caption items with all available modalities."}
+
+
 def write_card(out: Path, report: BenchReport, settings: BenchSettings, work: Path) -> None:
     draw_chart(report, out / CHART)
     header = yaml.safe_dump(card_yaml(report, settings), sort_keys=False)
@@ -100,12 +90,7 @@ def write_card(out: Path, report: BenchReport, settings: BenchSettings, work: Pa
              '# published with `maple-data publish --repo-id OWNER/NAME`: datasets.load_dataset("OWNER/NAME", ...)',
              "```", "",
              "## Configs", "",
-             "- `qa_exact`: each QA item with exactly its required modalities.",
-             "- `qa_all_combinations`: each QA item under every subset of its available modalities; "
-             "`condition` is exact, superset or deficit.",
-             f"- `qa_plus`: as all_combinations with a \"None\" option; deficit rows answer None and "
-             f"{settings.none_share:.0%} of exact/superset rows have their correct option replaced by None.",
-             "- `caption`: caption items with all available modalities.", "",
+             *(f"- `{c}`: {text}" for c, text in config_descriptions(settings).items() if c in configs), "",
              "## Counts (rows per RMT)", "", "| config/split | " + " | ".join(TAGS) + " | total |",
              "|---|" + "---|" * (len(TAGS) + 1)]
     for key in sorted(report.counts, key=lambda k: (configs.index(k.split("/")[0]), k)):

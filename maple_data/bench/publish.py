@@ -20,6 +20,18 @@ def card_configs(bench: Path) -> list[dict]:
     return header["configs"]
 
 
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why ``repo_id`` is not a Hub repo id (``name`` or ``namespace/name``), or None."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return f"--repo-id {repo_id!r} is not a Hub repo id: {str(exc).split(': ')[0]} (e.g. your-name/maple-bench)"
+    return None
+
+
 def check_bench(bench: str | Path) -> list[str]:
     """Problems that would make the uploaded dataset unloadable (empty when fine)."""
     bench = Path(bench)

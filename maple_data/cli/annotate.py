@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from maple_data.cli.common import app, console, err_console, progress_bar
+from maple_data.cli.common import app, console, csv_list, err_console, progress_bar, titled_table
 from maple_data.cli.media import ENGINE_HELP, RAY_ADDRESS_HELP
+from maple_data.errors import MapleError
 from maple_data.workdir import WorkDir
 
 
@@ -43,38 +43,41 @@ def annotate(
     backend: Annotated[str, typer.Option(help="hf (transformers, CPU/GPU) or vllm (GPU, vllm extra).")] = "hf",
     scoring: Annotated[str, typer.Option(help="sample: K answers per subset, parsed; logprob: option "
                                               "likelihoods in one forward pass (QA only).")] = "sample",
-    samples: Annotated[int, typer.Option(help="K, answers per subset.")] = 8,
+    samples: Annotated[int, typer.Option(min=1, help="K, answers per subset.")] = 8,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 16,
     search: Annotated[str, typer.Option(help="adaptive or exhaustive (K answers from every subset). Adaptive, "
                                              "joint rule: each answer from the subset with the largest expected "
                                              "information gain until --target; threshold rule: full input, then "
                                              "singles, then pairs only when needed, a subset stopped once it "
                                              "cannot pass.")]
     = "adaptive",
-    chunk: Annotated[int, typer.Option(help="Adaptive search: answers drawn per round.")] = 1,
+    chunk: Annotated[int, typer.Option(min=1, help="Adaptive search: answers drawn per round.")] = 1,
     rule: Annotated[str, typer.Option(help=RULE_HELP)] = "joint",
     prior: Annotated[str, typer.Option(help=PRIOR_HELP)] = "uniform",
     target: Annotated[float, typer.Option(help=TARGET_HELP)] = 0.98,
     tau: Annotated[float, typer.Option(help=TAU_HELP)] = 0.75,
     delta: Annotated[float, typer.Option(help=DELTA_HELP)] = 0.15,
     min_samples: Annotated[int, typer.Option(help=MIN_SAMPLES_HELP)] = 4,
-    num_shards: Annotated[int, typer.Option(help="Processes sharing the items (e.g. a slurm array size).")] = 1,
+    num_shards: Annotated[int, typer.Option(min=1, help="Processes sharing the items (e.g. a slurm array size).")] = 1,
     shard_index: Annotated[int, typer.Option(help="This process's share, 0..num-shards-1.")] = 0,
     device: Annotated[str, typer.Option(help="hf: cpu, cuda, cuda:N or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="hf: float32, bfloat16, float16 or auto.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="hf: sequences per forward pass.")] = 8,
-    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per engine.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="hf: sequences per forward pass.")] = 8,
+    tensor_parallel_size: Annotated[int, typer.Option(min=1, help="vllm: GPUs per engine.")] = 1,
     frames: Annotated[int | None, typer.Option(help="Extraction: frames per video (default: the settings of "
                                                      "OUT's own extraction, `maple-data extract`, else 16).")] = None,
-    workers: Annotated[int, typer.Option(help="Extraction: worker processes (--engine ray: CPUs of the local Ray "
+    workers: Annotated[int, typer.Option(min=1, help="Extraction: worker processes (--engine ray: CPUs of the local Ray "
                                               "instance, at least --actors).")] = 1,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP + " Annotation: items sent to --actors model actors.")]
     = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
-    actors: Annotated[int, typer.Option(help="--engine ray: model actors, each holding one copy of the model.")] = 1,
+    actors: Annotated[int, typer.Option(min=1, help="--engine ray: model actors, each holding one copy of the model.")] = 1,
     actor_gpus: Annotated[float, typer.Option(help="--engine ray: GPUs per model actor (0: on CPUs).")] = 0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    task: Annotated[str, typer.Option(help="Tasks of the QA file to annotate: qa, caption or both (a model that "
+                                           "cannot caption, such as the tiny one, would call every caption "
+                                           "item unanswerable).")] = "qa,caption",
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when QA rows or videos failed.")] = False,
 ) -> None:
     """Propose each item's Required Modality Tag by ablation inference.
@@ -89,7 +92,7 @@ def annotate(
     from maple_data.annotate.ablation import AblationSettings, Item, run_annotate
     from maple_data.annotate.ray_annotate import run_annotate_ray
     from maple_data.inputs.qa import read_qa_file
-    from maple_data.media.extract import run_extract, settings_for_reuse
+    from maple_data.media.extract import run_extract, settings_for_reuse, videos_folder_problem
     from maple_data.media.ray_extract import run_extract_ray
     from maple_data.models import backend_options, load_backend
     from maple_data.models.model_source import check_model
@@ -103,13 +106,22 @@ def annotate(
         check_engine(engine)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    check_model(model)  # a missing or unreachable model fails now, not after the extraction
-    load = read_qa_file(qa, videos_dir)
+    tasks = csv_list(task)
+    if not tasks or set(tasks) - {"qa", "caption"}:
+        raise typer.BadParameter(f"--task must name qa, caption or both, got {task!r}")
+    problem = videos_folder_problem(videos_dir)
+    if problem:
+        raise typer.BadParameter(problem)
+    load = read_qa_file(qa, videos_dir)  # the QA file and the model are checked before any extraction
     for fault in load.problems:
         typer.echo(str(fault))
+    if not any(q.task in tasks for q in load.items):
+        raise MapleError(f"no usable item of task {task} in {qa} ({len(load.problems)} problem(s) listed above): "
+                         f"nothing to annotate (check the file with: maple-data validate {qa})")
+    check_model(model)  # a missing or unreachable model fails now, not after the extraction
     options = backend_options(backend, device=device, dtype=dtype, batch_size=batch_size,
                               tensor_parallel_size=tensor_parallel_size, seed=seed)
-    items = [Item.from_qa(q) for q in load.items]
+    items = [Item.from_qa(q) for q in load.items if q.task in tasks]
     # one writer per work folder (a sharded run: per shard; its shards extract one after another)
     with WorkDir(out).lock(shard_index, num_shards), \
             engine_session(engine, ray_address, max(workers, actors), console.print):  # a local instance fits the actors
@@ -147,7 +159,7 @@ def print_proposals(work: Path, config) -> None:
     from maple_data.rmt import TAGS
 
     path, counts = run_propose(work, config)
-    table = Table("outcome", "items", title=f"proposals -> {path}")
+    table = titled_table("outcome", "items", title=f"proposals -> {path}")
     for key in [*TAGS, "unanswerable", "incomplete"]:
         if counts.get(key):
             table.add_row(key, str(counts[key]))

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from maple_data.cli.common import app, console, count_table, csv_list, err_console
+from maple_data.cli.common import app, console, count_table, csv_list, err_console, titled_table
+from maple_data.errors import MapleError
 
 
 @app.command("build-bench")
@@ -26,12 +26,14 @@ def build_bench_command(
     name: Annotated[str, typer.Option(help="Dataset name in the card.")] = "maple-bench",
     license: Annotated[str, typer.Option("--license", help="License id for the card.")] = "cc-by-4.0",
     citation: Annotated[str, typer.Option(help="BibTeX for the card.")] = "",
+    overwrite: Annotated[bool, typer.Option(help="Rebuild the benchmark already in OUT (replaced whole).")] = False,
 ) -> None:
     """Build a balanced, leak-free benchmark from verified items: Parquet and a dataset card.
 
     Loadable offline with datasets.load_dataset(OUT, CONFIG). Configs: qa_exact,
     qa_all_combinations, qa_plus, caption. Only human-verified items enter unless
-    --include-proposed; unanswerable or rejected items never do.
+    --include-proposed; unanswerable or rejected items never do. An OUT holding a
+    benchmark is rebuilt only with --overwrite.
 
     Example: maple-data build-bench work -o bench
     """
@@ -43,14 +45,15 @@ def build_bench_command(
                                  none_share=none_share, name=name, license=license, citation=citation)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    report = build_bench(work, out, settings)
+    report = build_bench(work, out, settings, overwrite=overwrite)
     for fault in report.faults:
         typer.echo(str(fault))
     count_table(report.counts, f"build-bench -> {out}")
     for why, n in sorted(report.excluded.items()):
         console.print(f"excluded: {why}: {n} item(s)")
-    if report.dropped:
-        console.print("test balancing dropped: " + ", ".join(f"{t} {n}" for t, n in sorted(report.dropped.items())))
+    dropped = {t: n for t, n in sorted(report.dropped.items()) if n}
+    if dropped:
+        console.print("test balancing dropped: " + ", ".join(f"{t} {n}" for t, n in dropped.items()))
     if report.missing_in_test:
         err_console.print(f"[yellow]warning[/]: the qa_exact test split has no item of {', '.join(report.missing_in_test)} "
                           "(too few verified items of those tags): per-RMT results will be missing for them")
@@ -65,14 +68,14 @@ def stats(
 
     Exits 1 when a row does not match the schema.
     """
-    from maple_data.bench.stats import collect
+    from maple_data.bench.stats import ANSWERS_NONE, collect
 
     counts, conditions, faults = collect(path)
     count_table(counts, f"rows per RMT: {path}")
-    table = Table("config/split", "exact", "superset", "deficit", "none", title="rows per condition")
+    table = titled_table("config/split", "exact", "superset", "deficit", ANSWERS_NONE, title="rows per condition")
     for key in sorted(conditions):
         c = conditions[key]
-        table.add_row(key, *(str(c.get(k, 0)) for k in ("exact", "superset", "deficit", "None")))
+        table.add_row(key, *(str(c.get(k, 0)) for k in ("exact", "superset", "deficit", ANSWERS_NONE)))
     console.print(table)
     for fault in faults:
         typer.echo(str(fault))
@@ -97,9 +100,9 @@ def publish_command(
 
     Example: maple-data publish bench --repo-id your-name/maple-bench --dry-run
     """
-    from maple_data.bench.publish import check_bench, publish, resolve_token, upload_plan
+    from maple_data.bench.publish import check_bench, publish, repo_id_problem, resolve_token, upload_plan
 
-    problems = check_bench(bench)
+    problems = [p for p in [repo_id_problem(repo_id)] if p] + check_bench(bench)
     if problems:
         raise typer.BadParameter("; ".join(problems))
     if dry_run:
@@ -116,6 +119,5 @@ def publish_command(
         url = publish(bench, repo_id, secret, private=private)
     except Exception as exc:  # noqa: BLE001 - network and auth errors: one line, never the token
         message = (str(exc).splitlines() or [""])[0].replace(secret, "***")
-        typer.echo(f"publish failed: {type(exc).__name__}: {message}", err=True)
-        raise typer.Exit(1) from None
+        raise MapleError(f"publish failed: {type(exc).__name__}: {message}") from None
     console.print(f"uploaded: {url}")

@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from maple_data import __version__
 from maple_data.errors import enable_debug
+from maple_data.quiet import quiet_libraries
 
 app = typer.Typer(
     name="maple-data",
@@ -45,6 +46,9 @@ def _main(
                                           help="Print the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", callback=enable_debug, is_eager=True,
                                         help="Show the full traceback of an error (also MAPLE_DEBUG=1).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", callback=quiet_libraries, is_eager=True,
+                                          help="Show the libraries' own warnings and progress bars (transformers, "
+                                               "torch), hidden by default (also MAPLE_VERBOSE=1).")] = False,
 ) -> None:
     """Curate RMT-tagged data for modality-aware post-training of omni models."""
 
@@ -54,11 +58,17 @@ def csv_list(value: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in (value or "").split(",") if x.strip())
 
 
+def titled_table(*columns: str | Column, title: str, **options) -> Table:
+    """A Rich table at least as wide as its title (within 80 columns), so a title such as a
+    path is not broken mid-word."""
+    return Table(*columns, title=title, min_width=min(len(title) + 2, 80), **options)
+
+
 def count_table(counts, title: str) -> None:
     """Print rows per RMT for each ``config/split`` key of ``counts``."""
     from maple_data.rmt import TAGS
 
-    table = Table("config/split", *TAGS, "total", title=title)
+    table = titled_table("config/split", *TAGS, "total", title=title)
     for key in sorted(counts):
         c = counts[key]
         table.add_row(key, *(str(c.get(t, 0)) for t in TAGS), str(sum(c.values())))

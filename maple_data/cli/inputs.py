@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from maple_data.cli.common import app, console, progress_bar
+from maple_data.cli.common import app, console, progress_bar, titled_table
+from maple_data.errors import Interrupted
 
 
 @app.command()
@@ -31,17 +31,19 @@ def synth(
                                            "tiny model can learn it: maple-rl pretrain).")] = "hard",
     all_tags: Annotated[bool, typer.Option(help="Learnable mode: a QA item of every tag for each video "
                                                 "instead of one per video.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the corpus already in OUT (all its videos, QA file "
+                                                 "and ground truth).")] = False,
 ) -> None:
     """Generate synthetic benchmark videos whose minimal modalities are known.
 
     Each video gets one QA item (tags V, A, S, VA, VS, AS, VAS in turn; every tag with
     --all-tags) answerable with exactly its tagged modalities and at chance with fewer,
     plus one caption item. Writes OUT/videos/*.mp4 + .srt, OUT/videos/qa.jsonl and
-    OUT/ground_truth.jsonl.
+    OUT/ground_truth.jsonl. An OUT holding a corpus is replaced only with --overwrite.
 
     Example: maple-data synth demo --n 70 --mode learnable
     """
-    from maple_data.inputs.synth import SynthConfig, generate
+    from maple_data.inputs.synth import SynthConfig, generate, make_room
 
     try:
         config = SynthConfig(n=n, seed=seed, width=width, height=height, fps=fps, duration=duration,
@@ -49,9 +51,14 @@ def synth(
                              all_tags=all_tags)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    with progress_bar() as bar:
-        task = bar.add_task("synth", total=n)
-        generate(out, config, on_video=lambda _: bar.advance(task))
+    make_room(out, overwrite)
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("synth", total=n)
+            generate(out, config, on_video=lambda _: bar.advance(task))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: the corpus in {out} is incomplete; run the same command with --overwrite "
+                          "to make it again") from None
     console.print(f"wrote {n} videos and {(8 if all_tags else 2) * n} items to [bold]{out}[/] "
                   f"(QA file: {out / 'videos' / 'qa.jsonl'}, ground truth: {out / 'ground_truth.jsonl'})")
 
@@ -99,7 +106,7 @@ def schema(
         spec = load_schema(kind=kind)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    table = Table("field", "type", "required", "meaning", title=f"{spec.name} schema v{spec.version}")
+    table = titled_table("field", "type", "required", "meaning", title=f"{spec.name} schema v{spec.version}")
     for row in field_table(spec):
         table.add_row(*row)
     console.print(table)

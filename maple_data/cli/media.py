@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from maple_data.cli.common import app, console, csv_list, progress_bar
+from maple_data.cli.common import app, console, csv_list, progress_bar, titled_table
 from maple_data.workdir import WorkDir
 
 ENGINE_HELP = ("local: processes on this machine; ray: Ray tasks on the CPUs of a Ray cluster (README: Running on "
@@ -38,10 +37,11 @@ def extract(
     asr_language: Annotated[str | None, typer.Option(help="Spoken language for ASR (default: detect).")] = None,
     ext: Annotated[str, typer.Option(help="Video file extensions to pick up.")] = ",".join(
         e.lstrip(".") for e in ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv")),
-    workers: Annotated[int, typer.Option(help="Worker processes (--engine ray: CPUs of the local Ray instance).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (--engine ray: CPUs of the local Ray "
+                                                     "instance).")] = 1,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
-    shard_rows: Annotated[int, typer.Option(help="Videos per shard; a crash loses at most one unfinished "
+    shard_rows: Annotated[int, typer.Option(min=1, help="Videos per shard; a crash loses at most one unfinished "
                                                  "shard's videos, which the next run redoes.")] = 64,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some videos failed.")] = False,
 ) -> None:
@@ -57,7 +57,7 @@ def extract(
     Example: maple-data extract videos/ -o work --workers 4 --frames 16
     On a Ray cluster: maple-data extract videos/ -o work --engine ray --ray-address auto
     """
-    from maple_data.media.extract import ExtractSettings, not_a_videos_folder, run_extract
+    from maple_data.media.extract import ExtractSettings, run_extract, videos_folder_problem
     from maple_data.media.frames import FrameSpec
     from maple_data.media.ray_extract import run_extract_ray
     from maple_data.ray_runtime import check_engine, engine_session
@@ -71,7 +71,7 @@ def extract(
         check_engine(engine)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    problem = not_a_videos_folder(videos_dir)
+    problem = videos_folder_problem(videos_dir, csv_list(ext))
     if problem:
         raise typer.BadParameter(problem)
     with WorkDir(out).lock(), engine_session(engine, ray_address, workers, console.print), progress_bar() as bar:
@@ -82,7 +82,7 @@ def extract(
                          **options)
     for path, message in sorted(summary.failed.items()):
         typer.echo(f"{videos_dir / path}: {message}")
-    table = Table("outcome", "videos", title=f"extract -> {summary.out_dir}")
+    table = titled_table("outcome", "videos", title=f"extract -> {summary.out_dir}")
     table.add_row("done", str(summary.done))
     table.add_row("skipped (already done)", str(summary.skipped))
     for reason, count in sorted(summary.reasons.items()):

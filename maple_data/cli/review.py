@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from maple_data.cli.common import app, console
+from maple_data.cli.common import app, console, titled_table
+from maple_data.errors import Interrupted
 from maple_data.workdir import WorkDir
 
 
@@ -39,7 +39,8 @@ def review(
     Examples: maple-data review work --reviewer alice;
     maple-data review work --reviewer triage --accept-confident 0.9
     """
-    from maple_data.review.server import accept_confident as bulk_accept, serve
+    from maple_data.review.server import accept_confident as bulk_accept
+    from maple_data.review.server import serve
 
     try:
         if accept_confident is not None:
@@ -47,13 +48,14 @@ def review(
             console.print(f"recorded {n} bulk accept decision(s) as {reviewer} (confidence >= {accept_confident})")
             return
         server, url, _ = serve(work, reviewer, host, port, token, order)
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"review page: {url}  (Ctrl-C to stop)", err=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        raise Interrupted(f"review page stopped: every decision made is in {WorkDir(work).decisions}; run the same "
+                          "command to go on reviewing") from None
     finally:
         server.server_close()
 
@@ -76,7 +78,7 @@ def review_stats(
     table = confusion(proposals, decisions)
     labels = label_order(k for c in table.values() for k in c)
     shares, accepted, total = acceptance(table)
-    out = Table("proposed \\ verdict", *labels, "accepted", title="proposal vs latest decision")
+    out = titled_table("proposed \\ verdict", *labels, "accepted", title="proposal vs latest decision")
     for proposed in label_order(table):
         out.add_row(proposed, *(str(table[proposed].get(k, 0)) for k in labels), f"{shares[proposed]:.0%}")
     console.print(out)

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -67,6 +68,7 @@ import av
 import cv2
 import numpy as np
 
+from maple_data.errors import FolderTaken
 from maple_data.rmt import TAGS
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -405,6 +407,32 @@ class CorpusFiles:
     def read_truth(self) -> dict[str, str]:
         """``item id -> true RMT``."""
         return {row["id"]: row["rmt"] for row in map(json.loads, self.truth.read_text(encoding="utf-8").splitlines())}
+
+
+def interrupted_corpus(files: CorpusFiles) -> bool:
+    """Whether ``files.root`` holds what an interrupted :func:`generate` leaves: ``videos/``
+    with clips and subtitles only (the QA file, ground truth and settings come last)."""
+    entries = {p.name for p in files.root.iterdir()}
+    return entries == {files.videos.name} and files.videos.is_dir() and all(
+        p.name.startswith("clip-") and p.suffix in (".mp4", ".srt") for p in files.videos.iterdir())
+
+
+def make_room(out: Path, overwrite: bool) -> None:
+    """Clear ``out`` for a new corpus: an empty or missing folder is fine; one holding a corpus
+    is cleared with ``overwrite`` (all of ``videos/``, so no clip of the old corpus is left
+    behind) and refused without; any other non-empty folder is refused."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    files = CorpusFiles(out)
+    if not out.is_dir() or not (files.settings.exists() or interrupted_corpus(files)):
+        raise FolderTaken(f"{out} is not empty and holds no synthetic corpus ({files.settings.name} missing): "
+                          "choose another output folder")
+    if not overwrite:
+        raise FolderTaken(f"{out} holds a synthetic corpus: pass --overwrite to replace it (its videos, QA file "
+                          "and ground truth), or choose another output folder")
+    shutil.rmtree(files.videos, ignore_errors=True)
+    for path in (files.truth, files.settings):
+        path.unlink(missing_ok=True)
 
 
 def generate(out: str | Path, config: SynthConfig, on_video: Callable[[int], None] | None = None) -> Path:

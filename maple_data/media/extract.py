@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from maple_data.durable import Journal, write_atomic
 from maple_data.media.audio import AudioTrackDecoder
 from maple_data.media.frames import FrameSpec, decode_frames, nearest_frames, sample_times
@@ -130,6 +129,17 @@ def not_a_videos_folder(path: Path) -> str | None:
     if path.exists():
         return f"{path} is a file, not a folder: give the folder that holds the videos"
     return f"videos folder not found: {path}"
+
+
+def videos_folder_problem(path: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> str | None:
+    """Why ``path`` gives no video to extract (not a folder, or no file with one of
+    ``extensions`` in it); None when it holds at least one."""
+    problem = not_a_videos_folder(path)
+    if problem or discover(path, extensions):
+        return problem
+    others = sum(1 for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    shown = ", ".join(e.lstrip(".") for e in extensions)
+    return f"no videos in {path} (looked for {shown}; {others} other file(s) there)"
 
 
 def discover(videos_dir: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from maple_data import decisions as journal
 from maple_data.durable import write_atomic
+from maple_data.errors import MapleError
 from maple_data.faults import Fault
 from maple_data.media.store import load_media
 from maple_data.review.previews import ensure_preview
@@ -69,11 +70,26 @@ def _annotator(annotation: dict[str, Any]) -> str:
     return f"labelstudio-{who}" if who is not None else "labelstudio"
 
 
+def read_export(export: Path) -> list[dict]:
+    """The task list of a Label Studio JSON export; a file that is not one is a MapleError
+    naming it."""
+    try:
+        tasks = json.loads(export.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MapleError(f"{export}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
+                         f"export the project from Label Studio as JSON") from None
+    except UnicodeDecodeError:
+        raise MapleError(f"{export}: not a text file; export the project from Label Studio as JSON") from None
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise MapleError(f"{export}: expected a JSON list of Label Studio tasks, got {type(tasks).__name__}")
+    return tasks
+
+
 def import_annotations(work: str | Path, export: str | Path) -> tuple[int, list[Fault]]:
     """Append decisions from a Label Studio JSON export; returns (decisions added, faults)."""
     work = Path(work)
     proposals = {p["id"]: p for p in WorkDir(work).read_proposals()}
-    tasks = json.loads(Path(export).read_text(encoding="utf-8"))
+    tasks = read_export(Path(export))
     added, faults = [], []
     for number, task in enumerate(tasks, 1):
         item = (task.get("data") or {}).get("item_id")
