@@ -83,6 +83,7 @@ class AlgoConfig:
     ppo_epochs: int = 1  # mu: passes over the step's samples
     minibatch_size: int = 16  # sequences per forward/backward pass
     gradient_accumulation_steps: int = 1  # minibatches per optimizer step
+    old_logprobs: Literal["auto", "recompute"] = "auto"  # auto: pi_old from the training forward until the first update
     clip_low: float = 0.2  # PPO eps_low: the ratio is clipped below at 1 - clip_low
     clip_high: float = 0.28  # PPO eps_high (DAPO clip-higher): clipped above at 1 + clip_high
     dual_clip: float | None = None  # dual clip c > 1 bounds the loss of negative-advantage tokens (null: off)

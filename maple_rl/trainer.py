@@ -574,7 +574,10 @@ class Trainer:
 
     def _update(self, scored: Scored) -> dict[str, float]:
         """Old log-probs (compared with the engine's), then the PPO epochs over minibatches of
-        the kept sequences."""
+        the kept sequences. The minibatches of the step's first optimizer update run on the
+        policy that sampled, so with ``algo.old_logprobs=auto`` their old log-probs are the
+        training forward's own, detached (TRL's rule; bit for bit the separate pass's
+        values): a separate no-grad pass runs only for minibatches trained after an update."""
         cfg = self.config
         prompts, responses, mask, advantages, strata = (scored.prompts, scored.responses, scored.mask,
                                                         scored.advantages, scored.strata)
@@ -586,17 +589,20 @@ class Trainer:
             weight_vec = torch.ones(len(TAGS), dtype=torch.float64)
         chunks = [rows[i:i + cfg.algo.minibatch_size] for i in range(0, len(rows), cfg.algo.minibatch_size)]
         n_global = int(self.acc.gather(torch.tensor([len(chunks)], device=self.acc.device)).max())
-        old: list[torch.Tensor] = []
+        accum = max(1, cfg.algo.gradient_accumulation_steps)
+        # minibatches of the first optimizer update: pi_old is the policy their training forward runs
+        before_update = min(accum, len(chunks)) if cfg.algo.old_logprobs == "auto" else 0
+        old: list[torch.Tensor | None] = [None] * len(chunks)
         ref: list[torch.Tensor | None] = []
         kl_in_loss = bool(cfg.algo.kl_coef) and cfg.algo.kl_in == "loss"
         self.model.train()
         with torch.no_grad():
-            for chunk in chunks:
+            for k, chunk in enumerate(chunks):
                 chunk_prompts = [prompts[i] for i in chunk]
-                old.append(self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk]).logp)
+                if k >= before_update:
+                    old[k] = self._score(self.acc.unwrap_model(self.model), chunk_prompts, responses[chunk]).logp
                 ref.append(self._reference_logprobs(chunk_prompts, responses[chunk]) if kl_in_loss else None)
-        is_weights = self._rollout_is_weights(old, scored.rollout_logp, mask, chunks)
-        updates, accum = 0, max(1, cfg.algo.gradient_accumulation_steps)
+        updates = 0
         for _ in range(cfg.algo.ppo_epochs):
             for first in range(0, n_global, accum):  # every rank steps equally often (DDP collectives match)
                 group = range(first, min(first + accum, n_global))
@@ -606,6 +612,9 @@ class Trainer:
                         chunk = chunks[k]
                         logp, entropy, router_aux = self._score(self.model, [prompts[i] for i in chunk],
                                                                 responses[chunk], router_aux=True)
+                        if old[k] is None:  # no update yet: the training forward is pi_old's
+                            old[k] = logp.detach()
+                        (is_weights,) = self._rollout_is_weights([old[k]], scored.rollout_logp, mask, [chunk])
                         adv = advantages[chunk].to(logp.device)
                         if cfg.algo.entropy_shaping:  # MSSR: (B,) -> (B, T), shaped by each token's entropy
                             adv = entropy_shaped_advantages(adv, entropy, cfg.algo.entropy_shaping_alpha,
@@ -614,7 +623,7 @@ class Trainer:
                                               horizon=cfg.rollout.max_new_tokens,
                                               strata=strata[chunk].to(logp.device),
                                               stratum_weights=weight_vec.to(logp.device), ref_logp=ref[k],
-                                              entropy=entropy, is_weights=is_weights[k])
+                                              entropy=entropy, is_weights=is_weights)
                         if router_aux is not None:  # a MoE policy: logged, and added with router_aux_coef
                             m["router_aux_loss"] = float(router_aux.detach())
                             loss = loss + cfg.algo.router_aux_coef * router_aux.to(loss.device)
@@ -637,6 +646,7 @@ class Trainer:
         if scored.rollout_logp is not None and chunks:  # engine vs trainer, on the trained tokens
             out |= logprob_mismatch(torch.cat(old).cpu(), scored.rollout_logp[rows], mask[rows])
         out["grad_norm"] = totals["grad_norm"] / max(updates, 1)
+        out["old_logprob_passes"] = len(chunks) - before_update  # no-grad forwards for pi_old (0: all from training)
         out["tokens"] = float(self.acc.reduce(tokens, reduction="sum"))
         out["updates"] = updates
         return out

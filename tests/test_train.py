@@ -692,3 +692,31 @@ def test_rollouts_never_sample_media_placeholders(bench_and_model, tmp_path):
                                    responses[:2], suppressed=trainer.suppressed)
     assert torch.isfinite(logp).all() and torch.isfinite(entropy).all()
     trainer.run()  # scores and updates on such samples
+
+
+@pytest.mark.parametrize("shape", ["one update", "several updates, two epochs"])
+def test_old_logprobs_from_the_training_forward_equal_a_separate_pass_bit_for_bit(bench_and_model, tmp_path, shape):
+    """``algo.old_logprobs=auto`` takes pi_old of the first update's minibatches from their
+    training forward instead of a separate no-grad pass: the same losses and parameters, bit
+    for bit, with fewer passes (none when the step makes one update)."""
+    bench, model = bench_and_model
+    extra = ["format_warmup_steps=0", "steps=2", "algo.early_filter=false", "rollout.temperature=0.8",
+             "algo.rollout_is=token_truncate"]  # the importance weights read pi_old too
+    extra += (["algo.minibatch_size=28"] if shape == "one update" else
+              ["algo.minibatch_size=8", "algo.gradient_accumulation_steps=2", "algo.ppo_epochs=2"])
+    runs = {}
+    for mode in ("auto", "recompute"):
+        trainer = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml",
+                                      quick(bench, model, tmp_path / mode, *extra, f"algo.old_logprobs={mode}")))
+        metrics = [trainer.train_step() for _ in range(2)]
+        runs[mode] = metrics, dict(trainer.acc.unwrap_model(trainer.model).named_parameters())
+    (auto, auto_params), (again, again_params) = runs["auto"], runs["recompute"]
+    for a, b in zip(auto, again):
+        assert {k: a[k] for k in LOSS_KEYS} == {k: b[k] for k in LOSS_KEYS}
+        assert b["old_logprob_passes"] == (1 if shape == "one update" else 4)  # 28 sequences a step
+        assert a["old_logprob_passes"] == (0 if shape == "one update" else 2)  # after the first update only
+    assert all(torch.equal(auto_params[name], again_params[name]) for name in auto_params)
+
+
+LOSS_KEYS = ("loss", "clipfrac_high", "clipfrac_low", "approx_kl", "entropy", "grad_norm", "is_weight_mean",
+             "logprob_abs_diff", "reward")

@@ -287,15 +287,19 @@ def build_published_shape(out_dir: str | Path, name: str, texts: Iterable[str] =
 
 
 def build_tiny_text_lm(out_dir: str | Path, texts: Iterable[str] = (), *, hidden: int = 64, layers: int = 2,
-                       seed: int = 0) -> Path:
+                       seed: int = 0, vocab_size: int | None = None) -> Path:
     """A tiny text-only causal LM (Qwen2 architecture, random weights) with the same
-    tokenizer recipe, for comparisons with text-only trainers."""
+    tokenizer recipe, for comparisons with text-only trainers. ``vocab_size``: pad the
+    tokenizer with unused tokens to this many (e.g. Qwen's 151,936), so that embeddings,
+    logits and sampling have the real vocabulary's cost."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(texts)
+    if vocab_size is not None:
+        tokenizer.add_tokens([f"<|maple_unused_{i}|>" for i in range(len(tokenizer), vocab_size)])  # decoded as text
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
                          max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
