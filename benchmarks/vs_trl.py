@@ -66,7 +66,7 @@ SHAPES = {"tiny": Shape(8, 4, 8, 64, 2, None, 0), "realistic": Shape(4, 8, 48, 2
 ZERO_VARIANCE: dict[str, bool] = {}  # answer text -> its prompt's group gets one reward for every answer
 
 
-def make_items(n: int, seed: int, shape: Shape, zero_var: float) -> list[dict]:
+def make_items(n: int, seed: int, shape: Shape = SHAPES["tiny"], zero_var: float = 0.0) -> list[dict]:
     """Text-only (S) items: which word do the subtitles contain? Options are unique per item
     (``apple-17``), so the answer names the item; a share ``zero_var`` of them is marked in
     :data:`ZERO_VARIANCE`."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from enum import Enum
 
+from maple_data.errors import MapleError
+
 MODALITIES: tuple[str, ...] = ("V", "A", "S")
 MODALITY_NAMES: dict[str, str] = {"V": "video frames", "A": "audio", "S": "subtitles"}
 _ALIASES: dict[str, str] = {
@@ -24,7 +26,7 @@ ALL_MODALITIES = "VAS"
 _TAG_INDEX = {tag: i for i, tag in enumerate(TAGS)}
 
 
-class RMTError(ValueError):
+class RMTError(MapleError, ValueError):
     """A value that is not a valid modality tag."""
 
 

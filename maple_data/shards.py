@@ -43,7 +43,7 @@ class ShardError(MapleError):
     """A shard that cannot be read or does not match the schema."""
 
 
-class RecordError(ValueError):
+class RecordError(MapleError, ValueError):
     """A record that breaks the schema; ``problems`` lists each field."""
 
     def __init__(self, record_id: Any, problems: list[Any]) -> None:

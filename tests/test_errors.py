@@ -140,3 +140,28 @@ def test_usage_errors_are_one_line_like_every_other_error(module, args, code, ex
     result = subprocess.run(cli_command(module, *args), cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert result.returncode == code and result.stderr.strip() == expected and result.stdout == "", result
+
+
+def test_every_exception_class_of_maple_derives_from_maple_error():
+    """One root: a caller can catch MapleError for every failure maple itself defines."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import maple_data
+    import maple_rl
+    from maple_data.errors import MapleError
+
+    found, outside = [], []
+    for package in (maple_data, maple_rl):
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            try:
+                loaded = importlib.import_module(module.name)
+            except ImportError:  # an optional extra (ray, vllm, whisper) that is not installed
+                continue
+            for name, cls in inspect.getmembers(loaded, inspect.isclass):
+                if cls.__module__ == loaded.__name__ and issubclass(cls, BaseException):
+                    found.append(f"{module.name}.{name}")
+                    if not issubclass(cls, MapleError):
+                        outside.append(found[-1])
+    assert len(found) >= 10 and not outside, outside

@@ -154,3 +154,32 @@ def test_small_eval_cells_are_warned_about():
     (warning,) = small_cell_warnings({"V": 1, "A": 12, "S": 12, "VA": 12, "VS": 12, "AS": 12})
     assert warning.startswith("fewer than 10 items in V (1), VAS (0): one item moves such a cell by more than 10 "
                               "points")
+
+
+@pytest.mark.parametrize("args, code", [
+    (["annotate", "VIDEOS", "--qa", "QA", "-o", "OUT", "--model", "m", "--rule", "bogus"], 2),
+    (["annotate", "VIDEOS", "--qa", "QA", "-o", "OUT", "--model", "m", "--prior", "V=abc"], 2),
+    (["review", "OUT", "--reviewer", "me"], 1),  # no proposals yet
+    (["publish", "VIDEOS", "--repo-id", "me/bench", "--dry-run"], 2),  # not a benchmark folder
+    (["extract", "VIDEOS", "-o", "OUT", "--frames", "0"], 2),
+    (["build-bench", "OUT", "-o", "BENCH", "--ratios", "0.5,0.5"], 2),
+    (["publish", "VIDEOS", "--dry-run"], 2),  # no --repo-id
+])
+def test_each_bad_input_of_the_first_hour_is_one_line(synth_corpus, tmp_path, args, code):
+    where = {"VIDEOS": synth_corpus / "videos", "QA": synth_corpus / "videos" / "qa.jsonl", "OUT": tmp_path / "work",
+             "BENCH": tmp_path / "bench"}
+    (tmp_path / "work").mkdir()
+    one_error_line(run(data(*(where.get(a, a) for a in args))), code)
+    assert not any((tmp_path / "work").iterdir()) and not (tmp_path / "bench").exists()
+
+
+def test_eval_prints_no_library_output_unless_verbose(rl_bench, tiny_omni, tmp_path):
+    from tests.test_quickstart import LIBRARY_NOISE
+
+    bench, _ = rl_bench
+    args = ("eval", bench, "--model", tiny_omni, "--max-new-tokens", "2")
+    quiet = run(cli_command("maple_rl.cli", *args, "-o", tmp_path / "quiet"))
+    verbose = run(cli_command("maple_rl.cli", "--verbose", *args, "-o", tmp_path / "verbose"))
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert not [x for x in quiet.stderr.splitlines() if LIBRARY_NOISE.search(x)], quiet.stderr
+    assert [x for x in verbose.stderr.splitlines() if LIBRARY_NOISE.search(x)], verbose.stderr  # the filter hides some

@@ -19,11 +19,13 @@ from typing import Protocol
 import av
 import numpy as np
 
+from maple_data.errors import MapleError
+
 # av.open errors that mean "not a media file we can read", reported as one line each
 MEDIA_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError)
 
 
-class MediaError(Exception):
+class MediaError(MapleError):
     """A file that cannot be extracted; ``str(error)`` is a one-line reason."""
 
     def __init__(self, reason: str, message: str) -> None:

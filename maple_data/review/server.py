@@ -54,6 +54,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from maple_data import decisions as journal
+from maple_data.errors import MapleError
 from maple_data.media.store import media_schema, newest_rows
 from maple_data.review.previews import PREVIEW_DIR, ensure_preview
 from maple_data.rmt import RMTError, parse_rmt
@@ -69,7 +70,7 @@ READ_TIMEOUT = 10.0  # seconds a connection may stay silent (a body shorter than
 MEDIA_CACHE = 4  # media rows kept in memory, most recently shown first (paging back re-reads none)
 
 
-class ReviewError(ValueError):
+class ReviewError(MapleError, ValueError):
     """A request the app refuses; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str) -> None:
