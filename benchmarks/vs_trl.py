@@ -1,7 +1,7 @@
 """One GRPO training step: maple-rl (grpo recipe settings) vs TRL's GRPOTrainer, timed
 side by side in one process on the same text-only causal LM (Qwen2 architecture, random
 weights), the same prompts and reward, the same generation engine (transformers
-`generate`), AdamW, one optimizer update per step, no KL/reference model, clip 0.2.
+`generate`), AdamW, one optimizer update per step (`--updates`), no KL/reference model, clip 0.2.
 
 Shapes (`--shape`):
 - `tiny`: hidden 64, 2 layers, a 512-token vocabulary, 8 prompts x G = 4, 8 new tokens:
@@ -17,8 +17,10 @@ Each trainer runs `--steps` steps (the first is warm-up and excluded), `--runs` 
 interleaved (maple, TRL, maple, TRL, ...). Printed: seconds per step split into generation
 + reward and update (old log-probs + forward/backward), prompt + answer tokens per second,
 and maple's passes per step against the minimum the math needs; the last line is
-`TRL / maple = X` (the ratio of the mean seconds per step). Needs `pip install trl` (not a
-maple dependency). Run: python benchmarks/vs_trl.py [--shape realistic --zero-var 0.5]
+`TRL / maple = X` (the ratio of the mean seconds per step). `--updates N`: N optimizer updates
+per step (maple: minibatches of 1/N of the batch; TRL: `steps_per_generation=N`, its N
+optimizer steps summed into one step). Needs `pip install trl` (not a maple dependency).
+Run: python benchmarks/vs_trl.py [--shape realistic --zero-var 0.5 --runs 3 --updates 1]
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def timed(owner: object, name: str, into: list[float]):
     setattr(owner, name, wrapper)
 
 
-def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape) -> Timing:
+def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape, updates: int) -> Timing:
     import maple_rl.trainer as trainer_module
 
     trainer_module.reward_components = lambda completion, task, options, answer, metric=None: {
@@ -134,7 +136,7 @@ def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape) -
     config = load_config(None, [
         f"model.path={model}", f"data.path={shards}", f"output_dir={out}", f"steps={steps}", "algo.estimator=grpo",
         "algo.stratify_by=none", "algo.early_filter=true", "algo.aggregation=token-mean", "algo.clip_high=0.2",
-        f"algo.minibatch_size={shape.prompts * shape.g}", f"rollout.group_size={shape.g}",
+        f"algo.minibatch_size={shape.prompts * shape.g // updates}", f"rollout.group_size={shape.g}",
         f"rollout.max_new_tokens={shape.new_tokens}", f"sampling.batch_size={shape.prompts}", f"optim.lr={LR}",
         "optim.max_grad_norm=1.0", "save_every=0", "log_samples_every=0", "format_warmup_steps=0"])
     trainer = Trainer(config)
@@ -146,10 +148,11 @@ def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape) -
         m = trainer.train_step()
         timing.steps.append(time.perf_counter() - start)
         kept = round((1 - m["zero_variance_fraction"]) * shape.prompts) * shape.g
-        chunks = -(-kept // config.algo.minibatch_size)
-        timing.passes.append({"generate": 1, "no-grad forward (pi_old)": m.get("old_logprob_passes", 0),
-                              "forward+backward": chunks * config.algo.ppo_epochs, "minimum": chunks,
-                              "sequences trained": kept})
+        chunks = -(-kept // config.algo.minibatch_size)  # one minibatch per update (no accumulation)
+        timing.passes.append({"sequences trained": kept, "generate": 1,
+                              "pi_old no-grad forwards": m.get("old_logprob_passes", 0),
+                              "(minimum: minibatches after the first update)": max(chunks - 1, 0),
+                              "forward+backward": chunks * config.algo.ppo_epochs, "(minimum)": chunks})
         timing.tokens.append(shape.prompts * shape.g * (prompt_tokens(trainer) + shape.new_tokens))
     return timing
 
@@ -160,7 +163,8 @@ def prompt_tokens(trainer: Trainer) -> int:
     return int(encoded["input_ids"].shape[1])
 
 
-def time_trl(model: Path, items: list[dict], out: Path, steps: int, shape: Shape, scoring: str) -> Timing:
+def time_trl(model: Path, items: list[dict], out: Path, steps: int, shape: Shape, scoring: str, updates: int
+             ) -> Timing:
     """``scoring``: ``compact`` scores the completion positions only, as TRL does on a CUDA
     or XPU device (its Triton path; here its torch tiles, patched to the same selection);
     ``shipped`` is TRL as it runs on CPU, its fused head scoring every prompt position too."""
@@ -181,21 +185,27 @@ def time_trl(model: Path, items: list[dict], out: Path, steps: int, shape: Shape
     def reward(prompts, completions, answer, **_):
         return [controlled_reward(c, a) for c, a in zip(completions, answer)]
 
-    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=shape.prompts * shape.g,
-                      num_generations=shape.g, max_completion_length=shape.new_tokens, learning_rate=LR, beta=0.0,
-                      num_iterations=1, epsilon=0.2, max_steps=steps, logging_steps=1, report_to=[], use_cpu=True,
+    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=shape.prompts * shape.g // updates,
+                      steps_per_generation=updates, num_generations=shape.g, max_completion_length=shape.new_tokens,
+                      learning_rate=LR, beta=0.0, num_iterations=1, epsilon=0.2, max_steps=steps * updates,
+                      logging_steps=1, report_to=[], use_cpu=True,
                       bf16=False, save_strategy="no", temperature=1.0, max_grad_norm=1.0,
                       lr_scheduler_type="constant", warmup_steps=0, dataloader_num_workers=0, disable_tqdm=True,
                       seed=0)
     timing = Timing([], [], [], [])
+    optimizer_steps: list[float] = []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
             self.start = time.perf_counter()
 
-        def on_step_end(self, *a, **k):
-            timing.steps.append(time.perf_counter() - self.start)
-            timing.tokens.append(shape.prompts * shape.g * (prompt_length + shape.new_tokens))
+        def on_step_end(self, *a, **k):  # TRL's step is one optimizer update: `updates` of them make maple's step
+            seconds = time.perf_counter() - self.start
+            if len(optimizer_steps) % updates == 0:
+                timing.steps.append(0.0)
+                timing.tokens.append(shape.prompts * shape.g * (prompt_length + shape.new_tokens))
+            optimizer_steps.append(seconds)
+            timing.steps[-1] += seconds
 
     trainer = GRPOTrainer(model=str(model), reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, callbacks=[Timer()])
@@ -221,6 +231,8 @@ def main() -> None:
     parser.add_argument("--zero-var", type=float, default=0.0, help="share of prompts whose group has one reward")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--runs", type=int, default=1, help="interleaved runs of each trainer")
+    parser.add_argument("--updates", type=int, default=1, help="optimizer updates per step (maple: minibatches "
+                                                                  "of 1/N of the batch; TRL: steps_per_generation=N)")
     parser.add_argument("--trl-scoring", choices=("compact", "shipped"), default="compact",
                         help="compact: TRL scores completion positions only, as on a GPU; shipped: as TRL 1.16 "
                              "runs on CPU, every position through its fused head (~20x slower at 1,000 tokens)")
@@ -235,11 +247,12 @@ def main() -> None:
         maple, trl = [], []
         for run in range(args.runs):
             torch.manual_seed(run)
-            maple.append(time_maple(model, shards, root / f"maple-{run}", args.steps, shape))
-            trl.append(time_trl(model, items, root / f"trl-{run}", args.steps, shape, args.trl_scoring))
+            maple.append(time_maple(model, shards, root / f"maple-{run}", args.steps, shape, args.updates))
+            trl.append(time_trl(model, items, root / f"trl-{run}", args.steps, shape, args.trl_scoring, args.updates))
         vocab = f"{shape.vocab_size:,}" if shape.vocab_size else "512"
         print(f"{args.shape} shape: {shape.prompts} prompts x G={shape.g}, {shape.new_tokens} new tokens, vocabulary "
-              f"{vocab}, zero-variance share {args.zero_var}, TRL scoring {args.trl_scoring}; mean of steps "
+              f"{vocab}, zero-variance share {args.zero_var}, {args.updates} update(s) a step, TRL scoring "
+              f"{args.trl_scoring}; mean of steps "
               f"2..{args.steps} over {args.runs} interleaved run(s)")
         m = report("maple-rl (grpo)", maple)
         t = report(f"TRL ({args.trl_scoring})", trl)
