@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import maple_rl.logprobs as logprobs
@@ -24,6 +24,7 @@ def naive(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, suppre
 
 
 @settings(max_examples=40, deadline=None)
+@example(n=3, t=4, vocab=3, chunk=1, temperature=0.6, n_suppressed=0, seed=224)  # float32 rounding reached 2.3e-5
 @given(n=st.integers(1, 3), t=st.integers(1, 5), vocab=st.integers(3, 40), chunk=st.integers(1, 200),
        temperature=st.sampled_from([1.0, 0.6, 1.7]), n_suppressed=st.integers(0, 2), seed=st.integers(0, 10_000))
 def test_values_and_gradients_equal_the_naive_formula(n, t, vocab, chunk, temperature, n_suppressed, seed):
@@ -45,7 +46,9 @@ def test_values_and_gradients_equal_the_naive_formula(n, t, vocab, chunk, temper
     assert logp.dtype == entropy.dtype == torch.float32
     torch.testing.assert_close(logp.double(), expected_logp, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(entropy.double(), expected_entropy, atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(ours, logits.grad, atol=2e-5, rtol=1e-5)
+    # float32 gradients against float64 ones: the entropy term's log p (down to ~ -40 at these
+    # logits, over a temperature of 0.6) times float32's 1.2e-7 reaches ~2e-5 (seed 224 did)
+    torch.testing.assert_close(ours, logits.grad, atol=1e-4, rtol=1e-5)
     assert (ours[..., list(suppressed)] == 0).all()
 
 
