@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP_MARKERS = ("interactive", "needs a Hub token")  # `# <marker>...` at the end of a README line
 TIMEOUT_S = 4 * 3600  # a safety net only (a cold pretraining on a loaded 2-core machine fits)
 TAIL_LINES = 40
-MIN_CELL_ITEMS = 10  # the eval's per-RMT cells (maple_rl.evaluate warns below this)
 COMPOSITIONS = ("VA", "VS", "AS", "VAS")
 LIBRARY_NOISE = re.compile(r"\[transformers\]|Loading weights|Writing model shards|UserWarning|it/s\]")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -168,6 +167,8 @@ def test_the_readme_quickstart_runs_as_written_offline(tmp_path, learning_cache)
 
     # the benchmark: rows in every config's test split, a dataset card naming the configs
     import pyarrow.parquet as pq
+
+    from maple_rl.evaluate import MIN_CELL_ITEMS  # eval warns below it
 
     bench = where / "bench"
     card = bench / "README.md"
