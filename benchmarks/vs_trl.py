@@ -82,7 +82,8 @@ def make_items(n: int, seed: int, shape: Shape = SHAPES["tiny"], zero_var: float
         filler = " ".join(rng.choice(WORDS, shape.filler_words).tolist())
         ZERO_VARIANCE[answer] = k in marked
         items.append({"id": f"t{k:04d}", "question": "Which word appears in the subtitles?", "options": options,
-                      "answer": answer, "subtitles": [{"start": 0.0, "end": 1.0, "text": f"{filler} I see a {answer}."}]})
+                      "answer": answer,
+                      "subtitles": [{"start": 0.0, "end": 1.0, "text": f"{filler} I see a {answer}."}]})
     return items
 
 

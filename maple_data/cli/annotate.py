@@ -67,12 +67,13 @@ def annotate(
     tensor_parallel_size: Annotated[int, typer.Option(min=1, help="vllm: GPUs per engine.")] = 1,
     frames: Annotated[int | None, typer.Option(help="Extraction: frames per video (default: the settings of "
                                                      "OUT's own extraction, `maple-data extract`, else 16).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Extraction: worker processes (--engine ray: CPUs of the local Ray "
-                                              "instance, at least --actors).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Extraction: worker processes (--engine ray: CPUs of the local "
+                                                     "Ray instance, at least --actors).")] = 1,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP + " Annotation: items sent to --actors model actors.")]
     = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
-    actors: Annotated[int, typer.Option(min=1, help="--engine ray: model actors, each holding one copy of the model.")] = 1,
+    actors: Annotated[int, typer.Option(min=1, help="--engine ray: model actors, each holding one copy of the "
+                                                    "model.")] = 1,
     actor_gpus: Annotated[float, typer.Option(help="--engine ray: GPUs per model actor (0: on CPUs).")] = 0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     task: Annotated[str, typer.Option(help="Tasks of the QA file to annotate: qa, caption or both (a model that "
