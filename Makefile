@@ -54,7 +54,7 @@ $(VLLM_ENV)/.maple-installed: pyproject.toml Makefile
 	TV=$$($(VLLM_PYTHON) -c "import importlib.util as u; print(u.find_spec('torchvision').origin)") && \
 	  sed -i 's/^@torch\.library\.register_fake("torchvision::\(q\?nms\)")$$/@(torch.library.register_fake("torchvision::\1") if torchvision.extension._has_ops() else (lambda fn: fn))/' \
 	  "$$(dirname "$$TV")/_meta_registrations.py"
-	$(VLLM_PYTHON) -c "import torchvision, vllm, maple_rl.rollout; print('vllm', vllm.__version__, 'ready in $(VLLM_ENV)')"
+	$(VLLM_PYTHON) -c "import torchvision, vllm, maple_rl.training.rollout; print('vllm', vllm.__version__, 'ready in $(VLLM_ENV)')"
 	touch $@
 
 test-vllm: install-vllm  ## the vLLM lane: annotate, rollouts, weight sync, train and eval on a real vLLM engine (CPU build)

@@ -169,7 +169,7 @@ def annotate_row(model: Path, work: Path, items: list, sizes: Sizes, scoring: st
 
 
 def train_config(model: Path, data: Path, out: Path, sizes: Sizes, lora: bool, device: str):
-    from maple_rl.config import load_config
+    from maple_rl.training.config import load_config
 
     return load_config("mapo-adaptive", [
         f"model.path={model}", f"data.path={data}", f"output_dir={out}", f"steps={1 + sizes.steps}",
@@ -182,19 +182,19 @@ def train_config(model: Path, data: Path, out: Path, sizes: Sizes, lora: bool, d
 def train_row(model: Path, data: Path, out: Path, sizes: Sizes, lora: bool, device: str,
               meter: Meter) -> dict[str, Any]:
     """One warm-up step, then ``sizes.steps`` timed steps of `maple-rl train`'s trainer."""
-    from maple_rl.plan import plan_step
-    from maple_rl.trainer import Trainer
+    from maple_rl.training.plan import plan_step
+    from maple_rl.training.trainer import Trainer
 
     meter.reset()
     config = train_config(model, data, out, sizes, lora, device)
     trainer = Trainer(config)
-    spec = trainer.engine.spec  # fixed rollout length: the end of turn is never sampled
-    trainer.engine.spec = dataclasses.replace(spec, suppressed=(*spec.suppressed, spec.eos_id))
+    spec = trainer.rollouts.engine.spec  # fixed rollout length: the end of turn is never sampled
+    trainer.rollouts.engine.spec = dataclasses.replace(spec, suppressed=(*spec.suppressed, spec.eos_id))
     steps: list[dict[str, float]] = []
     phases: dict[str, float] = {}
-    wrap(trainer.engine, "generate", meter, phases, "rollout")
-    wrap(trainer, "sample_and_score", meter, phases, "sample_and_score")
-    wrap(trainer, "_update", meter, phases, "update")
+    wrap(trainer.rollouts.engine, "generate", meter, phases, "rollout")
+    wrap(trainer.rollouts, "sample_and_score", meter, phases, "sample_and_score")
+    wrap(trainer, "update", meter, phases, "update")
     for step in range(1 + sizes.steps):
         if step == 1:
             meter.reset()  # the timed steps' peak (the warm-up's, e.g. lazy optimizer state, is in it again)

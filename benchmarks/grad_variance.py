@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from maple_data.rmt import TAGS, modalities, tag_size
-from maple_rl.advantages import compute_advantages
+from maple_rl.algorithms.advantages import compute_advantages
 
 HETEROGENEOUS = {1: 0.2, 2: 0.5, 3: 0.85}  # success rate by tag size: uni hard, tri easy
 HOMOGENEOUS = {1: 0.5, 2: 0.5, 3: 0.5}

@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from maple_data.rmt import TAGS  # noqa: E402
+from maple_rl.algorithms.losses import policy_loss  # noqa: E402
 from maple_rl.demo import load_demo_config, prepare_bench, rl_config  # noqa: E402
-from maple_rl.losses import policy_loss  # noqa: E402
-from maple_rl.trainer import Scored, Trainer  # noqa: E402
+from maple_rl.training.scoring import Scored
+from maple_rl.training.trainer import Trainer  # noqa: E402
 
 
 def policy_gradient(trainer: Trainer, scored: Scored) -> torch.Tensor:
@@ -43,7 +44,7 @@ def policy_gradient(trainer: Trainer, scored: Scored) -> torch.Tensor:
     model.zero_grad()
     rows = torch.nonzero(scored.keep).flatten().tolist()
     if rows:
-        logp, entropy, _ = trainer._score(model, [scored.prompts[i] for i in rows], scored.responses[rows])
+        logp, entropy, _ = trainer.inputs.score(model, [scored.prompts[i] for i in rows], scored.responses[rows])
         loss, _ = policy_loss(logp, logp.detach(), scored.advantages[rows].to(logp.dtype), scored.mask[rows],
                               trainer.config.algo, horizon=trainer.config.rollout.max_new_tokens,
                               strata=scored.strata[rows], stratum_weights=torch.ones(len(TAGS), dtype=torch.float64),
@@ -84,8 +85,8 @@ def main() -> None:
             for m in range(args.minibatches):
                 records = [trainer.items[i] for i in draws.choice(len(trainer.items), args.batch, replace=False)]
                 trainer.counter.step = m  # a fresh sampling seed per minibatch
-                trainer.prepared.clear()
-                grads.append(policy_gradient(trainer, trainer.sample_and_score(records)))
+                trainer.inputs.new_step()
+                grads.append(policy_gradient(trainer, trainer.rollouts.sample_and_score(records)))
             results[arm] = variance(torch.stack(grads))
             print(f"{arm}: done", flush=True)
         print(f"\n{args.minibatches} minibatches of {args.batch} items x G = {config.group_size} at the "

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from maple_data.models.hf import HFBackend  # noqa: E402
 from maple_data.rmt import TAGS  # noqa: E402
 from maple_rl.demo import answerable_accuracy, load_demo_config, prepare_bench, rl_config  # noqa: E402
-from maple_rl.evaluate import eval_rows, score  # noqa: E402
-from maple_rl.trainer import Trainer  # noqa: E402
+from maple_rl.evaluate import EvalSettings, eval_rows, score  # noqa: E402
+from maple_rl.training.trainer import Trainer  # noqa: E402
 
 FIGURES = ("uni_multi_gap", "modality_gap", "fusion_gain", "none_precision", "none_recall")
 
@@ -62,7 +62,7 @@ def reach(curve: list[dict[str, Any]], target: float) -> tuple[int | None, float
 def run_arm(config, arm: str, prepared, out: Path, seed: int, rows, start: dict[str, Any], every: int
             ) -> dict[str, Any]:
     trainer = Trainer(rl_config(config, arm, prepared, out, seed=seed))
-    tokens = [trainer.encoder.encode([trainer._prompt(r)])["input_ids"].shape[1] for r in trainer.items]
+    tokens = [trainer.inputs.encoder.encode([trainer.inputs.prompt(r)])["input_ids"].shape[1] for r in trainer.items]
     curve = [{"step": 0, "seconds": 0.0, **start}]
     trained = [0.0]
 
@@ -72,7 +72,7 @@ def run_arm(config, arm: str, prepared, out: Path, seed: int, rows, start: dict[
             model = trainer.acc.unwrap_model(trainer.model)
             model.eval()
             curve.append({"step": metrics["step"], "seconds": trained[0],
-                          **heldout(HFBackend.from_model(model, trainer.encoder, batch_size=64), rows)})
+                          **heldout(HFBackend.from_model(model, trainer.inputs.encoder, batch_size=64), rows)})
             model.train()
 
     trainer.run(on_step)
@@ -104,7 +104,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="maple-mapo-"))
     try:
         prepared = prepare_bench(root, config, log=lambda line: print(line, flush=True), cache=args.cache_dir)
-        rows = eval_rows(str(prepared.bench), "qa_all_combinations", "test")
+        rows = eval_rows(str(prepared.bench), EvalSettings(config="qa_all_combinations"))
         start = heldout(HFBackend(str(prepared.start), batch_size=64), rows)
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
         for seed in args.seeds:

@@ -48,7 +48,7 @@ SHAPES = ("qwen2_5_omni_3b", "qwen2_5_omni_7b", "qwen3_omni_30b_a3b_instruct")
 def today_token_logprobs(model, inputs, responses, *, suppressed=(), temperature=1.0, **extra):
     """maple's scoring before response-only logits (kept here as the baseline): every
     position's logits, sliced afterwards, and a float32 log-softmax over the vocabulary."""
-    from maple_rl.logprobs import TokenScores
+    from maple_rl.algorithms.logprobs import TokenScores
 
     prompt_len = inputs["input_ids"].shape[1]
     full = dict(inputs)
@@ -89,22 +89,22 @@ def profiled_peak(run) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """One arm: build the trainer, run one step under the profiler, print a JSON line."""
-    import maple_rl.rollout
-    import maple_rl.trainer
-    from maple_rl.config import load_config
-    from maple_rl.plan import plan_step
-    from maple_rl.trainer import Trainer
+    import maple_rl.training.inputs
+    import maple_rl.training.rollout
+    from maple_rl.training.config import load_config
+    from maple_rl.training.plan import plan_step
+    from maple_rl.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     if args.arm == "today":
-        maple_rl.trainer.token_logprobs = today_token_logprobs
-        maple_rl.rollout.logits_for = lambda *a, **k: contextlib.nullcontext()
+        maple_rl.training.inputs.token_logprobs = today_token_logprobs
+        maple_rl.training.rollout.logits_for = lambda *a, **k: contextlib.nullcontext()
     config = load_config(args.recipe, [f"model.path={args.model}", f"data.path={args.data}",
                                        f"output_dir={args.out}", *args.set])
     trainer = Trainer(config)
     before = resident_bytes(trainer.acc.unwrap_model(trainer.model))
-    if trainer.reference is not None:
-        before += resident_bytes(trainer.reference)
+    if trainer.reference.model is not None:
+        before += resident_bytes(trainer.reference.model)
     peak = profiled_peak(trainer.train_step)
     plan = plan_step(config, prompt_tokens=args.prompt_tokens or None)
     print(json.dumps({"measured": before + peak, "resident": before, "rss": resource.getrusage(

@@ -113,8 +113,8 @@ def bench_of(corpus: Path, extracted: Path, root: Path) -> Path:
 
 def rollout_pass(engine: str, bench: Path, model: Path, out: Path, steps: int, batch: int,
                  group_size: int) -> dict[str, Any]:
-    from maple_rl.config import load_config
-    from maple_rl.trainer import Trainer
+    from maple_rl.training.config import load_config
+    from maple_rl.training.trainer import Trainer
 
     config = load_config("mupo", [f"data.path={bench}", f"model.path={model}", f"output_dir={out}",
                                   f"steps={steps}", f"rollout.engine={engine}", f"rollout.group_size={group_size}",
@@ -124,7 +124,7 @@ def rollout_pass(engine: str, bench: Path, model: Path, out: Path, steps: int, b
     trainer = Trainer(config)
     setup = time.perf_counter() - started
     rollout_seconds: list[float] = []
-    original = trainer.rollout
+    original = trainer.rollouts.rollout
 
     def timed(*args, **kwargs):
         t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def rollout_pass(engine: str, bench: Path, model: Path, out: Path, steps: int, b
         rollout_seconds.append(time.perf_counter() - t0)
         return result
 
-    trainer.rollout = timed
+    trainer.rollouts.rollout = timed
     step_seconds = [trainer.train_step()["seconds"] for _ in range(steps)]
     del trainer
     shutdown_vllm()

@@ -40,14 +40,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from maple_data.answers import parse_choice  # noqa: E402
 from maple_data.models.chat import render_chat  # noqa: E402
 from maple_data.models.prompts import build_prompt  # noqa: E402
 from maple_data.models.tiny_omni import build_tiny_text_lm  # noqa: E402
 from maple_data.schema import load_schema  # noqa: E402
 from maple_data.shards import ShardWriter  # noqa: E402
-from maple_rl.config import load_config  # noqa: E402
-from maple_rl.trainer import Trainer  # noqa: E402
+from maple_rl.training.config import load_config  # noqa: E402
+from maple_rl.training.trainer import Trainer  # noqa: E402
 
 WORDS = ["apple", "river", "stone", "cloud", "lamp", "tiger", "piano", "garden"]
 LR = 1e-5
@@ -130,10 +129,10 @@ def timed(owner: object, name: str, into: list[float]):
 
 
 def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape, updates: int) -> Timing:
-    import maple_rl.trainer as trainer_module
+    import maple_rl.training.scoring as scoring_module
 
-    trainer_module.reward_components = lambda completion, task, options, answer, metric=None: {
-        "correct": controlled_reward(completion, answer)}
+    scoring_module.reward_components = lambda completion, record, config: {
+        "correct": controlled_reward(completion, record["answer"])}
     config = load_config(None, [
         f"model.path={model}", f"data.path={shards}", f"output_dir={out}", f"steps={steps}", "algo.estimator=grpo",
         "algo.stratify_by=none", "algo.early_filter=true", "algo.aggregation=token-mean", "algo.clip_high=0.2",
@@ -142,7 +141,7 @@ def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape, u
         "optim.max_grad_norm=1.0", "save_every=0", "log_samples_every=0", "format_warmup_steps=0"])
     trainer = Trainer(config)
     generation: list[float] = []
-    timed(trainer, "sample_and_score", generation)
+    timed(trainer.rollouts, "sample_and_score", generation)
     timing = Timing([], generation, [], [])
     for _ in range(steps):
         start = time.perf_counter()
@@ -160,7 +159,7 @@ def time_maple(model: Path, shards: Path, out: Path, steps: int, shape: Shape, u
 
 def prompt_tokens(trainer: Trainer) -> int:
     """Tokens of the first item's prompt (all items' prompts are about as long)."""
-    encoded = trainer._encode([trainer._prompt(trainer.items[0])])
+    encoded = trainer.inputs.encode([trainer.inputs.prompt(trainer.items[0])])
     return int(encoded["input_ids"].shape[1])
 
 

@@ -1,5 +1,5 @@
-"""Ray for ``--engine ray`` (the ``ray`` extra): connect to a cluster or start a local
-instance, and find its dashboard.
+"""The ``--engine`` of ``extract`` and ``annotate`` (:class:`Engine`), and Ray for ``--engine
+ray`` (the ``ray`` extra): connect to a cluster or start a local instance, find its dashboard.
 
 ``address``: ``None`` starts a local Ray instance for the run (and stops it after);
 ``auto`` joins the cluster this machine belongs to (``ray start --head`` / ``ray start
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from maple_data.errors import MissingExtra
+from maple_data.settings import setting
 
 ENGINES = ("local", "ray")
 
@@ -27,13 +28,6 @@ def require_ray() -> ModuleType:
         raise MissingExtra("--engine ray needs Ray: pip install 'maple-omni[ray]' (on every node of the cluster)") \
             from None
     return ray
-
-
-def check_engine(engine: str) -> str:
-    """``engine`` when it is ``local`` or ``ray``, else a ValueError."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose {' or '.join(ENGINES)}")
-    return engine
 
 
 @dataclass(frozen=True)
@@ -66,18 +60,39 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             ray.shutdown()
 
 
-@contextmanager
-def engine_session(engine: str, address: str | None, cpus: int, say: Callable[[str], None]) -> Iterator[None]:
-    """A command's ``--engine`` / ``--ray-address``: with ``ray``, one Ray session for the
-    whole command (a local instance of ``cpus`` CPUs when ``address`` is None), its
-    address and dashboard told to ``say``; with ``local``, nothing."""
-    if check_engine(engine) == "local":
-        yield
-        return
-    with ray_session(address, num_cpus=cpus) as session:
-        say(f"Ray cluster at {session.address}, {session.cpus()} CPU(s)"
-            + (f"; dashboard: {session.dashboard_url}" if session.dashboard_url else ""))
-        yield
+@dataclass(frozen=True)
+class Engine:
+    """Where ``extract`` and ``annotate`` run (``--engine`` and its options)."""
+
+    name: str = setting("local", help="local: processes on this machine; ray: Ray tasks on the CPUs of a Ray "
+                                      "cluster (docs/cluster.md; needs the ray extra).")
+    ray_address: str | None = setting(None, help="--engine ray: the cluster to join: auto (the one `ray start` made "
+                                                 "on this machine), HOST:PORT or ray://HOST:PORT; default: start a "
+                                                 "local Ray instance.")
+    workers: int = setting(1, help="Worker processes (--engine ray: CPUs of the local Ray instance).")
+    actors: int = setting(1, help="--engine ray: model actors, each holding one copy of the model.")
+    actor_gpus: float = setting(0, help="--engine ray: GPUs per model actor (0: on CPUs).")
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINES:
+            raise ValueError(f"unknown engine {self.name!r}; choose {' or '.join(ENGINES)}")
+
+    @property
+    def ray(self) -> bool:
+        return self.name == "ray"
+
+    @contextmanager
+    def session(self, say: Callable[[str], None]) -> Iterator[None]:
+        """With ``ray``, one Ray session for the whole command (a local instance of
+        max(workers, actors) CPUs when ``ray_address`` is None), its address and dashboard
+        told to ``say``; with ``local``, nothing."""
+        if not self.ray:
+            yield
+            return
+        with ray_session(self.ray_address, num_cpus=max(self.workers, self.actors)) as session:
+            say(f"Ray cluster at {session.address}, {session.cpus()} CPU(s)"
+                + (f"; dashboard: {session.dashboard_url}" if session.dashboard_url else ""))
+            yield
 
 
 def _dashboard_url(ray: ModuleType) -> str | None:

@@ -10,10 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from maple_data.cli.common import titled_table
+from maple_data.cli.common import checked, csv_list, titled_table
 from maple_data.errors import Interrupted, enable_debug, run_cli
 from maple_data.quiet import quiet_libraries
-from maple_rl import __version__, run_folder
+from maple_data.settings import cli_option
+from maple_rl import __version__
+from maple_rl.errors import ConfigError
+from maple_rl.evaluate import EvalSettings, evaluate
+from maple_rl.training import run_folder
 
 app = typer.Typer(
     name="maple-rl",
@@ -59,7 +63,7 @@ app.add_typer(recipe_app, name="recipe")
 @recipe_app.command("list")
 def recipe_list() -> None:
     """Names of the shipped training recipes (use them as --recipe NAME)."""
-    from maple_rl.config import RECIPES_DIR, TrainConfig, recipe_names
+    from maple_rl.training.config import RECIPES_DIR, TrainConfig, recipe_names
 
     for name in recipe_names(TrainConfig):  # not the demo's or the pretraining's
         console.print(f"{name}  ({RECIPES_DIR / name}.yaml)", highlight=False)
@@ -76,7 +80,7 @@ def recipe_show(
     what it does. A key this lists is a key --set accepts."""
     from rich.table import Column
 
-    from maple_rl.config import load_config, settings_table
+    from maple_rl.training.config import load_config, settings_table
 
     # the key never wraps (it is what --set takes); under 110 columns the default shows only
     # where the value differs from it
@@ -97,7 +101,7 @@ def mixture_design(
 ) -> None:
     """Print the 2m+1 seed pilot mixtures as CSV (single, leave-one-out, uniform); add a
     `score` column with each pilot run's result and pass the file to `mixture fit`."""
-    from maple_rl.mixture import pilot_design
+    from maple_rl.algorithms.mixture import pilot_design
 
     names = [d.strip() for d in domains.split(",") if d.strip()]
     typer.echo(",".join(names))
@@ -120,13 +124,13 @@ def mixture_fit(
     """
     import numpy as np
 
-    from maple_rl.mixture import best_mixture, fit_surrogate
+    from maple_rl.algorithms.mixture import best_mixture, fit_surrogate
 
     try:
         with open(pilots, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if not rows or score_column not in rows[0]:
-            raise ValueError(f"no `{score_column}` column (columns: {', '.join(rows[0]) if rows else 'none'})")
+            raise ConfigError(f"no `{score_column}` column (columns: {', '.join(rows[0]) if rows else 'none'})")
         domains = [c for c in rows[0] if c != score_column]
         w = np.array([[float(r[d]) for d in domains] for r in rows])
         scores = np.array([float(r[score_column]) for r in rows])
@@ -165,8 +169,8 @@ def train(
     finished run, or one with other settings, is refused unless --resume or --overwrite
     says which. One process at a time per OUT. Multi-GPU / multi-node: `accelerate launch
     -m maple_rl.cli train ...`."""
-    from maple_rl.config import load_config
-    from maple_rl.trainer import Trainer
+    from maple_rl.training.config import load_config
+    from maple_rl.training.trainer import Trainer
 
     overrides = [f"data.path={data}", *(set_ or [])]
     if model is not None:
@@ -197,30 +201,23 @@ def eval_command(
     data: Annotated[Path, typer.Argument(metavar="DATA", help="Benchmark folder or record shards.")],
     model: Annotated[str, typer.Option(help="Model folder (e.g. a run's final/) or id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (eval.json, eval.md, PNGs).")],
-    config: Annotated[str, typer.Option(help="Benchmark config: qa_exact, qa_all_combinations, qa_plus.")]
-    = "qa_exact",
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
-    conditions: Annotated[str, typer.Option(help="Rows to keep by condition.")] = "exact,superset,deficit",
-    k: Annotated[int, typer.Option(help="Samples per row; accuracy is pass@1 averaged over them.")] = 1,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    config: str = cli_option(EvalSettings, "config"),
+    split: str = cli_option(EvalSettings, "split"),
+    conditions: str = cli_option(EvalSettings, "conditions", help="Rows to keep by condition (comma-separated)."),
+    k: int = cli_option(EvalSettings, "k", min=1),
+    temperature: float = cli_option(EvalSettings, "temperature", min=0.0),
+    max_new_tokens: int = cli_option(EvalSettings, "max_new_tokens", min=1),
     metrics: Annotated[Path | None, typer.Option(help="A run's metrics.jsonl, for the training-curve plot.")] = None,
-    engine: Annotated[str, typer.Option(help="hf (transformers) or vllm (a vLLM engine: on a GPU, or vLLM's CPU "
-                                             "build from `make install-vllm`).")] = "hf",
+    engine: str = cli_option(EvalSettings, "engine"),
     overwrite: Annotated[bool, typer.Option(help="Replace the report already in OUT.")] = False,
 ) -> None:
     """Accuracy per RMT and condition, uni/multi gap, modality gap, fusion gain and None
     precision/recall; writes OUT/eval.json, OUT/eval.md and PNG plots. Warns about RMT
     cells with fewer than 10 items. An OUT holding a report is replaced only with
     --overwrite."""
-    from maple_rl.evaluate import evaluate
-
-    if engine not in ("hf", "vllm"):
-        raise typer.BadParameter(f"--engine must be hf or vllm, got {engine!r}")
-    result = evaluate(model, str(data), out, config=config, split=split,
-                      conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()), k=k,
-                      temperature=temperature, max_new_tokens=max_new_tokens, metrics=metrics, engine=engine,
-                      overwrite=overwrite)
+    settings = checked(EvalSettings, config=config, split=split, conditions=tuple(csv_list(conditions)), k=k,
+                       temperature=temperature, max_new_tokens=max_new_tokens, engine=engine)
+    result = evaluate(model, str(data), out, settings, metrics=metrics, overwrite=overwrite)
     table = titled_table("RMT", "accuracy", "items", title=f"{config}/{split}: {result['rows']} rows")
     for tag, acc in result["per_rmt"].items():
         table.add_row(tag, f"{acc:.3f}", str(result["items_per_rmt"].get(tag, 0)))
@@ -326,8 +323,8 @@ def plan(
     weights, gradients, optimizer state (full or LoRA), the KL reference, activations (with
     and without gradient checkpointing) and logits at the recipe's group size, lengths and
     frames, per process; the GPUs needed. model.dtype auto counts as bf16 (the GPU default)."""
-    from maple_rl.config import load_config
-    from maple_rl.plan import GiB, PromptSize, plan_step
+    from maple_rl.training.config import load_config
+    from maple_rl.training.plan import GiB, PromptSize, plan_step
 
     overrides = [f"model.path={model}", *([f"data.path={data}"] if data else []), *(set_ or [])]
     config = load_config(recipe, overrides)
@@ -336,7 +333,8 @@ def plan(
         try:
             height, width = (int(x) for x in frame_size.lower().split("x"))
         except ValueError:
-            raise ValueError(f"--frame-size must be HEIGHTxWIDTH in pixels, e.g. 448x448; got {frame_size!r}") from None
+            raise ConfigError(f"--frame-size must be HEIGHTxWIDTH in pixels, e.g. 448x448; "
+                              f"got {frame_size!r}") from None
         prompt = PromptSize.from_media(model, frames=frames, height=height, width=width,
                                        audio_seconds=audio_seconds, text_tokens=text_tokens)
     step = plan_step(config, prompt=prompt, processes=gpus)
@@ -383,7 +381,7 @@ def tiny_model(
     from maple_data.models.tiny_omni import build_tiny_omni
 
     if vocab not in ("published", "compact"):
-        raise ValueError(f"--vocab must be published or compact, got {vocab!r}")
+        raise ConfigError(f"--vocab must be published or compact, got {vocab!r}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty folder; choose another --out (nothing was written)")
     with atomic_folder(out) as tmp:

@@ -23,25 +23,25 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from maple_data import decisions as journal
-from maple_data.annotate.ablation import AblationSettings, Item, run_annotate, run_propose
+from maple_data.annotate.ablation import AblationSettings, Item
+from maple_data.annotate.pipeline import StageProgress, annotate_videos, no_progress
 from maple_data.bench.build import BenchSettings, build_bench
 from maple_data.durable import Journal, write_atomic
 from maple_data.inputs.qa import read_qa_file
 from maple_data.inputs.synth import CorpusFiles, SynthConfig, generate
-from maple_data.media.extract import ExtractSettings, run_extract
-from maple_data.media.frames import FrameSpec
-from maple_data.models.hf import HFBackend
 from maple_data.rmt import TAGS
 from maple_data.workdir import WorkDir
-from maple_rl.config import TrainConfig, load_config, load_recipe, recipe_path
-from maple_rl.evaluate import evaluate
+from maple_rl.errors import ConfigError
+from maple_rl.evaluate import EvalSettings, evaluate
 from maple_rl.pretrain import PretrainResult, load_pretrain_config, pretrain
-from maple_rl.trainer import Trainer
+from maple_rl.training.config import TrainConfig, load_config, load_recipe, recipe_path
+from maple_rl.training.trainer import Trainer
 
 SCRIPTED_REVIEWER = "scripted-reviewer (synthetic ground truth)"
 CHANCE = 0.25  # four options
@@ -126,7 +126,7 @@ def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | 
     log("1/6 pretrain the annotation model (reused from the cache when it is there)")
     pretrained = pretrained or pretrain(pre_config, cache)
     if config.rl_start not in pretrained.snapshots:
-        raise ValueError(f"rl_start {config.rl_start!r} is not a snapshot of {recipe.name} "
+        raise ConfigError(f"rl_start {config.rl_start!r} is not a snapshot of {recipe.name} "
                          f"(snapshots: {', '.join(pretrained.snapshots) or 'none'})")
     c = pre_config.corpus
     log(f"2/6 synth {config.videos} fresh learnable videos and extract them")
@@ -136,14 +136,17 @@ def prepare_bench(out: Path, config: DemoConfig, log=print, cache: str | Path | 
     files = CorpusFiles(corpus)
     truth = files.read_truth()
     work = out / "work"
-    run_extract(files.videos, work, ExtractSettings(frames=FrameSpec(count=c.frames)))
     qa = [Item.from_qa(q) for q in read_qa_file(files.qa, files.videos).items if q.task == "qa"]
-    annotator = str(pretrained.final)
-    log(f"3/6 annotate {len(qa)} items (K = {config.annotate_samples}, adaptive search)")
-    settings = AblationSettings(model=annotator, samples=config.annotate_samples, chunk=config.annotate_chunk,
-                                max_new_tokens=2)
-    run_annotate(qa, work, HFBackend(annotator, batch_size=64, seed=config.seed), settings)
-    run_propose(work)
+    settings = AblationSettings(model=str(pretrained.final), samples=config.annotate_samples,
+                                chunk=config.annotate_chunk, max_new_tokens=2)
+
+    def stages(stage: str) -> AbstractContextManager[StageProgress]:
+        if stage == "annotate":  # once the videos are extracted
+            log(f"3/6 annotate {len(qa)} items (K = {config.annotate_samples}, adaptive search)")
+        return no_progress(stage)
+
+    annotate_videos(files.videos, qa, work, settings, options={"batch_size": 64, "seed": config.seed},
+                    frames=c.frames, stages=stages, log=log)
     proposals = WorkDir(work).read_proposals()
     agree = agreement(proposals, truth)
     log("4/6 review (bulk triage + scripted reviewer) and build-bench")
@@ -189,8 +192,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), log=print, cach
 
 
 def _evaluate(model: str, bench: Path, out: Path, metrics: Path | None = None) -> dict[str, Any]:
-    return evaluate(model, str(bench), out, config="qa_all_combinations", split="test", max_new_tokens=2,
-                    batch_size=64, metrics=metrics)
+    return evaluate(model, str(bench), out, EvalSettings(config="qa_all_combinations", max_new_tokens=2,
+                                                         batch_size=64), metrics=metrics)
 
 
 def reward_trend(metrics: Path, window: int = REWARD_WINDOW) -> dict[str, Any]:
@@ -204,7 +207,7 @@ def reward_trend(metrics: Path, window: int = REWARD_WINDOW) -> dict[str, Any]:
             if reward is not None:
                 per_rmt.setdefault(tag, []).append(reward)
     if not per_rmt:
-        raise ValueError(f"{metrics} holds no RL step with a reward per RMT")
+        raise ConfigError(f"{metrics} holds no RL step with a reward per RMT")
     trend = {tag: {"first": statistics.mean(r[:window]), "last": statistics.mean(r[-window:]), "steps": len(r)}
              for tag, r in sorted(per_rmt.items(), key=lambda item: TAGS.index(item[0]))}
     return {"first": statistics.mean(t["first"] for t in trend.values()),

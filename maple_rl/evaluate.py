@@ -16,9 +16,11 @@ Writes ``eval.json``, ``eval.md`` and ``per_rmt.png`` (+ ``training.png`` from a
 from __future__ import annotations
 
 import json
+import typing
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from maple_data import charts
 from maple_data.answers import parse_choice
@@ -27,10 +29,33 @@ from maple_data.errors import FolderTaken
 from maple_data.models import Backend, load_backend
 from maple_data.models.prompts import build_prompt
 from maple_data.rmt import TAGS, tag_size
-from maple_rl.data import load_items, media_of
+from maple_data.settings import setting
+from maple_rl.errors import ConfigError
+from maple_rl.training.data import load_items, media_of
 
 NONE = "None"
 MIN_CELL_ITEMS = 10  # an RMT cell with fewer items is warned about: its accuracy is noise
+
+
+@dataclass
+class EvalSettings:
+    """What an evaluation scores and how it samples (``maple-rl eval``'s options)."""
+
+    config: str = setting("qa_exact", help="Benchmark config: qa_exact, qa_all_combinations, qa_plus.")
+    split: str = setting("test", help="Split to evaluate.")
+    conditions: tuple[str, ...] = setting(("exact", "superset", "deficit"), help="Rows to keep by condition.")
+    k: int = setting(1, help="Samples per row; accuracy is pass@1 averaged over them.")
+    temperature: float = setting(0.0, help="0 = greedy.")
+    max_new_tokens: int = setting(16, help="Tokens per answer.")
+    engine: Literal["hf", "vllm"] = setting(
+        "hf", help="hf (transformers) or vllm (a vLLM engine: on a GPU, or vLLM's CPU build from `make install-vllm`).")
+    batch_size: int = setting(8, help="Prompts per forward pass (hf).")
+    device: str = setting("auto", help="hf: the torch device (auto: CUDA when there is one).")
+
+    def __post_init__(self) -> None:
+        engines = typing.get_args(typing.get_type_hints(EvalSettings)["engine"])
+        if self.engine not in engines:
+            raise ConfigError(f"engine must be one of {', '.join(engines)}, got {self.engine!r}")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -89,10 +114,10 @@ def curve_chart(metrics_path: Path, path: Path) -> None:
     charts.curve(points, path, "mean reward per training step", "training step", "mean reward")
 
 
-def eval_rows(data: str, config: str = "qa_exact", split: str = "test",
-              conditions: tuple[str, ...] = ("exact", "superset", "deficit")) -> list[dict[str, Any]]:
-    """The QA rows of ``data`` that an evaluation scores."""
-    return [r for r in load_items(data, config, split, "qa") if (r.get("condition") or "exact") in conditions]
+def eval_rows(data: str, settings: EvalSettings) -> list[dict[str, Any]]:
+    """The QA rows of ``data`` that an evaluation with ``settings`` scores."""
+    return [r for r in load_items(data, settings.config, settings.split, "qa")
+            if (r.get("condition") or "exact") in settings.conditions]
 
 
 def score(backend: Backend, rows: list[dict[str, Any]], *, k: int = 1, temperature: float = 0.0,
@@ -120,20 +145,19 @@ def small_cell_warnings(items_per_rmt: dict[str, int], minimum: int = MIN_CELL_I
             "with more test items (more videos, or a larger test share in build-bench --ratios)"]
 
 
-def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact", split: str = "test",
-             conditions: tuple[str, ...] = ("exact", "superset", "deficit"), k: int = 1, temperature: float = 0.0,
-             max_new_tokens: int = 16, batch_size: int = 8, metrics: str | Path | None = None,
-             device: str = "auto", engine: str = "hf", overwrite: bool = True) -> dict[str, Any]:
+def evaluate(model: str, data: str, out: str | Path, settings: EvalSettings | None = None, *,
+             metrics: str | Path | None = None, overwrite: bool = True) -> dict[str, Any]:
     """Evaluate ``model`` on ``data`` and write the report files to ``out`` (a report already
-    there is replaced only with ``overwrite``). ``engine``: ``hf`` (transformers on
-    ``device``) or ``vllm`` (a vLLM engine: GPU, or vLLM's CPU build)."""
+    there is replaced only with ``overwrite``); ``metrics``: a run's metrics.jsonl, plotted."""
+    s = settings or EvalSettings()
     out = Path(out)
     if (out / "eval.json").exists() and not overwrite:
         raise FolderTaken(f"{out} holds an evaluation report: pass --overwrite to replace it, or choose another -o")
-    rows = eval_rows(data, config, split, conditions)
-    backend = load_backend(engine, model, **({"device": device, "batch_size": batch_size} if engine == "hf" else {}))
-    result = {"model": model, "data": str(data), "config": config, "split": split, "k": k, "engine": engine,
-              **score(backend, rows, k=k, temperature=temperature, max_new_tokens=max_new_tokens)}
+    rows = eval_rows(data, s)
+    options = {"device": s.device, "batch_size": s.batch_size} if s.engine == "hf" else {}
+    backend = load_backend(s.engine, model, **options)
+    result = {"model": model, "data": str(data), "config": s.config, "split": s.split, "k": s.k, "engine": s.engine,
+              **score(backend, rows, k=s.k, temperature=s.temperature, max_new_tokens=s.max_new_tokens)}
     result["warnings"] = small_cell_warnings(result["items_per_rmt"])
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "eval.json", json.dumps(result, indent=1))
@@ -141,8 +165,15 @@ def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact"
                      "accuracy per RMT (exact inputs)", "accuracy", result["items_per_rmt"], result["chance"])
     if metrics is not None and Path(metrics).exists():
         curve_chart(Path(metrics), out / "training.png")
-    lines = [f"# Evaluation of `{model}`", "", f"{data} `{config}` / `{split}`, {len(rows)} rows, pass@1 over "
-             f"k = {k}.", "", "| RMT | " + " | ".join(TAGS) + " |", "|---|" + "---|" * len(TAGS),
+    write_atomic(out / "eval.md", report_markdown(result, out, len(rows)))
+    return result
+
+
+def report_markdown(result: dict[str, Any], out: Path, rows: int) -> str:
+    """``eval.md``: the result's tables and figures (``out`` holds the PNGs)."""
+    lines = [f"# Evaluation of `{result['model']}`", "", f"{result['data']} `{result['config']}` / "
+             f"`{result['split']}`, {rows} rows, pass@1 over k = {result['k']}.", "",
+             "| RMT | " + " | ".join(TAGS) + " |", "|---|" + "---|" * len(TAGS),
              "| accuracy | " + " | ".join("n/a" if result["per_rmt"].get(t) is None
                                           else f"{result['per_rmt'][t]:.3f}" for t in TAGS) + " |",
              "| items | " + " | ".join(str(result["items_per_rmt"].get(t, 0)) for t in TAGS) + " |", "",
@@ -156,5 +187,4 @@ def evaluate(model: str, data: str, out: str | Path, *, config: str = "qa_exact"
     lines += [f"| {c} | {a:.3f} | {result['condition_rows'][c]} |" for c, a in result["per_condition"].items()]
     lines += ["", "![accuracy per RMT](per_rmt.png)"] + (["", "![training](training.png)"]
                                                            if (out / "training.png").exists() else [])
-    write_atomic(out / "eval.md", "\n".join(lines) + "\n")
-    return result
+    return "\n".join(lines) + "\n"

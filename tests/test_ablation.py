@@ -16,17 +16,10 @@ from maple_data.annotate.ablation import (
     read_results,
     run_annotate,
     run_propose,
-    run_search,
     score_answer,
 )
-from maple_data.annotate.proposal import (
-    ProposalConfig,
-    SubsetResult,
-    fail_decided,
-    pass_threshold,
-    propose,
-    search_stages,
-)
+from maple_data.annotate.proposal import ProposalConfig, propose
+from maple_data.annotate.search import SubsetResult, fail_decided, pass_threshold, run_search, search_stages
 from maple_data.answers import format_options, parse_choice, token_f1
 from maple_data.inputs.qa import read_qa_file
 from maple_data.media.extract import ExtractSettings, run_extract

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from maple_rl.advantages import ADVANTAGE_ESTIMATORS, compute_advantages
+from maple_rl.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages
 
 EPS = 1e-6
 # two groups of G = 4: group 0 rewards (1, 0, 0, 1), group 1 (1, 1, 1, 0)
@@ -133,7 +134,8 @@ def test_edge_cases():
         assert torch.equal(adv, torch.zeros(4)), name
     with pytest.raises(KeyError, match="unknown advantage estimator 'ppo'"):
         compute_advantages("ppo", R, GID)
-    assert set(ADVANTAGE_ESTIMATORS.names()) == {"grpo", "dr_grpo", "batch", "rloo", "mapo", "mixed", "mssr"}
+    assert set(ADVANTAGE_ESTIMATORS.names()) == {"grpo", "dr_grpo", "batch", "rloo", "mapo", "mixed", "mssr",
+                                                  "stratified"}
 
 
 def test_group_of_one_names_group_ids():

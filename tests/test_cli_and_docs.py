@@ -60,9 +60,9 @@ def test_readme_names_the_commands_that_ci_runs():
 
 
 def layout_entries() -> set[str]:
-    """Paths named in the README's layout picture: an entry indented under a folder entry
-    (``name/``) belongs to it."""
-    block = re.search(r"## Layout\n\n```\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S).group(1)
+    """Paths named in the layout picture of docs/architecture.md: an entry indented under a
+    folder entry (``name/``) belongs to it."""
+    block = re.search(r"## Layout\n\n```\n(.+?)\n```", (ROOT / "docs/architecture.md").read_text(), re.S).group(1)
     entries, folders = set(), []  # folders: (indent, path) of the enclosing folder entries
     for line in block.splitlines():
         if not line.strip() or line.startswith(" " * 12):  # a description's continuation line
@@ -76,14 +76,14 @@ def layout_entries() -> set[str]:
     return entries
 
 
-def test_readme_layout_picture_matches_the_package_tree():
+def test_layout_picture_matches_the_package_tree():
     entries = layout_entries()
     modules = {str(p.relative_to(ROOT)) for package in ("maple_data", "maple_rl")
                for p in (ROOT / package).rglob("*.py") if p.name != "__init__.py"}
     subpackages = {str(p.parent.relative_to(ROOT)) for package in ("maple_data", "maple_rl")
                    for p in (ROOT / package).rglob("*/__init__.py")}
-    assert modules - entries == set(), "modules missing from the README layout"
-    assert subpackages - entries == set(), "subpackages missing from the README layout"
+    assert modules - entries == set(), "modules missing from the layout in docs/architecture.md"
+    assert subpackages - entries == set(), "subpackages missing from the layout in docs/architecture.md"
     named = {e for e in entries if e.startswith(("maple_data/", "maple_rl/", "docs/"))}
     assert {e for e in named if not (ROOT / e).exists()} == set(), "layout names files that do not exist"
 

@@ -66,9 +66,9 @@ def test_reward_trend_means_each_rmt_over_its_first_and_last_steps(tmp_path):
 
 
 def test_shipped_recipes_load_and_the_demo_starts_rl_from_a_snapshot_the_pretraining_keeps():
-    from maple_rl.config import recipe_path
     from maple_rl.demo import load_demo_config
     from maple_rl.pretrain import load_pretrain_config
+    from maple_rl.training.config import recipe_path
 
     demo = load_demo_config()
     pretraining = load_pretrain_config(recipe_path(demo.pretrain))

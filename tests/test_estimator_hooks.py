@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maple_rl.advantages import compute_advantages
-from maple_rl.estimator_hooks import ESTIMATOR_HOOKS, EstimatorHook, MixedHook, MssrHook, hook_for
+from maple_rl.algorithms.advantages import compute_advantages
+from maple_rl.algorithms.estimator_hooks import ESTIMATOR_HOOKS, EstimatorHook, MixedHook, MssrHook, hook_for
 
 
 def test_hooks_are_chosen_by_estimator_name_and_default_to_the_stateless_one():

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from maple_data.annotate.ablation import AblationSettings, Item, item_likelihood, run_annotate, run_search
+from maple_data.annotate.ablation import AblationSettings, Item, item_likelihood, run_annotate
 from maple_data.annotate.posterior import (
     UNANSWERABLE,
     Likelihood,
@@ -23,9 +23,9 @@ from maple_data.annotate.posterior import (
     parse_prior,
     posterior,
     prior_vector,
-    reachable,
 )
-from maple_data.annotate.proposal import ProposalConfig, SubsetResult, propose, propose_joint
+from maple_data.annotate.proposal import ProposalConfig, propose, propose_joint
+from maple_data.annotate.search import SubsetResult, reachable, run_search
 from maple_data.cli import app
 from maple_data.rmt import TAGS, is_subset, subsets
 from maple_data.workdir import WorkDir

@@ -9,9 +9,9 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import maple_rl.logprobs as logprobs
+import maple_rl.algorithms.logprobs as logprobs
 from maple_data.models.heads import logits_for
-from maple_rl.logprobs import selective_log_softmax, token_logprobs
+from maple_rl.algorithms.logprobs import selective_log_softmax, token_logprobs
 
 
 def naive(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, suppressed: tuple[int, ...]):

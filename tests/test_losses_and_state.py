@@ -7,16 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maple_data.rmt import TAGS
-from maple_rl.config import AlgoConfig, SamplingConfig, WeightsConfig
-from maple_rl.filtering import refill, zero_variance_mask
-from maple_rl.losses import AGGREGATIONS, kl_k1, kl_k2, kl_k3, policy_loss, ppo_token_loss
-from maple_rl.mixture import best_mixture, features, fit_surrogate, pilot_design, project_simplex
-from maple_rl.mssr import AdaptiveRho, BetaTracker, entropy_shaped_advantages, token_entropy
-from maple_rl.sampler import StratifiedSampler
-from maple_rl.weighting import AdaptiveWeights, clamp_mean_one, difficulty, target_distribution
+from maple_rl.algorithms.filtering import refill, zero_variance_mask
+from maple_rl.algorithms.losses import AGGREGATIONS, kl_k1, kl_k2, kl_k3, policy_loss, ppo_token_loss
+from maple_rl.algorithms.mixture import best_mixture, features, fit_surrogate, pilot_design, project_simplex
+from maple_rl.algorithms.mssr import AdaptiveRho, BetaTracker, entropy_shaped_advantages, token_entropy
+from maple_rl.algorithms.weighting import AdaptiveWeights, clamp_mean_one, difficulty, target_distribution
+from maple_rl.training.config import AlgoConfig, SamplingConfig, WeightsConfig
+from maple_rl.training.sampler import StratifiedSampler
 
 
 def test_ppo_clip_asymmetric_and_dual_by_hand():

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from maple_data.models.families import FAMILIES, load_published
 from maple_rl.cli import app
-from maple_rl.config import load_config
-from maple_rl.plan import GiB, ModelShape, PromptSize, StepPlan, plan_step, text_layer_bytes
+from maple_rl.training.config import load_config
+from maple_rl.training.plan import GiB, ModelShape, PromptSize, StepPlan, plan_step, text_layer_bytes
 from tests.crash import cli_command, run
 from tests.test_errors import one_error_line
 
@@ -53,7 +53,7 @@ def text_model_of(thinker: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_parameter_counts_equal_the_models_and_lora_equals_peft(tiny_models):
-    from maple_rl.trainer import with_lora
+    from maple_rl.training.policy import with_lora
 
     for name, folder in tiny_models.items():
         family = FAMILIES[name]
@@ -116,7 +116,7 @@ def test_predicted_peak_is_within_25_percent_of_a_measured_tiny_step(tiny_models
     the profiler."""
     from benchmarks.step_memory import profiled_peak, resident_bytes
     from benchmarks.synthetic_items import MediaSize, write_records
-    from maple_rl.trainer import Trainer
+    from maple_rl.training.trainer import Trainer
 
     data = write_records(tmp_path / "data", 7, MediaSize(4, 112, 168, 2.0))
     config = load_config("mapo-adaptive", [f"model.path={tiny_models['qwen3-omni']}", f"data.path={data}",

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from maple_rl.config import AlgoConfig
-from maple_rl.losses import (
+from maple_rl.algorithms.losses import (
     AGGREGATIONS,
     logprob_mismatch,
     policy_loss,
@@ -19,6 +19,7 @@ from maple_rl.losses import (
     seq_mean_token_sum_norm,
     token_mean,
 )
+from maple_rl.training.config import AlgoConfig
 
 MASK = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
 

@@ -10,10 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maple_data.models.prompts import Prompt
-from maple_rl.rollout import HFRollout, SamplingSpec, VLLMRollout, prompt_seeds, request_seed
+from maple_rl.training.rollout import HFRollout, SamplingSpec, VLLMRollout, prompt_seeds, request_seed
 
 INT64 = st.integers(-2**63, 2**63 - 1)
 
@@ -61,7 +62,7 @@ def test_prompt_seeds_from_an_int_or_one_seed_per_prompt():
 def hf_engine(tmp_path_factory):
     from maple_data.models.omni_inputs import OmniEncoder
     from maple_data.models.tiny_omni import build_tiny_omni
-    from maple_rl.trainer import load_policy
+    from maple_rl.training.policy import load_policy
 
     path = str(build_tiny_omni(tmp_path_factory.mktemp("tiny-omni"), ["What colour is the shape?"]))
     model, forward_args = load_policy(path, torch.float32)
@@ -97,8 +98,8 @@ def test_hf_identical_prompts_get_different_samples_and_a_repeat_gets_the_same(h
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_hf_engine_log_probs_equal_the_trainers_at_the_sampling_temperature(hf_engine, temperature):
-    from maple_rl.logprobs import token_logprobs
-    from maple_rl.trainer import response_mask
+    from maple_rl.algorithms.logprobs import token_logprobs
+    from maple_rl.training.inputs import response_mask
 
     spec = replace(hf_engine.spec, temperature=temperature)
     engine = HFRollout(hf_engine.encode, hf_engine.policy, spec, hf_engine.forward_args)

@@ -17,13 +17,15 @@ import torch
 from typer.testing import CliRunner
 
 from maple_data.rmt import TAGS
+from maple_rl.algorithms.logprobs import token_logprobs
+from maple_rl.algorithms.losses import rollout_is_weights
 from maple_rl.cli import app
-from maple_rl.config import load_config
 from maple_rl.evaluate import summarise
-from maple_rl.logprobs import token_logprobs
-from maple_rl.losses import rollout_is_weights
-from maple_rl.rewards import total_reward
-from maple_rl.trainer import Trainer, load_policy, lr_lambda, response_mask
+from maple_rl.training.config import load_config
+from maple_rl.training.inputs import response_mask
+from maple_rl.training.policy import load_policy, lr_lambda
+from maple_rl.training.rewards import total_reward
+from maple_rl.training.trainer import Trainer
 from tests.crash import cli_command, fault_at, run
 from tests.test_errors import one_error_line
 
@@ -69,7 +71,7 @@ def test_config_recipes_overrides_and_errors():
 
 
 def test_every_shipped_recipe_by_name_and_every_documented_key_loads():
-    from maple_rl.config import TrainConfig, recipe_names, settings_table
+    from maple_rl.training.config import TrainConfig, recipe_names, settings_table
 
     trainable = recipe_names(TrainConfig)
     assert sorted(trainable) == sorted(RECIPES)
@@ -93,7 +95,7 @@ def test_every_shipped_recipe_by_name_and_every_documented_key_loads():
     ("algo.kl_estimator=k4", "algo.kl_estimator: not one of"),
     ("algo.dual_clip=0.5", "algo.dual_clip: must be > 1"),
     ("algo.estimator_options={norm: strat}", "algo.estimator_options.norm: not one of ['group', 'stratum'"),
-    ("algo.estimator_options={nrom: group}", "algo.estimator_options.nrom: not an option of estimator 'mapo' "
+    ("algo.estimator_options={nrom: group}", "algo.estimator_options.nrom: not an option of advantage estimator 'mapo' "
                                              "(its options: norm, std, eps)"),
     ("algo.estimator_options={eps: tiny}", "algo.estimator_options.eps: expected a number"),
     ("algo.rollout_is=token", "algo.rollout_is: 'token' is not one of"),
@@ -175,19 +177,19 @@ def test_kl_to_a_frozen_reference_and_frozen_encoders(bench_and_model, tmp_path)
     trainer.run(logged.append)
     assert logged[0]["updates"] == 1 and logged[0]["kl_ref"] == 0.0  # RL starts at the reference (after warm-up)
     assert logged[1]["kl_ref"] > 0.0 and "kl" not in logged[1]
-    reference = {k: v.detach() for k, v in trainer.reference.named_parameters()}
+    reference = {k: v.detach() for k, v in trainer.reference.model.named_parameters()}
     frozen = ("model.visual.", "model.audio_tower.")
     moved = [k for k, v in policy.named_parameters() if not torch.equal(v.detach(), reference[k])]
     assert moved and not any(k.startswith(frozen) for k in moved)
     assert all(torch.equal(v.detach(), start[k]) for k, v in policy.named_parameters() if k.startswith(frozen))
     resumed = Trainer(config, resume=True)  # the reference is checkpointed with the run
-    for name, value in resumed.reference.named_parameters():
+    for name, value in resumed.reference.model.named_parameters():
         torch.testing.assert_close(value, reference[name])
 
 
 def test_mssr_recipe_shapes_each_tokens_advantage_by_its_entropy(bench_and_model, tmp_path, monkeypatch):
     """A_t = A + min(0.4 H_t, |A| / 2) reaches the loss, H_t the policy's full-vocab entropy."""
-    import maple_rl.trainer as trainer_module
+    import maple_rl.training.update as update_module
 
     bench, model = bench_and_model
     trainer = Trainer(load_config("mssr", quick(bench, model, tmp_path / "mssr", "steps=1",
@@ -195,7 +197,7 @@ def test_mssr_recipe_shapes_each_tokens_advantage_by_its_entropy(bench_and_model
     assert trainer.config.algo.entropy_shaping
     raw: list[torch.Tensor] = []
     passed: list[tuple[torch.Tensor, torch.Tensor]] = []
-    sample_and_score, real_loss = trainer.sample_and_score, trainer_module.policy_loss
+    sample_and_score, real_loss = trainer.rollouts.sample_and_score, update_module.policy_loss
 
     def recording_scores(records):
         scored = sample_and_score(records)
@@ -206,8 +208,8 @@ def test_mssr_recipe_shapes_each_tokens_advantage_by_its_entropy(bench_and_model
         passed.append((adv.detach().clone(), kw["entropy"].detach().clone()))
         return real_loss(logp, old, adv, mask, config, **kw)
 
-    monkeypatch.setattr(trainer, "sample_and_score", recording_scores)
-    monkeypatch.setattr(trainer_module, "policy_loss", recording_loss)
+    monkeypatch.setattr(trainer.rollouts, "sample_and_score", recording_scores)
+    monkeypatch.setattr(update_module, "policy_loss", recording_loss)
     trainer.run()
     shaped = torch.cat([adv for adv, _ in passed])
     entropy = torch.cat([h for _, h in passed])
@@ -220,8 +222,8 @@ def test_truncated_completions_are_rewarded_but_not_trained_on(bench_and_model, 
     bench, model = bench_and_model
     trainer = Trainer(load_config("mupo", quick(bench, model, tmp_path / "cut", "format_warmup_steps=0",
                                                 "algo.early_filter=false", "algo.mask_truncated_completions=true")))
-    scored = trainer.sample_and_score(trainer.items[:4])
-    no_eos = torch.tensor([trainer.eos_id not in row for row in scored.responses.tolist()])
+    scored = trainer.rollouts.sample_and_score(trainer.items[:4])
+    no_eos = torch.tensor([trainer.inputs.eos_id not in row for row in scored.responses.tolist()])
     assert torch.equal(scored.truncated, no_eos) and 0 < int(no_eos.sum()) < len(no_eos)
     assert torch.equal(scored.keep, ~no_eos)
 
@@ -232,7 +234,7 @@ def test_refill_replaces_zero_variance_groups_with_prompts_of_the_same_rmt(bench
     trainer = Trainer(config)
     trainer.format_warmup()
     records = [trainer.items[i] for i in trainer.sampler.next_batch()]
-    plain = trainer.sample_and_score(records)  # refilled: same RMT multiset, the batch stays full
+    plain = trainer.rollouts.sample_and_score(records)  # refilled: same RMT multiset, the batch stays full
     assert sorted(r["rmt"] for r in plain.records) == sorted(r["rmt"] for r in records)
     assert len(plain.records) == len(records) and plain.responses.shape[0] == len(records) * 4
     assert plain.refill_rounds >= 1 and plain.refilled >= 1
@@ -258,12 +260,12 @@ def test_lora_trains_only_adapters_resumes_exactly_and_saves_a_merged_model(benc
     trained = {k: v.detach() for k, v in full.acc.unwrap_model(full.model).named_parameters()}
     changed = {k for k in start if not torch.equal(start[k], trained[k])}
     assert changed and all(".lora_" in k for k in changed)  # only adapters move
-    scored = full.sample_and_score(full.items[:2])
+    scored = full.rollouts.sample_and_score(full.items[:2])
     prompts, responses = scored.prompts[:4], scored.responses[:4]
     base = load_policy(str(model), torch.float32)[0]
-    reference = full._reference_logprobs(prompts, responses)  # the base model: adapters off
-    torch.testing.assert_close(reference, full._score(base, prompts, responses).logp)
-    assert not torch.allclose(reference, full._score(full.acc.unwrap_model(full.model), prompts, responses).logp)
+    reference = full.reference.logprobs(full.inputs, full.policy(), prompts, responses)  # the base model: adapters off
+    torch.testing.assert_close(reference, full.inputs.score(base, prompts, responses).logp)
+    assert not torch.allclose(reference, full.inputs.score(full.policy(), prompts, responses).logp)
     cut = Trainer(config(tmp_path / "cut"))
 
     def stop_after_one(metrics):
@@ -278,8 +280,8 @@ def test_lora_trains_only_adapters_resumes_exactly_and_saves_a_merged_model(benc
         torch.testing.assert_close(value, trained[name], rtol=1e-5, atol=1e-6)
     assert (final / "adapter" / "adapter_config.json").exists()
     merged = load_policy(str(final), torch.float32)[0]  # a plain model folder: adapters merged in
-    torch.testing.assert_close(full._score(merged, prompts, responses).logp,
-                               full._score(full.acc.unwrap_model(full.model), prompts, responses).logp)
+    torch.testing.assert_close(full.inputs.score(merged, prompts, responses).logp,
+                               full.inputs.score(full.policy(), prompts, responses).logp)
 
 
 def test_kl_in_the_reward_subtracts_beta_times_each_responses_summed_kl(bench_and_model, tmp_path):
@@ -287,11 +289,11 @@ def test_kl_in_the_reward_subtracts_beta_times_each_responses_summed_kl(bench_an
     trainer = Trainer(load_config("mapo", quick(bench, model, tmp_path / "klr", "algo.kl_coef=0.5",
                                                 "algo.kl_in=reward", "algo.kl_estimator=k1")))
     trainer.format_warmup()  # the policy moves; the reference stays at the starting weights
-    scored = trainer.sample_and_score(trainer.items[:3])
+    scored = trainer.rollouts.sample_and_score(trainer.items[:3])
     policy = trainer.acc.unwrap_model(trainer.model)
     with torch.no_grad():
-        logp = trainer._score(policy, scored.prompts, scored.responses).logp
-        ref = trainer._score(trainer.reference, scored.prompts, scored.responses).logp
+        logp = trainer.inputs.score(policy, scored.prompts, scored.responses).logp
+        ref = trainer.inputs.score(trainer.reference.model, scored.prompts, scored.responses).logp
     kl = ((logp - ref) * scored.mask).sum(-1).double()  # k1, summed over each response's tokens
     raw = torch.tensor([total_reward(c, trainer.config.reward) for c in scored.components], dtype=torch.float64)
     torch.testing.assert_close(scored.rewards, raw - 0.5 * kl, rtol=1e-5, atol=1e-6)
@@ -314,7 +316,7 @@ def uninterrupted(bench_and_model, tmp_path_factory) -> tuple[list[dict], dict[s
 def assert_same_run(reference: tuple[list[dict], dict[str, torch.Tensor]], resumed: Trainer) -> None:
     """Metrics of every step and final parameters equal the uninterrupted run's."""
     metrics, params = reference
-    got = [json.loads(x) for x in (resumed.out / "metrics.jsonl").read_text().splitlines()][1:]
+    got = [json.loads(x) for x in (Path(resumed.config.output_dir) / "metrics.jsonl").read_text().splitlines()][1:]
     assert [m["step"] for m in got] == [1, 2, 3, 4]  # steps logged before the interruption are not duplicated
     for a, b in zip(metrics, got):
         assert a["reward"] == b["reward"] and a["reward_per_rmt"] == b["reward_per_rmt"]
@@ -341,7 +343,7 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(bench_and_mode
 
 
 @pytest.mark.parametrize("kill_point", ["accelerate.accelerator:save_accelerator_state",  # weights, no optimizer
-                                        "maple_rl.trainer:swap_into_place"])  # complete, not renamed into place
+                                        "maple_rl.training.checkpoint:swap_into_place"])  # complete, not renamed into place
 def test_train_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(bench_and_model, uninterrupted,
                                                                                     tmp_path, kill_point):
     bench, model = bench_and_model
@@ -375,7 +377,7 @@ def test_a_full_disk_while_training_is_one_line_and_the_same_command_resumes(ben
             *(x for setting in quick(bench, model, out, "steps=4", "save_every=1") for x in ("--set", setting))]
     same_sums = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     filler = small_disk / "filler"
-    result = fault_at("maple_rl.trainer:Trainer.save_checkpoint", 2, "maple_rl.cli", *args, fault="fill-disk",
+    result = fault_at("maple_rl.training.checkpoint:Checkpoints.save", 2, "maple_rl.cli", *args, fault="fill-disk",
                       MAPLE_TEST_FILLER=str(filler), **same_sums)
     line = one_error_line(result)
     assert line.startswith(f"error: No space left on device: {out / 'checkpoints' / 'step-000002'} (free some space")
@@ -463,21 +465,20 @@ def test_a_model_without_its_processor_files_fails_before_training(bench_and_mod
 
 RANK_SCRIPT = """
 import json, sys
-from maple_rl.config import load_config
-from maple_rl.trainer import Trainer
-
-class Recording(Trainer):
-    seen = []
-    def rollout(self, records, prompt_ids):
-        self.seen.append([self.counter.step, [r["id"] for r in records]])
-        return super().rollout(records, prompt_ids)
+from maple_rl.training.config import load_config
+from maple_rl.training.trainer import Trainer
 
 config = load_config(sys.argv[1], sys.argv[3:])
-trainer = Recording(config)
+trainer = Trainer(config)
+seen, rollout = [], trainer.rollouts.rollout
+def recording(records, prompt_ids):
+    seen.append([trainer.counter.step, [r["id"] for r in records]])
+    return rollout(records, prompt_ids)
+trainer.rollouts.rollout = recording  # refill's draws go through it too
 log = []
 trainer.run(lambda m: log.append({k: m[k] for k in ("step", "reward", "tokens", "refill_rounds", "refilled")}))
 with open(f"{sys.argv[2]}-{trainer.acc.process_index}.json", "w") as handle:
-    json.dump({"seen": trainer.seen, "log": log, "world": trainer.acc.num_processes}, handle)
+    json.dump({"seen": seen, "log": log, "world": trainer.acc.num_processes}, handle)
 """
 
 
@@ -560,7 +561,7 @@ def test_a_text_only_causal_lm_trains_on_subtitle_items(tmp_path):
 
 
 def test_rollout_padding_sampling_and_launcher_env_by_hand(monkeypatch):
-    from maple_rl.rollout import (
+    from maple_rl.training.rollout import (
         completion_ids,
         completion_logprobs,
         external_launcher_env,
@@ -600,7 +601,7 @@ def test_weight_items_names_are_checkpoint_names_and_tied_tensors_are_listed_onc
     from transformers import AutoModelForCausalLM
 
     from maple_data.models.tiny_omni import build_tiny_text_lm
-    from maple_rl.rollout import weight_items
+    from maple_rl.training.rollout import weight_items
 
     path = build_tiny_text_lm(tmp_path / "lm", ["what colour is it"])
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -630,7 +631,7 @@ def test_vllm_engine_samples_and_gets_the_policy_weights_after_every_update(benc
     changed = [True] + [m["updates"] > 0 for m in steps[:-1]]
     expected = [k for c in changed for k in (["collective_rpc", "reset_prefix_cache"] if c else []) + ["generate"]]
     assert [kind for kind, _ in engine.calls] == expected
-    trainer.rollout([trainer.items[0]], [0])  # forces the sync of the last update
+    trainer.rollouts.rollout([trainer.items[0]], [0])  # forces the sync of the last update
     served = engine.worker.model_runner.model.module.state_dict()
     policy = trainer.acc.unwrap_model(trainer.model).state_dict()
     assert all(torch.equal(served[k], policy[k]) for k in policy)
@@ -655,15 +656,15 @@ def test_rollout_is_logs_engine_vs_trainer_log_probs_and_weights_the_loss(bench_
     monkeypatch.setitem(sys.modules, "vllm", fake.module)
     far = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml",
                               quick(bench, model, tmp_path / "v", "rollout.engine=vllm", *extra)))
-    scored = far.sample_and_score([far.items[i] for i in range(7)])
-    old = far._score(far.acc.unwrap_model(far.model), scored.prompts, scored.responses).logp.detach()
-    (weights,) = far._rollout_is_weights([old], scored.rollout_logp, scored.mask, [list(range(len(old)))])
+    scored = far.rollouts.sample_and_score([far.items[i] for i in range(7)])
+    old = far.inputs.score(far.policy(), scored.prompts, scored.responses).logp.detach()
+    weights = far.update._is_weights(old, scored, list(range(len(old))))
     expected = rollout_is_weights(old, scored.rollout_logp, scored.mask, mode, 1.5)
     assert torch.equal(weights, expected) and (weights <= 1.5).all() and weights[scored.mask.bool()].min() < 1.0
     m = far.train_step()
     assert m["logprob_abs_diff"] > 0.1 and m["is_weight_mean"] < 1.0
     off = Trainer(load_config(ROOT / "pipelines" / "mupo.yaml", quick(bench, model, tmp_path / "n", *extra[:2])))
-    assert "is_weight_mean" not in off.train_step() and off._rollout_is_weights([old], None, scored.mask, [[0]]) == [None]
+    assert "is_weight_mean" not in off.train_step() and off.update._is_weights(old, scored, [0]) is None
 
 
 def test_vllm_engine_without_vllm_says_what_to_install(bench_and_model, tmp_path, monkeypatch):
@@ -683,13 +684,13 @@ def test_rollouts_never_sample_media_placeholders(bench_and_model, tmp_path):
         "rollout.max_new_tokens=8", "steps=1"))
     trainer = Trainer(config)
     thinker = trainer.acc.unwrap_model(trainer.model).config
-    assert {thinker.video_token_index, thinker.audio_token_index} <= set(trainer.suppressed)
-    scored = trainer.sample_and_score([trainer.items[i] for i in range(7)])
+    assert {thinker.video_token_index, thinker.audio_token_index} <= set(trainer.inputs.suppressed)
+    scored = trainer.rollouts.sample_and_score([trainer.items[i] for i in range(7)])
     prompts, responses = scored.prompts, scored.responses
     assert responses.numel() >= 7 * 8 * 4
-    assert not torch.isin(responses, torch.tensor(trainer.suppressed)).any()
-    logp, entropy, _ = token_logprobs(trainer.acc.unwrap_model(trainer.model), trainer._encode(prompts[:2]),
-                                   responses[:2], suppressed=trainer.suppressed)
+    assert not torch.isin(responses, torch.tensor(trainer.inputs.suppressed)).any()
+    logp, entropy, _ = token_logprobs(trainer.acc.unwrap_model(trainer.model), trainer.inputs.encode(prompts[:2]),
+                                   responses[:2], suppressed=trainer.inputs.suppressed)
     assert torch.isfinite(logp).all() and torch.isfinite(entropy).all()
     trainer.run()  # scores and updates on such samples
 

@@ -23,8 +23,8 @@ def setup(tiny_model, items_and_media):
     prompts of every item with several modality subsets."""
     from maple_data.models.omni_inputs import OmniEncoder
     from maple_data.models.prompts import build_prompt
-    from maple_rl.rollout import SamplingSpec, VLLMRollout
-    from maple_rl.trainer import load_policy
+    from maple_rl.training.policy import load_policy
+    from maple_rl.training.rollout import SamplingSpec, VLLMRollout
 
     policy, forward_args = load_policy(str(tiny_model), torch.float32)
     policy.eval()
@@ -43,7 +43,7 @@ def setup(tiny_model, items_and_media):
 def trainer_logprobs(policy, forward_args, encoder, prompts, responses, temperature: float,
                      suppressed=()) -> torch.Tensor:
     """The trainer's per-token log-probs of ``responses`` (its own scoring function)."""
-    from maple_rl.logprobs import token_logprobs
+    from maple_rl.algorithms.logprobs import token_logprobs
 
     with torch.no_grad():
         logp = token_logprobs(policy, encoder.encode(prompts), responses, suppressed=suppressed,
@@ -63,8 +63,8 @@ def test_greedy_outputs_and_token_logprobs_equal_transformers(setup):
     from vllm import SamplingParams
 
     from maple_data.models.vllm import build_request
-    from maple_rl.rollout import completion_ids, completion_logprobs, pad_logprobs, pad_responses
-    from maple_rl.trainer import response_mask
+    from maple_rl.training.inputs import response_mask
+    from maple_rl.training.rollout import completion_ids, completion_logprobs, pad_logprobs, pad_responses
 
     policy, forward_args, encoder, spec, engine, prompts = setup
     params = SamplingParams(temperature=0.0, max_tokens=spec.max_new_tokens, logprobs=0,
@@ -93,8 +93,8 @@ def test_greedy_outputs_and_token_logprobs_equal_transformers(setup):
 
 
 def test_sampled_logprobs_equal_the_trainers_and_weight_sync_changes_the_engine(setup):
-    from maple_rl.rollout import request_seed
-    from maple_rl.trainer import response_mask
+    from maple_rl.training.inputs import response_mask
+    from maple_rl.training.rollout import request_seed
 
     policy, forward_args, encoder, spec, engine, prompts = setup
     G = 4

@@ -21,36 +21,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from maple_data.annotate.posterior import (
-    ANSWERS,
-    Likelihood,
-    columns,
-    counts_of,
-    empirical_prior,
-    next_subset,
-    parse_prior,
-    posterior,
-    prior_vector,
-)
-from maple_data.annotate.proposal import (
-    DEFAULT_OPTIONS,
-    ProposalConfig,
-    SearchMode,
-    SubsetResult,
-    chunks,
-    fail_decided,
-    joint_budget,
-    pass_threshold,
-    propose,
-    search_stages,
-    stage_needed,
-)
+from maple_data.annotate.posterior import ANSWERS, Likelihood, counts_of, empirical_prior, parse_prior, posterior
+from maple_data.annotate.proposal import ProposalConfig, propose
+from maple_data.annotate.search import SearchMode, SubsetResult, run_search
 from maple_data.answers import DEFAULT_CAPTION_METRIC, caption_metric, parse_choice
 from maple_data.inputs.qa import QAItem
 from maple_data.media.store import media_schema, newest_rows
 from maple_data.models import Backend
 from maple_data.models.prompts import DecodedMedia, Prompt, build_prompt
-from maple_data.rmt import TAGS, is_subset, parse_rmt
+from maple_data.rmt import TAGS
+from maple_data.settings import setting
 from maple_data.shards import read_batches
 from maple_data.workdir import WorkDir
 
@@ -59,22 +39,24 @@ Scoring = Literal["sample", "logprob"]
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """How each (item, subset) is scored. ``samples`` (K) answers per subset at
-    ``temperature`` (``sample`` scoring) or one forward pass scoring the options
-    (``logprob``; caption items are always sampled and scored by ``caption_metric``).
-    ``chunk``: samples per round in adaptive search (smaller stops earlier, larger batches
-    better). ``proposal.rule`` picks the adaptive search: the threshold rule's stages, or
-    the joint rule's posterior-driven search (up to K answers per subset on average)."""
+    """How each (item, subset) is scored and searched (stored in ``ablation/settings.json``);
+    ``proposal.rule`` picks the adaptive search (:data:`~maple_data.annotate.proposal.RULES`)."""
 
-    model: str
-    scoring: Scoring = "sample"
-    samples: int = 8
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    caption_metric: str = DEFAULT_CAPTION_METRIC
-    search: SearchMode = "adaptive"
-    chunk: int = 1
-    proposal: ProposalConfig = field(default_factory=ProposalConfig)
+    model: str = setting(help="Model id or folder, e.g. Qwen/Qwen2.5-Omni-3B.")
+    scoring: Scoring = setting("sample", help="sample: K answers per subset, parsed; logprob: option likelihoods "
+                                              "in one forward pass (QA only).")
+    samples: int = setting(8, help="K, answers per subset.")
+    temperature: float = setting(1.0, help="Sampling temperature.")
+    max_new_tokens: int = setting(16, help="Tokens per answer.")
+    caption_metric: str = setting(DEFAULT_CAPTION_METRIC, help="How a sampled caption is scored against the "
+                                                               "reference (caption items are always sampled).")
+    search: SearchMode = setting("adaptive", help="adaptive or exhaustive (K answers from every subset). Adaptive, "
+                                                  "joint rule: each answer from the subset with the largest "
+                                                  "expected information gain until --target; threshold rule: full "
+                                                  "input, then singles, then pairs only when needed, a subset "
+                                                  "stopped once it cannot pass.")
+    chunk: int = setting(1, help="Adaptive search: answers drawn per round.")
+    proposal: ProposalConfig = setting(default_factory=ProposalConfig, help="Settings of the proposal rules.")
 
     def __post_init__(self) -> None:
         if self.scoring not in ("sample", "logprob"):
@@ -116,96 +98,11 @@ def score_answer(item: Item, text: str, metric: str = DEFAULT_CAPTION_METRIC) ->
     return float(picked is not None and item.options[picked] == item.answer)
 
 
-Sampler = Callable[[list[str], int], list[list[tuple[float, str]]]]  # subsets, n -> (score, answer) per sample
-
-
 def item_likelihood(config: ProposalConfig, task: str, options: Sequence[str] | None, scoring: str) -> Likelihood:
     """The joint rule's likelihood for one item: chance 1 / options for a QA item (a caption
     has ``caption_chance``); logprob scoring of a QA item observes accuracy levels."""
     qa = task != "caption"
     return config.likelihood(len(options) if qa and options else None, level=qa and scoring == "logprob")
-
-
-def run_search(available: str, settings: AblationSettings, sample: Sampler,
-               done: Mapping[str, SubsetResult] | None = None,
-               on_result: Callable[[SubsetResult], None] | None = None, *,
-               likelihood: Likelihood | None = None,
-               prior: Mapping[str, float] | None = None) -> tuple[dict[str, SubsetResult], int]:
-    """The search over subsets of ``available`` for one item; returns ``(results, samples
-    drawn)``. ``sample(subsets, n)`` draws ``n`` scored answers for each subset (one batch);
-    ``done`` results are reused, ``on_result`` gets each newly finished subset.
-
-    Threshold rule: adaptive search stops sampling a subset once it cannot pass
-    (:func:`fail_decided` against ``tau`` for the full input, against :func:`pass_threshold`
-    after it), so its proposals equal exhaustive search's on the same samples; it evaluates
-    later stages only when :func:`stage_needed`. Joint rule: :func:`joint_search` (with the
-    item's ``likelihood`` and ``prior``)."""
-    if settings.search == "adaptive" and settings.proposal.rule == "joint":
-        return joint_search(available, settings, sample, done, on_result, likelihood=likelihood, prior=prior)
-    results = {s: r for s, r in (done or {}).items() if is_subset(s, available)}
-    drawn, adaptive, budget = 0, settings.search == "adaptive", settings.samples
-    for index, stage in enumerate(search_stages(available, settings.search)):
-        if adaptive and not stage_needed(index, results, available, settings.proposal):
-            break
-        threshold = pass_threshold(results, available, settings.proposal) if index else settings.proposal.tau
-        running = [s for s in stage if s not in results]
-        partial, finished = {s: SubsetResult(s) for s in running}, []
-        for step in chunks(budget, settings.chunk if adaptive else budget):
-            if not running:
-                break
-            for s, scored in zip(running, sample(running, step)):
-                partial[s].scores += [score for score, _ in scored]
-                partial[s].answers += [answer for _, answer in scored]
-            drawn += step * len(running)
-            settled = [s for s in running if adaptive and fail_decided(partial[s].scores, budget, threshold)]
-            finished += settled
-            running = [s for s in running if s not in settled]
-        for s in finished + running:
-            results[s] = partial[s]
-            if on_result is not None:
-                on_result(partial[s])
-    return results, drawn
-
-
-def joint_search(available: str, settings: AblationSettings, sample: Sampler,
-                 done: Mapping[str, SubsetResult] | None = None,
-                 on_result: Callable[[SubsetResult], None] | None = None, *,
-                 likelihood: Likelihood | None = None,
-                 prior: Mapping[str, float] | None = None) -> tuple[dict[str, SubsetResult], int]:
-    """The joint rule's adaptive search for one item: ``chunk`` answers at a time from
-    :func:`maple_data.annotate.posterior.next_subset` (largest expected information gain) until the
-    best answer's posterior reaches ``proposal.target`` or the item has K answers per subset
-    on average (:func:`joint_budget`; a level, with logprob scoring, is observed once per
-    subset). ``done`` results count as evidence and may get more answers; ``on_result``
-    gets each subset that got new answers once, when the item stops, with all its answers
-    (a later journal line for a subset replaces an earlier one). Returns ``(results,
-    answers drawn)``."""
-    full = parse_rmt(available)
-    config = settings.proposal
-    model = likelihood or config.likelihood(DEFAULT_OPTIONS)
-    log_prior = prior_vector(full, prior)
-    results = {s: SubsetResult(s, list(r.scores), list(r.answers)) for s, r in (done or {}).items()
-               if is_subset(s, full)}
-    budget, drawn, touched = joint_budget(full, settings.samples), 0, []
-    while True:
-        counts = counts_of(results, full)
-        room = budget - sum(n for _, n in counts.values())
-        left = {s: 0 if model.level and s in counts else max(0, room) for s in columns(full)}
-        subset = next_subset(counts, full, model, log_prior, left, config.target)
-        if subset is None:
-            break
-        step = min(settings.chunk, left[subset])
-        result = results.setdefault(subset, SubsetResult(subset))
-        scored = sample([subset], step)[0]
-        result.scores += [score for score, _ in scored]
-        result.answers += [answer for _, answer in scored]
-        drawn += step
-        if subset not in touched:
-            touched.append(subset)
-    for subset in touched:
-        if on_result is not None:
-            on_result(results[subset])
-    return results, drawn
 
 
 def evaluate_item(item: Item, media: Mapping[str, Any], backend: Backend, settings: AblationSettings,

@@ -55,9 +55,9 @@ kc = 4 (Beta(1, 3)); subset V answered 2 of 2 correctly. m_hold = (3.6 / 4)(4.6 
 0.828, m_chance = (1 / 4)(2 / 5) = 0.1, so with a uniform prior P(V | D) = 0.828 / 0.928
 = 0.8922.
 
-**Adaptive search** (:func:`next_subset`). The next answer of subset s depends on H only
-through whether s holds, so its expected information about H is the mutual information
-between that binary class and one 0/1 answer. With w = P(s holds | D) and q_hold,
+**Adaptive search** (:func:`maple_data.annotate.search.next_subset`). The next answer of
+subset s depends on H only through whether s holds, so its expected information about H
+is the mutual information between that binary class and one 0/1 answer. With w = P(s holds | D) and q_hold,
 q_chance the predictive probabilities of a correct answer::
 
     EIG(s) = H_b(w q_hold + (1 - w) q_chance) - w H_b(q_hold) - (1 - w) H_b(q_chance)
@@ -66,7 +66,7 @@ q_chance the predictive probabilities of a correct answer::
 level is seen once per subset and its q is P(p > 1/2 | class)). The search draws from the
 subset with the largest EIG and stops an item once the best hypothesis has posterior >=
 ``target``, when the budget is spent, or when with the answers left no hypothesis could
-reach ``target`` (:func:`reachable`: each hypothesis's posterior if every remaining answer
+reach ``target`` (``search.reachable``: each hypothesis's posterior if every remaining answer
 went its way).
 """
 
@@ -84,6 +84,7 @@ from maple_data.rmt import TAGS, is_subset, parse_rmt, subsets
 UNANSWERABLE = "unanswerable"
 ANSWERS: tuple[str, ...] = (*TAGS, UNANSWERABLE)  # every candidate answer, in display order
 LEVEL_CLIP = 0.01
+DEFAULT_OPTIONS = 4  # options of a multiple-choice item when the caller does not say (the synthetic benchmark's)
 
 Counts = Mapping[str, tuple[float, int]]  # subset -> (k = sum of scores, n = number of scores)
 
@@ -149,7 +150,7 @@ def log_beta_binomial(k: float, n: int, a: float, b: float) -> float:
             - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b))
 
 
-def _log_beta_pdf(x: float, a: float, b: float) -> float:
+def log_beta_pdf(x: float, a: float, b: float) -> float:
     return (a - 1) * math.log(x) + (b - 1) * math.log1p(-x) - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)
 
 
@@ -173,7 +174,7 @@ def log_evidence(k: float, n: int, model: Likelihood) -> tuple[float, float]:
         return 0.0, 0.0
     if model.level:
         x = min(1.0 - LEVEL_CLIP, max(LEVEL_CLIP, k / n))
-        chance, hold = _log_beta_pdf(x, *model.chance), _log_beta_pdf(x, *model.hold)
+        chance, hold = log_beta_pdf(x, *model.chance), log_beta_pdf(x, *model.hold)
     else:
         chance, hold = log_beta_binomial(k, n, *model.chance), log_beta_binomial(k, n, *model.hold)
     eps = model.contamination
@@ -192,13 +193,14 @@ def evidence_table(counts: Counts, available: str, model: Likelihood) -> np.ndar
     return np.array([log_evidence(*counts.get(s, (0.0, 0)), model) for s in columns(available)])
 
 
-def _log_joint(table: np.ndarray, holds: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+def log_joint(table: np.ndarray, holds: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
     """``(..., hypotheses)``: log prior + each subset's class log-likelihood, summed over
     subsets; ``table`` is ``(..., subsets, 2)``."""
     return log_prior + table[..., 1] @ holds.T + table[..., 0] @ (1.0 - holds).T
 
 
-def _normalise(log_p: np.ndarray) -> np.ndarray:
+def normalise(log_p: np.ndarray) -> np.ndarray:
+    """Probabilities from log weights along the last axis (each row sums to 1)."""
     p = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
     return p / p.sum(axis=-1, keepdims=True)
 
@@ -218,7 +220,7 @@ def prior_vector(available: str, prior: Mapping[str, float] | None = None) -> np
 
 def posterior_array(counts: Counts, available: str, model: Likelihood, log_prior: np.ndarray) -> np.ndarray:
     """``(hypotheses,)`` posterior, in :func:`hypotheses` order."""
-    return _normalise(_log_joint(evidence_table(counts, available, model), holds_matrix(available), log_prior))
+    return normalise(log_joint(evidence_table(counts, available, model), holds_matrix(available), log_prior))
 
 
 def posterior(counts: Counts, available: str, model: Likelihood,
@@ -244,78 +246,6 @@ def decide(post: Mapping[str, float]) -> tuple[str, float, str | None, float]:
     ranked = sorted(post, key=lambda h: (-post[h], ANSWERS.index(h)))
     second = ranked[1] if len(ranked) > 1 else None
     return ranked[0], post[ranked[0]], second, post[second] if second else 0.0
-
-
-# ---------------------------------------------------------------- adaptive search
-
-
-def _binary_entropy(q: np.ndarray) -> np.ndarray:
-    q = np.clip(q, 1e-12, 1 - 1e-12)
-    return -(q * np.log(q) + (1 - q) * np.log1p(-q))
-
-
-@lru_cache(maxsize=256)
-def _level_above_half(a: float, b: float, steps: int = 400) -> float:
-    """``P(p > 1/2)`` under Beta(a, b) (midpoint rule)."""
-    xs = (np.arange(steps) + 0.5) / steps
-    pdf = np.exp([_log_beta_pdf(float(x), a, b) for x in xs])
-    return float(pdf[xs > 0.5].sum() / pdf.sum())
-
-
-def information_gain(counts: Counts, available: str, model: Likelihood, log_prior: np.ndarray) -> np.ndarray:
-    """``(subsets,)`` expected information (nats) about the hypothesis from one more 0/1
-    answer of each subset (module docstring); 0 for a level already observed."""
-    cols, holds = columns(available), holds_matrix(available)
-    table = evidence_table(counts, available, model)
-    w = _normalise(_log_joint(table, holds, log_prior)) @ holds  # P(s holds | D)
-    if model.level:
-        q = np.tile([_level_above_half(*model.chance), _level_above_half(*model.hold)], (len(cols), 1))
-    else:
-        plus = np.array([log_evidence(counts.get(s, (0.0, 0))[0] + 1.0, counts.get(s, (0.0, 0))[1] + 1, model)
-                         for s in cols])
-        q = np.exp(plus - table)  # P(next answer correct | class, D), columns (chance, hold)
-    gain = _binary_entropy(w * q[:, 1] + (1 - w) * q[:, 0]) - w * _binary_entropy(q[:, 1]) \
-        - (1 - w) * _binary_entropy(q[:, 0])
-    if model.level:
-        gain = np.where([s in counts for s in cols], 0.0, gain)
-    return np.maximum(gain, 0.0)
-
-
-def reachable(counts: Counts, available: str, model: Likelihood, left: Mapping[str, int],
-              log_prior: np.ndarray) -> np.ndarray:
-    """``(hypotheses,)`` each hypothesis's posterior if all answers still allowed (``left[s]``
-    more for subset s) went its way: correct where s holds under it, wrong elsewhere (a level
-    not yet observed: at the clip bound)."""
-    def completed(s: str, correct: bool) -> tuple[float, float]:
-        k, n = counts.get(s, (0.0, 0))
-        r = left.get(s, 0)
-        if model.level:
-            return log_evidence(1.0 - LEVEL_CLIP if correct else LEVEL_CLIP, 1, model) if r and not n \
-                else log_evidence(k, n, model)
-        return log_evidence(k + (r if correct else 0), n + r, model)
-
-    cols, holds = columns(available), holds_matrix(available)
-    best = np.array([completed(s, True) for s in cols])  # (subsets, 2)
-    worst = np.array([completed(s, False) for s in cols])
-    tables = np.where(holds[:, :, None] > 0, best, worst)  # (hypotheses, subsets, 2): each one's best case
-    return np.diagonal(_normalise(_log_joint(tables, holds, log_prior))).copy()
-
-
-def next_subset(counts: Counts, available: str, model: Likelihood, log_prior: np.ndarray,
-                left: Mapping[str, int], target: float) -> str | None:
-    """The subset to draw the next answers from, or None to stop: the best hypothesis has
-    posterior >= ``target``, no answer is left (``left[s]``: how many more subset s may
-    get), or no hypothesis can reach ``target`` with them (:func:`reachable`). Otherwise the
-    subset with the largest :func:`information_gain`; ties go to the subset with fewer
-    answers, then to canonical order."""
-    cols = columns(available)
-    if posterior_array(counts, available, model, log_prior).max() >= target:
-        return None
-    open_ = [i for i, s in enumerate(cols) if left.get(s, 0) > 0]
-    if not open_ or reachable(counts, available, model, left, log_prior).max() < target:
-        return None
-    gain = information_gain(counts, available, model, log_prior)
-    return cols[max(open_, key=lambda i: (round(float(gain[i]), 12), -counts.get(cols[i], (0.0, 0))[1], -i))]
 
 
 # ---------------------------------------------------------------- priors
@@ -358,7 +288,7 @@ def empirical_prior(items: Sequence[tuple[Counts, str, Likelihood]], pseudo: flo
     for _ in range(iterations):
         total = dict.fromkeys(ANSWERS, pseudo)
         for table, holds, available in tables:
-            post = _normalise(_log_joint(table, holds, prior_vector(available, mix)))
+            post = normalise(log_joint(table, holds, prior_vector(available, mix)))
             for h, p in zip(hypotheses(available), post.tolist()):
                 total[h] += p
         norm = sum(total.values())

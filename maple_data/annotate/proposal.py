@@ -1,8 +1,10 @@
-"""The RMT proposal rules and the cost-aware search over modality subsets (pure functions).
+"""The RMT proposal rules (pure functions) and :data:`RULES`, one entry per rule: its
+propose function, its adaptive search (:mod:`maple_data.annotate.search`) and the settings
+that search stops on. A new rule is a propose function (and a search) plus one entry.
 
-Evidence for one item is a :class:`SubsetResult` per evaluated subset: per-sample scores
-in [0, 1] (1/0 for a multiple-choice answer, a similarity for a caption, the correct
-option's probability for logprob scoring). ``accuracy`` is their mean.
+Evidence for one item is a :class:`~maple_data.annotate.search.SubsetResult` per evaluated
+subset: per-sample scores in [0, 1] (1/0 for a multiple-choice answer, a similarity for a
+caption, the correct option's probability for logprob scoring). ``accuracy`` is their mean.
 
 Threshold rule (``rule="threshold"``; every threshold in :class:`ProposalConfig`):
 1. ``full`` = the modalities the video has (VAS, or fewer). If full was not evaluated the
@@ -28,19 +30,20 @@ runner-up's posterior is at least ``close`` times the best's), ``non-monotone`` 
 whose own evidence says it holds, by odds of at least 1 / ``close``, inside one whose own
 evidence says it does not); no ``low-k``: the posterior already weighs how many answers
 each subset got. ``incomplete``: nothing evaluated.
-Its adaptive search (:func:`maple_data.annotate.posterior.next_subset`) draws each next answer from
-the subset with the largest expected information gain, until the best answer's posterior
-reaches ``target`` or the item's budget (K answers per subset on average) is spent.
+Its adaptive search (:func:`maple_data.annotate.search.joint_search`) draws each next answer
+from the subset with the largest expected information gain, until the best answer's
+posterior reaches ``target`` or the item's budget (K answers per subset on average) is spent.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from maple_data.annotate.posterior import (
+    DEFAULT_OPTIONS,
     UNANSWERABLE,
     Likelihood,
     counts_of,
@@ -49,46 +52,46 @@ from maple_data.annotate.posterior import (
     posterior,
     subset_log_odds,
 )
-from maple_data.rmt import is_subset, parse_rmt, subsets, tag_index, tag_size
+from maple_data.annotate.search import Search, SearchMode, SubsetResult, joint_search, staged_search
+from maple_data.rmt import is_subset, parse_rmt, tag_index, tag_size
+from maple_data.settings import setting
 
 Status = Literal["proposed", "unanswerable", "incomplete"]
-SearchMode = Literal["exhaustive", "adaptive"]
-RULE_NAMES: tuple[str, ...] = ("threshold", "joint")  # the keys of RULES (defined below the rules)
-DEFAULT_OPTIONS = 4  # options of a multiple-choice item when the caller does not say (the synthetic benchmark's)
 
 
 @dataclass(frozen=True)
 class ProposalConfig:
-    """Settings of both proposal rules (stored in ``ablation/settings.json``).
+    """Settings of both proposal rules (stored in ``ablation/settings.json``). The joint
+    rule's Beta priors and likelihood: :mod:`maple_data.annotate.posterior`."""
 
-    Threshold rule: ``tau``, ``delta``, ``min_samples`` (the ``low-k`` flag). Joint rule (see
-    :mod:`maple_data.annotate.posterior`): ``prior`` over the answers (``uniform``, ``empirical`` =
-    the mix seen so far, or ``V=2,VA=1,unanswerable=0.5``), the accuracy of a subset that
-    holds the tag ~ Beta with mean ``high`` and concentration ``high_concentration``, of one
-    that does not ~ Beta with mean 1 / options (``caption_chance`` for captions) and
-    concentration ``chance_concentration``, ``contamination`` (the chance that a subset
-    behaves like the other class), ``close`` (flag when the runner-up's posterior >= close x the best's) and
-    ``target`` (adaptive search stops an item once the best answer's posterior reaches it).
-    """
-
-    tau: float = 0.75
-    delta: float = 0.15
-    min_samples: int = 4
-    rule: str = "joint"
-    prior: str = "uniform"
-    target: float = 0.98
-    high: float = 0.9
-    high_concentration: float = 20.0
-    chance_concentration: float = 10.0
-    caption_chance: float = 0.2
-    contamination: float = 0.0
-    close: float = 0.1
+    tau: float = setting(0.75, help="Threshold rule: a subset passes at accuracy >= TAU; full input below TAU makes "
+                                    "the item unanswerable.")
+    delta: float = setting(0.15, help="Threshold rule: a passing subset must also be within DELTA of the full "
+                                      "input's accuracy.")
+    min_samples: int = setting(4, help="Threshold rule: flag low-k when the deciding subset has fewer samples.")
+    rule: str = setting("joint", help="joint: the answer (a tag or unanswerable) that best explains all subset "
+                                      "results together, its posterior as the confidence; threshold: the smallest "
+                                      "subset passing TAU and DELTA on its own.")
+    prior: str = setting("uniform", help="Joint rule: prior over the answers: uniform, empirical (the mix of answers "
+                                         "seen so far) or weights such as V=2,VA=1,unanswerable=0.5 (answers not "
+                                         "named weigh 0).")
+    target: float = setting(0.98, help="Joint rule, adaptive search: stop an item once its best answer's posterior "
+                                       "reaches TARGET (or its budget of K answers per subset on average is spent).")
+    high: float = setting(0.9, help="Joint rule: mean of the Beta prior of the accuracy of a subset that holds the "
+                                    "tag.")
+    high_concentration: float = setting(20.0, help="Joint rule: concentration of that Beta prior.")
+    chance_concentration: float = setting(10.0, help="Joint rule: concentration of the Beta prior of the accuracy "
+                                                     "of a subset that does not hold the tag (mean: chance).")
+    caption_chance: float = setting(0.2, help="Joint rule: chance accuracy of a caption (a multiple-choice item's "
+                                              "is 1 / options).")
+    contamination: float = setting(0.0, help="Joint rule: the chance that a subset behaves like the other class.")
+    close: float = setting(0.1, help="Joint rule: flag close when the runner-up's posterior >= CLOSE x the best's.")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau <= 1.0 or self.delta < 0 or self.min_samples < 1:
             raise ValueError(f"need 0 < tau <= 1, delta >= 0, min_samples >= 1; got {self}")
-        if self.rule not in RULE_NAMES:
-            raise ValueError(f"rule must be one of {', '.join(RULE_NAMES)}, got {self.rule!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if not 0.0 < self.target <= 1.0 or not 0.0 < self.close < 1.0 or not 0.0 < self.caption_chance < self.high:
             raise ValueError(f"need 0 < target <= 1, 0 < close < 1 and 0 < caption_chance < high; got target="
                              f"{self.target}, close={self.close}, caption_chance={self.caption_chance}")
@@ -102,29 +105,17 @@ class ProposalConfig:
         known = {f.name for f in fields(cls)}
         return cls(**({"rule": "threshold"} | {k: v for k, v in stored.items() if k in known}))
 
+    @property
+    def rule_entry(self) -> Rule:
+        """This config's rule: its entry of :data:`RULES`."""
+        return RULES[self.rule]
+
     def likelihood(self, options: int | None, level: bool = False) -> Likelihood:
         """The joint rule's likelihood for an item with ``options`` choices (None: a caption);
         ``level``: scores are observed accuracies (logprob scoring)."""
         chance = 1.0 / max(2, options) if options else self.caption_chance
         return Likelihood.make(self.high, self.high_concentration, chance, self.chance_concentration,
                                self.contamination, level)
-
-
-@dataclass
-class SubsetResult:
-    """Scores of one (item, subset); ``answers`` are the raw model outputs."""
-
-    subset: str
-    scores: list[float] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)
-
-    @property
-    def n(self) -> int:
-        return len(self.scores)
-
-    @property
-    def accuracy(self) -> float:
-        return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
 
 @dataclass(frozen=True)
@@ -139,18 +130,8 @@ class Proposal:
     posterior: Mapping[str, float] = field(default_factory=dict, compare=False)
 
 
-def propose(results: Mapping[str, SubsetResult], available: str = "VAS",
-            config: ProposalConfig = ProposalConfig(), *, likelihood: Likelihood | None = None,
-            prior: Mapping[str, float] | None = None) -> Proposal:
-    """One item's proposal by ``config.rule`` (:data:`RULES`). ``likelihood`` (joint rule):
-    the item's, from :meth:`ProposalConfig.likelihood` (default: a 4-option multiple-choice
-    item); ``prior``: weights over the answers (default: from ``config.prior``; ``empirical``
-    needs the caller's estimate, else uniform)."""
-    return RULES[config.rule](results, available, config, likelihood=likelihood, prior=prior)
-
-
-def propose_threshold(results: Mapping[str, SubsetResult], available: str = "VAS",
-                      config: ProposalConfig = ProposalConfig(), **_: Any) -> Proposal:
+def propose_threshold(results: Mapping[str, SubsetResult], available: str, config: ProposalConfig,
+                      **_: Any) -> Proposal:
     """The threshold rule of this module's docstring."""
     full = parse_rmt(available)
     tau, evaluated = config.tau, {s: r for s, r in results.items() if r.n > 0}
@@ -178,9 +159,8 @@ def propose_threshold(results: Mapping[str, SubsetResult], available: str = "VAS
     return Proposal("proposed", chosen, _clip(min(pass_margin, fail_margin)), tuple(flags))
 
 
-def propose_joint(results: Mapping[str, SubsetResult], available: str = "VAS",
-                  config: ProposalConfig = ProposalConfig(), *, likelihood: Likelihood | None = None,
-                  prior: Mapping[str, float] | None = None) -> Proposal:
+def propose_joint(results: Mapping[str, SubsetResult], available: str, config: ProposalConfig, *,
+                  likelihood: Likelihood | None = None, prior: Mapping[str, float] | None = None) -> Proposal:
     """The joint rule of this module's docstring: the most probable answer given every
     evaluated subset, its posterior as the confidence."""
     full = parse_rmt(available)
@@ -203,23 +183,35 @@ def propose_joint(results: Mapping[str, SubsetResult], available: str = "VAS",
     return Proposal("proposed", best, p_best, tuple(flags), post)
 
 
-RULES: dict[str, Callable[..., Proposal]] = {"threshold": propose_threshold, "joint": propose_joint}
-
-
 def _clip(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-# ---------------------------------------------------------------- search
+@dataclass(frozen=True)
+class Rule:
+    """A proposal rule: ``propose(results, available, config, *, likelihood, prior)``, its
+    adaptive search (``--search adaptive``) and the :class:`ProposalConfig` settings that
+    search stops on."""
+
+    propose: Callable[..., Proposal]
+    search: Search
+    stopping: tuple[str, ...]
 
 
-def joint_budget(available: str, samples: int) -> int:
-    """Answers the joint rule's adaptive search may draw for one item: ``samples`` (K) per
-    subset of ``available`` on average, spent on any subsets (exhaustive search's cost)."""
-    return samples * len(subsets(parse_rmt(available)))
+RULES: dict[str, Rule] = {
+    "threshold": Rule(propose_threshold, staged_search, ("rule", "tau", "delta")),
+    "joint": Rule(propose_joint, joint_search, ("rule", "prior")),
+}
 
 
-STOPPING_SETTINGS = {"threshold": ("rule", "tau", "delta"), "joint": ("rule", "prior")}  # what adaptive search stops on
+def propose(results: Mapping[str, SubsetResult], available: str = "VAS", config: ProposalConfig | None = None, *,
+            likelihood: Likelihood | None = None, prior: Mapping[str, float] | None = None) -> Proposal:
+    """One item's proposal by ``config.rule`` (default config: :class:`ProposalConfig`).
+    ``likelihood`` (joint rule): the item's, from :meth:`ProposalConfig.likelihood`
+    (default: a 4-option multiple-choice item); ``prior``: weights over the answers
+    (default: from ``config.prior``; ``empirical`` needs the caller's estimate, else uniform)."""
+    config = config or ProposalConfig()
+    return config.rule_entry.propose(results, available, config, likelihood=likelihood, prior=prior)
 
 
 def early_stop_changes(search: SearchMode, searched: ProposalConfig, config: ProposalConfig) -> list[str]:
@@ -228,59 +220,5 @@ def early_stop_changes(search: SearchMode, searched: ProposalConfig, config: Pro
     have drawn (none after an exhaustive search, whose results every setting can use)."""
     if search != "adaptive":
         return []
-    return [f"{name}: {getattr(searched, name)} -> {getattr(config, name)}" for name in STOPPING_SETTINGS[searched.rule]
+    return [f"{name}: {getattr(searched, name)} -> {getattr(config, name)}" for name in searched.rule_entry.stopping
             if getattr(searched, name) != getattr(config, name)]
-
-
-def search_stages(available: str, mode: SearchMode) -> list[list[str]]:
-    """Subsets to evaluate, stage by stage. ``exhaustive``: every subset of the available
-    modalities in one stage. ``adaptive``: full first, then the singles, then the pairs
-    (:func:`next_stage` decides whether a stage is needed)."""
-    full = parse_rmt(available)
-    if mode == "exhaustive":
-        return [subsets(full)]
-    if mode != "adaptive":
-        raise ValueError(f"search must be exhaustive or adaptive, got {mode!r}")
-    by_size: dict[int, list[str]] = {}
-    for tag in subsets(full):
-        by_size.setdefault(tag_size(tag), []).append(tag)
-    return [[full]] + [by_size[k] for k in sorted(by_size) if k < tag_size(full)]
-
-
-def stage_needed(stage_index: int, results: Mapping[str, SubsetResult], available: str,
-                 config: ProposalConfig) -> bool:
-    """Adaptive search: after the full-input stage, go on only while no evaluated subset
-    below full passes (the smallest passing subset can only be in a later, larger stage
-    when the earlier, smaller stages had none)."""
-    if stage_index == 0:
-        return True
-    full = parse_rmt(available)
-    if full not in results or results[full].accuracy < config.tau:
-        return False  # unanswerable: nothing smaller can be proposed
-    top = results[full].accuracy
-    return not any(s != full and r.n and r.accuracy >= config.tau and r.accuracy >= top - config.delta
-                   for s, r in results.items())
-
-
-def pass_threshold(results: Mapping[str, SubsetResult], available: str, config: ProposalConfig) -> float:
-    """Accuracy a subset needs to pass: ``max(tau, acc(full) - delta)`` once full is known."""
-    full = parse_rmt(available)
-    top = results[full].accuracy if full in results and results[full].n else 0.0
-    return max(config.tau, top - config.delta)
-
-
-def fail_decided(scores: Sequence[float], budget: int, threshold: float) -> bool:
-    """Whether a subset must fail ``threshold`` even if its remaining samples (of
-    ``budget``) all score 1: curtailed sampling. Stopping then changes no proposal: the
-    subset fails with or without the rest. Passing subsets are always sampled to the full
-    budget, because their accuracy decides ties, the delta rule and the confidence."""
-    return sum(scores) + (budget - len(scores)) < threshold * budget - 1e-9
-
-
-def chunks(budget: int, chunk: int) -> Iterator[int]:
-    """Sample counts per round: ``chunk`` at a time up to ``budget``."""
-    done = 0
-    while done < budget:
-        step = min(chunk, budget - done)
-        yield step
-        done += step

@@ -25,11 +25,18 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-from maple_data.annotate.ablation import AblationSettings, AnnotateRun, AnnotateSummary, Item, evaluate_item
-from maple_data.annotate.proposal import SubsetResult
+from maple_data.annotate.ablation import (
+    AblationSettings,
+    AnnotateRun,
+    AnnotateSummary,
+    Item,
+    evaluate_item,
+    run_annotate,
+)
+from maple_data.annotate.search import SubsetResult
 from maple_data.errors import MapleError
 from maple_data.models import load_backend
-from maple_data.ray_runtime import ray_session, require_ray
+from maple_data.ray_runtime import Engine, ray_session, require_ray
 
 CALLS_PER_ACTOR = 2  # calls queued on an actor: the next is ready when one returns
 
@@ -145,3 +152,18 @@ def _drive(ray, run: AnnotateRun, pool: list, calls: Iterator[list[tuple[Item, d
             run.finish(item, media["available_modalities"], results, calls_made)
             if on_item is not None:
                 on_item(item)
+
+
+def run_annotate_on(engine: Engine, items: Iterable[Item], work_dir: str | Path, backend: str,
+                    settings: AblationSettings, *, options: Mapping[str, Any] | None = None,
+                    **progress: Any) -> AnnotateSummary:
+    """The annotation on ``engine``, with backend ``backend`` of ``settings.model``
+    (``options``: :func:`~maple_data.models.load_backend`'s): :func:`~maple_data.annotate.ablation.run_annotate`
+    with one backend loaded here, or :func:`run_annotate_ray` with ``engine.actors`` actors of
+    ``engine.actor_gpus`` GPUs each on the connected cluster (inside ``engine.session``).
+    ``progress``: the keywords both take (``num_shards``, ``shard_index``, ``on_start``, ``on_item``)."""
+    if engine.ray:
+        return run_annotate_ray(items, work_dir, backend, settings.model, settings, options=options,
+                                actors=engine.actors, num_gpus=engine.actor_gpus, **progress)
+    return run_annotate(items, work_dir, load_backend(backend, settings.model, **(options or {})), settings,
+                        **progress)

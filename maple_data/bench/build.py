@@ -49,6 +49,7 @@ from maple_data.faults import Fault
 from maple_data.media.store import load_media
 from maple_data.rmt import TAGS, condition, modalities, subsets
 from maple_data.schema import load_schema
+from maple_data.settings import setting
 from maple_data.workdir import WorkDir
 
 SPLITS = ("train", "validation", "test")
@@ -58,14 +59,17 @@ NONE_OPTION = "None"
 
 @dataclass(frozen=True)
 class BenchSettings:
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, validation, test (by video)
-    seed: int = 0
-    include_proposed: bool = False
-    balance_train: bool = False
-    none_share: float = 0.25
-    name: str = "maple-bench"
-    license: str = "cc-by-4.0"
-    citation: str = ""
+    """How ``build-bench`` splits, balances and describes a benchmark."""
+
+    ratios: tuple[float, float, float] = setting((0.8, 0.1, 0.1), help="train,validation,test shares, split by "
+                                                                       "video.")
+    seed: int = setting(0, help="Seed of splits, balancing and QA+ choices.")
+    include_proposed: bool = setting(False, help="Also admit unreviewed proposals (rmt_source proposed).")
+    balance_train: bool = setting(False, help="Balance train too (equal count per RMT), not only test.")
+    none_share: float = setting(0.25, help="QA+: share of exact/superset rows whose correct option becomes None.")
+    name: str = setting("maple-bench", help="Dataset name in the card.")
+    license: str = setting("cc-by-4.0", help="License id for the card.")
+    citation: str = setting("", help="BibTeX for the card.")
 
     def __post_init__(self) -> None:
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or not sum(self.ratios) > 0:

@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from maple_data.cli.common import app, console, count_table, csv_list, err_console, titled_table
+from maple_data.bench.build import BenchSettings
+from maple_data.cli.common import app, checked, console, count_table, csv_list, err_console, titled_table
 from maple_data.errors import MapleError
+from maple_data.settings import cli_option
+
+
+def balance_spelling(balance_train: bool) -> str:
+    """``BenchSettings.balance_train`` as ``--balance`` spells it: the splits balanced."""
+    return "train,test" if balance_train else "test"
 
 
 @app.command("build-bench")
@@ -16,16 +23,15 @@ def build_bench_command(
     work: Annotated[Path, typer.Argument(metavar="WORK",
                                          help="Work folder (extracted/, proposals.jsonl, decisions.jsonl).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder to write (Hub layout).")],
-    ratios: Annotated[str, typer.Option(help="train,validation,test shares, split by video.")] = "0.8,0.1,0.1",
-    seed: Annotated[int, typer.Option(help="Seed of splits, balancing and QA+ choices.")] = 0,
-    include_proposed: Annotated[bool, typer.Option(help="Also admit unreviewed proposals (rmt_source "
-                                                        "proposed).")] = False,
-    balance: Annotated[str, typer.Option(help="test (equal count per RMT in test) or train,test.")] = "test",
-    none_share: Annotated[float, typer.Option(help="QA+: share of exact/superset rows whose correct option "
-                                                   "becomes None.")] = 0.25,
-    name: Annotated[str, typer.Option(help="Dataset name in the card.")] = "maple-bench",
-    license: Annotated[str, typer.Option("--license", help="License id for the card.")] = "cc-by-4.0",
-    citation: Annotated[str, typer.Option(help="BibTeX for the card.")] = "",
+    ratios: str = cli_option(BenchSettings, "ratios"),
+    seed: int = cli_option(BenchSettings, "seed"),
+    include_proposed: bool = cli_option(BenchSettings, "include_proposed"),
+    balance: str = cli_option(BenchSettings, "balance_train", "--balance", spell=balance_spelling,
+                              help="test (equal count per RMT in test) or train,test."),
+    none_share: float = cli_option(BenchSettings, "none_share"),
+    name: str = cli_option(BenchSettings, "name"),
+    license: str = cli_option(BenchSettings, "license", "--license"),
+    citation: str = cli_option(BenchSettings, "citation"),
     overwrite: Annotated[bool, typer.Option(help="Rebuild the benchmark already in OUT (replaced whole).")] = False,
 ) -> None:
     """Build a balanced, leak-free benchmark from verified items: Parquet and a dataset card.
@@ -37,14 +43,11 @@ def build_bench_command(
 
     Example: maple-data build-bench work -o bench
     """
-    from maple_data.bench.build import BenchSettings, build_bench
+    from maple_data.bench.build import build_bench
 
-    try:
-        settings = BenchSettings(ratios=tuple(float(x) for x in csv_list(ratios)), seed=seed,
-                                 include_proposed=include_proposed, balance_train="train" in csv_list(balance),
-                                 none_share=none_share, name=name, license=license, citation=citation)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    settings = checked(BenchSettings, ratios=tuple(float(x) for x in csv_list(ratios)), seed=seed,
+                       include_proposed=include_proposed, balance_train="train" in csv_list(balance),
+                       none_share=none_share, name=name, license=license, citation=citation)
     report = build_bench(work, out, settings, overwrite=overwrite)
     for fault in report.faults:
         typer.echo(str(fault))

@@ -3,7 +3,9 @@ small option parsers and tables."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -13,6 +15,9 @@ from rich.table import Column, Table
 from maple_data import __version__
 from maple_data.errors import enable_debug
 from maple_data.quiet import quiet_libraries
+
+if TYPE_CHECKING:
+    from maple_data.annotate.pipeline import StageProgress
 
 app = typer.Typer(
     name="maple-data",
@@ -26,12 +31,34 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+T = TypeVar("T")
+
+
 def progress_bar() -> Progress:
     """The Rich progress bar every long loop of maple uses (rate and ETA included)."""
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
     )
+
+
+@contextmanager
+def stage_bar(stage: str) -> Iterator[StageProgress]:
+    """A progress bar named ``stage`` while the block runs, as the
+    :class:`~maple_data.annotate.pipeline.StageProgress` a pipeline step reports to."""
+    from maple_data.annotate.pipeline import StageProgress
+
+    with progress_bar() as bar:
+        task = bar.add_task(stage, total=None)
+        yield StageProgress(lambda total: bar.update(task, total=total), lambda _: bar.advance(task))
+
+
+def checked(cls: type[T], **values: Any) -> T:
+    """``cls(**values)``, a settings dataclass, its ValueError reported as a bad parameter."""
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _version(value: bool) -> None:

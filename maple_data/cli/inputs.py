@@ -7,30 +7,27 @@ from typing import Annotated
 
 import typer
 
-from maple_data.cli.common import app, console, progress_bar, titled_table
+from maple_data.cli.common import app, checked, console, progress_bar, titled_table
 from maple_data.errors import Interrupted
+from maple_data.inputs.synth_settings import SynthConfig
+from maple_data.settings import cli_option
 
 
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(metavar="OUT",
                                         help="Output folder (videos/, ground_truth.jsonl, synth.json).")],
-    n: Annotated[int, typer.Option("--n", help="Number of videos; QA tags cycle over the 7 RMTs.")] = 70,
-    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same bytes.")] = 0,
-    width: Annotated[int, typer.Option(help="Frame width in pixels (even).")] = 192,
-    height: Annotated[int, typer.Option(help="Frame height in pixels (even).")] = 128,
-    fps: Annotated[float, typer.Option(help="Frames per second.")] = 8.0,
-    duration: Annotated[float, typer.Option(help="Seconds per video (>= 2).")] = 4.0,
-    audio_rate: Annotated[int, typer.Option(help="Audio sample rate in Hz (mono AAC).")] = 44_100,
-    codec: Annotated[str, typer.Option(help="Video codec: mpeg4 (byte-reproducible) or h264 (B-frames; "
-                                           "not byte-identical across runs).")] = "mpeg4",
-    embed_subtitles: Annotated[bool, typer.Option(help="Also embed the cues as a mov_text stream.")] = False,
-    mode: Annotated[str, typer.Option(help="hard: shuffled options and shapes (the benchmark corpus); "
-                                           "learnable: canonical options, static shapes of one colour, "
-                                           "compositions as steps along the colour wheel or word list (a "
-                                           "tiny model can learn it: maple-rl pretrain).")] = "hard",
-    all_tags: Annotated[bool, typer.Option(help="Learnable mode: a QA item of every tag for each video "
-                                                "instead of one per video.")] = False,
+    n: int = cli_option(SynthConfig, "n", "--n"),
+    seed: int = cli_option(SynthConfig, "seed"),
+    width: int = cli_option(SynthConfig, "width"),
+    height: int = cli_option(SynthConfig, "height"),
+    fps: float = cli_option(SynthConfig, "fps"),
+    duration: float = cli_option(SynthConfig, "duration"),
+    audio_rate: int = cli_option(SynthConfig, "audio_rate"),
+    codec: str = cli_option(SynthConfig, "codec"),
+    embed_subtitles: bool = cli_option(SynthConfig, "embed_subtitles"),
+    mode: str = cli_option(SynthConfig, "mode"),
+    all_tags: bool = cli_option(SynthConfig, "all_tags"),
     overwrite: Annotated[bool, typer.Option(help="Replace the corpus already in OUT (all its videos, QA file "
                                                  "and ground truth).")] = False,
 ) -> None:
@@ -43,14 +40,10 @@ def synth(
 
     Example: maple-data synth demo --n 70 --mode learnable
     """
-    from maple_data.inputs.synth import SynthConfig, generate, make_room
+    from maple_data.inputs.synth import generate, make_room
 
-    try:
-        config = SynthConfig(n=n, seed=seed, width=width, height=height, fps=fps, duration=duration,
-                             audio_rate=audio_rate, codec=codec, embed_subtitles=embed_subtitles, mode=mode,
-                             all_tags=all_tags)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    config = checked(SynthConfig, n=n, seed=seed, width=width, height=height, fps=fps, duration=duration,
+                     audio_rate=audio_rate, codec=codec, embed_subtitles=embed_subtitles, mode=mode, all_tags=all_tags)
     make_room(out, overwrite)
     try:
         with progress_bar() as bar:

@@ -7,40 +7,33 @@ from typing import Annotated
 
 import typer
 
-from maple_data.cli.common import app, console, csv_list, progress_bar, titled_table
+from maple_data.cli.common import app, checked, console, csv_list, stage_bar, titled_table
+from maple_data.media.extract_settings import VIDEO_EXTENSIONS, ExtractSettings, FrameSpec
+from maple_data.ray_runtime import Engine
+from maple_data.settings import cli_option
 from maple_data.workdir import WorkDir
-
-ENGINE_HELP = ("local: processes on this machine; ray: Ray tasks on the CPUs of a Ray cluster (README: Running on "
-               "a cluster; needs the ray extra).")
-RAY_ADDRESS_HELP = ("--engine ray: the cluster to join: auto (the one `ray start` made on this machine), HOST:PORT "
-                    "or ray://HOST:PORT; default: start a local Ray instance.")
 
 
 @app.command()
 def extract(
     videos_dir: Annotated[Path, typer.Argument(metavar="VIDEOS_DIR", help="Folder of videos (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Work folder; writes OUT/extracted/.")],
-    frames: Annotated[int, typer.Option(help="Frames per video, spread uniformly (ignored with --fps).")] = 16,
-    fps: Annotated[float | None, typer.Option(help="Sample one frame every 1/FPS seconds instead.")] = None,
-    min_frames: Annotated[int, typer.Option(help="At least this many frames.")] = 4,
-    max_frames: Annotated[int, typer.Option(help="At most this many frames.")] = 64,
-    max_pixels: Annotated[int, typer.Option(help="Pixel budget per frame (width x height); larger frames "
-                                                 "are scaled down, aspect kept.")] = 448 * 448,
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the stored frames.")] = 90,
-    subs: Annotated[str, typer.Option(help="Subtitle sources in order of preference: sidecar "
-                                           "(clip.srt, clip.vtt, clip.en.srt), embedded (text streams).")]
-    = "sidecar,embedded",
-    lang: Annotated[str, typer.Option(help="Preferred subtitle languages, e.g. en,fr.")] = "",
-    asr: Annotated[str, typer.Option(help="Whisper ASR: off; missing (when no subtitle source has any); "
-                                          "always (transcript replaces subtitles). Needs the asr extra.")] = "off",
-    asr_model: Annotated[str, typer.Option(help="Whisper model name or local checkpoint path.")] = "base",
-    asr_language: Annotated[str | None, typer.Option(help="Spoken language for ASR (default: detect).")] = None,
+    frames: int = cli_option(FrameSpec, "count", "--frames"),
+    fps: float | None = cli_option(FrameSpec, "fps"),
+    min_frames: int = cli_option(FrameSpec, "min_frames"),
+    max_frames: int = cli_option(FrameSpec, "max_frames"),
+    max_pixels: int = cli_option(FrameSpec, "max_pixels"),
+    jpeg_quality: int = cli_option(FrameSpec, "jpeg_quality"),
+    subs: str = cli_option(ExtractSettings, "subtitle_sources", "--subs"),
+    lang: str = cli_option(ExtractSettings, "languages", "--lang"),
+    asr: str = cli_option(ExtractSettings, "asr"),
+    asr_model: str = cli_option(ExtractSettings, "asr_model"),
+    asr_language: str | None = cli_option(ExtractSettings, "asr_language"),
     ext: Annotated[str, typer.Option(help="Video file extensions to pick up.")] = ",".join(
-        e.lstrip(".") for e in ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv")),
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (--engine ray: CPUs of the local Ray "
-                                                     "instance).")] = 1,
-    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "local",
-    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+        e.lstrip(".") for e in VIDEO_EXTENSIONS),
+    workers: int = cli_option(Engine, "workers", min=1),
+    engine: str = cli_option(Engine, "name", "--engine"),
+    ray_address: str | None = cli_option(Engine, "ray_address"),
     shard_rows: Annotated[int, typer.Option(min=1, help="Videos per shard; a crash loses at most one unfinished "
                                                  "shard's videos, which the next run redoes.")] = 64,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some videos failed.")] = False,
@@ -57,29 +50,21 @@ def extract(
     Example: maple-data extract videos/ -o work --workers 4 --frames 16
     On a Ray cluster: maple-data extract videos/ -o work --engine ray --ray-address auto
     """
-    from maple_data.media.extract import ExtractSettings, run_extract, videos_folder_problem
-    from maple_data.media.frames import FrameSpec
-    from maple_data.media.ray_extract import run_extract_ray
-    from maple_data.ray_runtime import check_engine, engine_session
+    from maple_data.media.extract import videos_folder_problem
+    from maple_data.media.ray_extract import run_extract_on
 
-    try:
-        settings = ExtractSettings(
-            frames=FrameSpec(count=frames, fps=fps, min_frames=min_frames, max_frames=max_frames,
-                             max_pixels=max_pixels, jpeg_quality=jpeg_quality),
-            subtitle_sources=csv_list(subs), languages=csv_list(lang), asr=asr, asr_model=asr_model,
-            asr_language=asr_language)
-        check_engine(engine)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    settings = checked(ExtractSettings, frames=checked(FrameSpec, count=frames, fps=fps, min_frames=min_frames,
+                                                       max_frames=max_frames, max_pixels=max_pixels,
+                                                       jpeg_quality=jpeg_quality),
+                       subtitle_sources=csv_list(subs), languages=csv_list(lang), asr=asr, asr_model=asr_model,
+                       asr_language=asr_language)
+    runner = checked(Engine, name=engine, ray_address=ray_address, workers=workers)
     problem = videos_folder_problem(videos_dir, csv_list(ext))
     if problem:
         raise typer.BadParameter(problem)
-    with WorkDir(out).lock(), engine_session(engine, ray_address, workers, console.print), progress_bar() as bar:
-        task = bar.add_task("extract", total=None)
-        runner, options = (run_extract_ray, {}) if engine == "ray" else (run_extract, {"workers": workers})
-        summary = runner(videos_dir, out, settings, extensions=csv_list(ext), shard_rows=shard_rows,
-                         on_start=lambda n: bar.update(task, total=n), on_outcome=lambda _: bar.advance(task),
-                         **options)
+    with WorkDir(out).lock(), runner.session(console.print), stage_bar("extract") as progress:
+        summary = run_extract_on(runner, videos_dir, out, settings, extensions=csv_list(ext), shard_rows=shard_rows,
+                                 on_start=progress.start, on_outcome=progress.step)
     for path, message in sorted(summary.failed.items()):
         typer.echo(f"{videos_dir / path}: {message}")
     table = titled_table("outcome", "videos", title=f"extract -> {summary.out_dir}")

@@ -110,6 +110,47 @@ def _options(raw: Any) -> Any:
     return raw
 
 
+def _video_problem(video: Any, videos_dir: Path | None) -> str | None:
+    """Why ``video`` is no portable path of a file inside ``videos_dir`` (the file is not
+    looked for when ``videos_dir`` is None); None when it is one."""
+    if not isinstance(video, str) or not video.strip():
+        return "missing video path"
+    windows = PureWindowsPath(video)
+    if windows.drive or windows.root:
+        return f"{video!r} is absolute; give it relative to the videos folder"
+    if "\\" in video:
+        return f"{video!r} is not portable; separate folders with '/'"
+    if ".." in PurePosixPath(video).parts:
+        return f"{video!r} must be a path relative to the videos folder, without '..'"
+    if videos_dir is None:
+        return None
+    file = videos_dir / video
+    if not file.is_file():
+        return f"video file not found: {file}"
+    if not file.resolve().is_relative_to(videos_dir.resolve()):
+        return f"{video!r} resolves out of the videos folder (to {file.resolve()})"
+    return None
+
+
+def _qa_answer(options: Any, answer: Any) -> tuple[Any, tuple[str, str] | None]:
+    """A qa item's answer as one of its options (an option letter such as ``B`` is
+    resolved), with ``(field, why)`` when the options or the answer are not valid."""
+    if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
+        return answer, ("options", "a qa item needs a list of non-empty option strings")
+    if len(options) < 2:
+        return answer, ("options", f"a qa item needs at least 2 options, got {len(options)}")
+    if len(set(options)) != len(options):
+        return answer, ("options", f"options repeat: {options}")
+    if not isinstance(answer, str) or not answer:
+        return answer, ("answer", "a qa item needs an answer")
+    if answer in options:
+        return answer, None
+    letter = answer.strip().upper()
+    if len(letter) == 1 and "A" <= letter < chr(ord("A") + len(options)):
+        return options[ord(letter) - ord("A")], None
+    return answer, ("answer", f"{answer!r} is not one of the options {options} (nor an option letter)")
+
+
 def _item(raw: Mapping[str, Any], line: int, name: str, videos_dir: Path | None,
           problems: list[Fault]) -> QAItem | None:
     def bad(fld: str | None, message: str) -> None:
@@ -125,39 +166,15 @@ def _item(raw: Mapping[str, Any], line: int, name: str, videos_dir: Path | None,
     if not isinstance(question, str) or not question.strip():
         bad("question", "missing or empty question")
     video = raw.get("video")
-    if not isinstance(video, str) or not video.strip():
-        bad("video", "missing video path")
-    else:
-        windows = PureWindowsPath(video)
-        if windows.drive or windows.root:
-            bad("video", f"{video!r} is absolute; give it relative to the videos folder")
-        elif "\\" in video:
-            bad("video", f"{video!r} is not portable; separate folders with '/'")
-        elif ".." in PurePosixPath(video).parts:
-            bad("video", f"{video!r} must be a path relative to the videos folder, without '..'")
-        elif videos_dir is not None:
-            file = videos_dir / video
-            if not file.is_file():
-                bad("video", f"video file not found: {file}")
-            elif not file.resolve().is_relative_to(videos_dir.resolve()):
-                bad("video", f"{video!r} resolves out of the videos folder (to {file.resolve()})")
+    why = _video_problem(video, videos_dir)
+    if why:
+        bad("video", why)
     options = _options(raw.get("options"))
     answer = raw.get("answer")
     if task == "qa":
-        if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
-            bad("options", "a qa item needs a list of non-empty option strings")
-        elif len(options) < 2:
-            bad("options", f"a qa item needs at least 2 options, got {len(options)}")
-        elif len(set(options)) != len(options):
-            bad("options", f"options repeat: {options}")
-        elif not isinstance(answer, str) or not answer:
-            bad("answer", "a qa item needs an answer")
-        elif answer not in options:
-            letter = answer.strip().upper()
-            if len(letter) == 1 and "A" <= letter < chr(ord("A") + len(options)):
-                answer = options[ord(letter) - ord("A")]
-            else:
-                bad("answer", f"{answer!r} is not one of the options {options} (nor an option letter)")
+        answer, wrong = _qa_answer(options, answer)
+        if wrong:
+            bad(*wrong)
     elif task == "caption" and options is not None:
         bad("options", "a caption item has no options")
     item_id = raw.get("id")

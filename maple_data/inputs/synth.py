@@ -69,6 +69,7 @@ import cv2
 import numpy as np
 
 from maple_data.errors import FolderTaken
+from maple_data.inputs.synth_settings import CODECS, SynthConfig
 from maple_data.rmt import TAGS
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -86,8 +87,6 @@ WHEEL = tuple(COLOURS)  # the colour wheel of the learnable mode, in canonical o
 ORDINALS = ("first", "second", "third", "fourth")
 BEEP_HZ = 880.0
 FILLER = "Watch and listen."  # key subtitle cue of items that do not need S
-CODECS = {"h264": "libx264", "mpeg4": "mpeg4"}
-MODES = ("hard", "learnable")
 ASS_HEADER = (  # minimal ASS header that mov_text and subrip encoders require
     "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
     "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
@@ -96,46 +95,6 @@ ASS_HEADER = (  # minimal ASS header that mov_text and subrip encoders require
     "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
     "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
 ).encode()
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Settings of a synthetic corpus (all recorded in ``synth.json``)."""
-
-    n: int = 70  # videos; QA tags cycle V, A, S, VA, VS, AS, VAS, so n = 7k is balanced
-    seed: int = 0
-    width: int = 192  # pixels, even
-    height: int = 128  # pixels, even
-    fps: float = 8.0
-    duration: float = 4.0  # seconds
-    audio_rate: int = 44_100  # Hz, mono AAC
-    codec: str = "mpeg4"  # mpeg4 (byte-reproducible) or h264 (libx264: real B-frame H.264, but not
-    # byte-identical from run to run in the bundled FFmpeg build, even single-threaded)
-    embed_subtitles: bool = False  # also mux the cues as a mov_text stream
-    mode: str = "hard"  # hard (the questions of the table, shuffled) or learnable (classes, canonical order)
-    all_tags: bool = False  # learnable mode: a QA item of every tag per video (ids clip-NNNNN-qa-<tag>)
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError("n must be at least 1")
-        if self.width % 2 or self.height % 2 or self.width < 64 or self.height < 32:
-            raise ValueError("width and height must be even, at least 64x32")
-        if self.codec not in CODECS:
-            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.all_tags and self.mode != "learnable":
-            raise ValueError("all_tags needs the learnable mode (its videos answer every tag's question)")
-        if self.duration < 2.0 or self.fps <= 0:
-            raise ValueError("duration must be at least 2 s and fps positive")
-
-    @property
-    def n_frames(self) -> int:
-        return round(self.duration * self.fps)
-
-    @property
-    def learnable(self) -> bool:
-        return self.mode == "learnable"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ are retried on every run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import time
@@ -24,57 +23,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from maple_data.durable import Journal, write_atomic
 from maple_data.media.audio import AudioTrackDecoder
-from maple_data.media.frames import FrameSpec, decode_frames, nearest_frames, sample_times
+from maple_data.media.extract_settings import VIDEO_EXTENSIONS, ExtractSettings, FrameSpec
+from maple_data.media.frames import decode_frames, nearest_frames, sample_times
 from maple_data.media.probe import MediaError, Probe, open_media, probe
 from maple_data.media.store import SHARD_PREFIX, compact, media_schema
 from maple_data.media.subtitles import Parsed, find_sidecar, read_embedded, read_subtitle_file
 from maple_data.media_bytes import encode_flac, encode_jpeg, media_struct
 from maple_data.shards import ShardWriter, file_sha256, list_shards, read_batches
 from maple_data.workdir import WorkDir
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
-SUBTITLE_SOURCES = ("sidecar", "embedded")
-AsrMode = Literal["off", "missing", "always"]
-
-
-@dataclass(frozen=True)
-class ExtractSettings:
-    """Everything that decides an extraction's output (part of each video's key).
-
-    ``subtitle_sources``: order of preference among ``sidecar`` and ``embedded``;
-    ``asr``: ``off`` never, ``missing`` when no listed source has subtitles, ``always``
-    replaces them with a transcript; ``languages``: preferred subtitle languages.
-    """
-
-    frames: FrameSpec = field(default_factory=FrameSpec)
-    subtitle_sources: tuple[str, ...] = SUBTITLE_SOURCES
-    languages: tuple[str, ...] = ()
-    asr: AsrMode = "off"
-    asr_model: str = "base"
-    asr_language: str | None = None
-
-    def __post_init__(self) -> None:
-        unknown = set(self.subtitle_sources) - set(SUBTITLE_SOURCES)
-        if unknown:
-            raise ValueError(f"unknown subtitle source(s) {sorted(unknown)}; choose from {', '.join(SUBTITLE_SOURCES)}")
-        if self.asr not in ("off", "missing", "always"):
-            raise ValueError(f"asr must be off, missing or always, got {self.asr!r}")
-
-    def key(self, sha256: str) -> str:
-        """The extract key of a file with this content under these settings."""
-        blob = json.dumps({"sha256": sha256, "settings": asdict(self)}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ExtractSettings:
-        """The inverse of ``asdict`` (as stored in the work folder's extraction settings)."""
-        return cls(**{**raw, "frames": FrameSpec(**raw["frames"]), "subtitle_sources": tuple(raw["subtitle_sources"]),
-                      "languages": tuple(raw["languages"])})
-
 
 def saved_settings(work_dir: str | Path) -> ExtractSettings | None:
     """The settings of the latest extraction into ``work_dir`` (None before the first)."""

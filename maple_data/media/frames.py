@@ -18,35 +18,8 @@ from typing import Literal
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from maple_data.media.extract_settings import FrameSpec
 from maple_data.media.probe import MEDIA_ERRORS, MediaError, Probe, error_line, media_container
-
-
-@dataclass(frozen=True)
-class FrameSpec:
-    """How many frames to take and how large.
-
-    ``count`` frames spread uniformly (the centre of ``count`` equal spans), or, when
-    ``fps`` is set, one frame every ``1 / fps`` seconds; either way clamped to
-    ``[min_frames, max_frames]``. Frames larger than ``max_pixels`` (width x height) are
-    scaled down, aspect preserved, to even sizes.
-    """
-
-    count: int = 16
-    fps: float | None = None
-    min_frames: int = 4
-    max_frames: int = 64
-    max_pixels: int = 448 * 448
-    jpeg_quality: int = 90
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_frames <= self.max_frames:
-            raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
-        if self.fps is None and self.count < 1:
-            raise ValueError(f"frame count must be >= 1, got {self.count}")
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
-        if self.max_pixels < 64:
-            raise ValueError(f"max_pixels must be >= 64, got {self.max_pixels}")
 
 
 def sample_times(duration: float, spec: FrameSpec) -> np.ndarray:

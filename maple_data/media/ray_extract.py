@@ -29,11 +29,12 @@ from maple_data.media.extract import (
     Outcome,
     extract_video,
     plan_extract,
+    run_extract,
     stored_shard,
     video_id_of,
 )
 from maple_data.media.store import SHARD_PREFIX, compact, media_schema
-from maple_data.ray_runtime import ray_session, require_ray
+from maple_data.ray_runtime import Engine, ray_session, require_ray
 from maple_data.shards import ShardWriter, next_index, remove_unfinished
 
 TASKS_PER_SLOT = 4  # batches per task slot at least: small corpora still spread over every worker
@@ -134,3 +135,14 @@ def run_extract_ray(
                 ray.cancel(ref, force=True)
         summary.compacted = compact(out_dir)
     return summary
+
+
+def run_extract_on(engine: Engine, videos_dir: str | Path, work_dir: str | Path,
+                   settings: ExtractSettings | None = None, **options: Any) -> ExtractSummary:
+    """The extraction on ``engine``: :func:`~maple_data.media.extract.run_extract` with
+    ``engine.workers`` processes, or :func:`run_extract_ray` on the connected cluster
+    (inside ``engine.session``). ``options``: the keywords both take (``extensions``,
+    ``shard_rows``, ``on_start``, ``on_outcome``, ``wait``)."""
+    if engine.ray:
+        return run_extract_ray(videos_dir, work_dir, settings, **options)
+    return run_extract(videos_dir, work_dir, settings, workers=engine.workers, **options)

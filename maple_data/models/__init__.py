@@ -1,14 +1,17 @@
 """Inference backends for ablation inference, behind one small protocol.
 
 ``hf`` (transformers, CPU or GPU) and ``vllm`` (GPU, optional extra) implement
-:class:`Backend`; :func:`load_backend` picks one by name.
+:class:`Backend`; :func:`load_backend` picks one by name from :data:`BACKENDS` (a plugin adds
+its own entry: docs/architecture.md, "Extending").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from maple_data.errors import MapleError
 from maple_data.models.prompts import Prompt
 
 
@@ -24,22 +27,45 @@ class Backend(Protocol):
         over the options (one forward pass per prompt)."""
 
 
-def backend_options(name: str, *, device: str, dtype: str, batch_size: int, tensor_parallel_size: int,
-                    seed: int) -> dict[str, object]:
-    """The options of :func:`load_backend` that backend ``name`` takes, from the CLI's settings."""
-    if name == "hf":
-        return {"device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed}
-    return {"tensor_parallel_size": tensor_parallel_size, "seed": seed}
+@dataclass(frozen=True)
+class BackendEntry:
+    """How to load a backend: ``load(model, **options)``, with ``options`` the command line's
+    backend settings it takes (of ``device``, ``dtype``, ``batch_size``, ``tensor_parallel_size``, ``seed``)."""
+
+    load: Callable[..., Backend]
+    options: tuple[str, ...]
 
 
-def load_backend(name: str, model: str, **options) -> Backend:
-    """``hf`` or ``vllm`` backend for ``model`` (a hub id or a local folder)."""
-    if name == "hf":
-        from maple_data.models.hf import HFBackend
+def _load_hf(model: str, **options: Any) -> Backend:
+    from maple_data.models.hf import HFBackend
 
-        return HFBackend(model, **options)
-    if name == "vllm":
-        from maple_data.models.vllm import VLLMBackend
+    return HFBackend(model, **options)
 
-        return VLLMBackend(model, **options)
-    raise ValueError(f"unknown backend {name!r}; choose hf or vllm")
+
+def _load_vllm(model: str, **options: Any) -> Backend:
+    from maple_data.models.vllm import VLLMBackend
+
+    return VLLMBackend(model, **options)
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "hf": BackendEntry(_load_hf, ("device", "dtype", "batch_size", "seed")),
+    "vllm": BackendEntry(_load_vllm, ("tensor_parallel_size", "seed")),
+}
+
+
+def backend_entry(name: str) -> BackendEntry:
+    if name not in BACKENDS:
+        raise MapleError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} "
+                         f"(a --plugin module registers more)")
+    return BACKENDS[name]
+
+
+def backend_options(name: str, **settings: Any) -> dict[str, Any]:
+    """The options of :func:`load_backend` that backend ``name`` takes, of the CLI's ``settings``."""
+    return {key: settings[key] for key in backend_entry(name).options}
+
+
+def load_backend(name: str, model: str, **options: Any) -> Backend:
+    """Backend ``name`` (:data:`BACKENDS`) for ``model`` (a hub id or a local folder)."""
+    return backend_entry(name).load(model, **options)

@@ -49,7 +49,7 @@ def load_vllm(feature: str) -> Any:
         import vllm
     except ImportError as exc:
         raise MissingExtra(f"{feature} needs vLLM: pip install 'maple-omni[vllm]' on a GPU machine, or its CPU "
-                           f"build in a separate environment: make install-vllm (see README)") from exc
+                           f"build in a separate environment: make install-vllm (docs/testing.md)") from exc
     return vllm
 
 

@@ -243,112 +243,123 @@ def _string(body: dict[str, Any], name: str, optional: bool = False) -> Any:
     return value
 
 
-def make_handler(app: ReviewApp, token: str, everywhere: bool, read_timeout: float = READ_TIMEOUT):
-    """The request handler class: ``token`` guards every POST, and every request when
-    ``everywhere``; a body not sent within ``read_timeout`` seconds is answered 408."""
-    page = PAGE.read_bytes().replace(TOKEN_SLOT, html.escape(token).encode())
+class ReviewHandler(BaseHTTPRequestHandler):
+    """The review app's requests (:func:`make_handler` binds one app, token and page)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "maple-review"
-        timeout = read_timeout  # http.server sets it on the connection
+    server_version = "maple-review"
+    app: ReviewApp
+    token: str
+    everywhere: bool  # every request needs the token, not only POSTs
+    page: bytes
 
-        def log_message(self, *args: Any) -> None:  # quiet: the terminal shows the URL only
-            pass
+    def log_message(self, *args: Any) -> None:  # quiet: the terminal shows the URL only
+        pass
 
-        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            """http.server's own refusals (bad request line, unknown method) as JSON too."""
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unknown method) as JSON too."""
+        self.close_connection = True
+        self._json(code, {"ok": False, "error": message or HTTPStatus(code).phrase})
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _check(self, method: str, query: dict[str, list[str]]) -> None:
+        """Refuse a foreign Host, a missing token, a foreign Origin or a non-JSON POST."""
+        host = self.headers.get("Host") or ""
+        if not host_allowed(host, *self.server.server_address[:2]):
+            raise ReviewError(HTTPStatus.FORBIDDEN, f"foreign or missing Host header {host!r}")
+        given = self.headers.get("X-Maple-Token", "")
+        if method == "GET" and not given:
+            given = (query.get("token") or [""])[0]
+        if (method == "POST" or self.everywhere) and not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise ReviewError(HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+        origin = self.headers.get("Origin")
+        if method == "POST" and origin is not None and origin.lower() != f"http://{host.lower()}":
+            raise ReviewError(HTTPStatus.FORBIDDEN, f"foreign Origin {origin!r}")
+        if method == "POST" and self.headers.get_content_type() != "application/json":
+            raise ReviewError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
+
+    def _read(self) -> bytes:
+        """The body of a POST, at most ``MAX_BODY`` bytes, read within the timeout."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise ReviewError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
+        if not length.strip().isdigit():
+            raise ReviewError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
+        if int(length) > MAX_BODY:
+            raise ReviewError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
+        try:
+            data = self.rfile.read(int(length))
+        except TimeoutError:
+            raise ReviewError(HTTPStatus.REQUEST_TIMEOUT, "request body shorter than its Content-Length "
+                                                          f"(nothing more for {self.timeout:g} s)") from None
+        if len(data) < int(length):
+            raise ReviewError(HTTPStatus.BAD_REQUEST, "request body shorter than its Content-Length")
+        return data
+
+    def _answer(self, method: str, path: str, query: dict[str, list[str]], data: bytes) -> None:
+        """Answer a checked request for ``path``; a :class:`ReviewError` for no route."""
+        app = self.app
+        if method == "GET" and path == "/":
+            return self._send(200, self.page, "text/html; charset=utf-8")
+        if method == "GET" and path == "/api/queue":
+            return self._json(200, app.queue((query.get("rmt") or [None])[0], (query.get("flag") or [None])[0]))
+        if method == "GET" and path.startswith("/api/item/"):
+            return self._json(200, app.item(path.removeprefix("/api/item/")))
+        if method == "GET" and path.startswith("/media/"):
+            file = resolve_media(app.work, path.removeprefix("/media/"))
+            kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            return self._send(200, file.read_bytes(), "text/vtt" if file.suffix == ".vtt" else kind)
+        if method == "POST" and path == "/api/decide":
+            try:
+                body = json.loads(data or b"{}")
+            except ValueError as exc:
+                raise ReviewError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({exc})") from None
+            if not isinstance(body, dict):
+                raise ReviewError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+            return self._json(200, {"ok": True, "decision": asdict(app.decide(body))})
+        raise ReviewError(HTTPStatus.NOT_FOUND, f"no route {method} {path}")
+
+    def _route(self, method: str) -> None:
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        try:
+            data = self._read() if method == "POST" else b""  # first: never refuse over an unread body
+            self._check(method, query)
+            self._answer(method, unquote(url.path), query, data)
+        except ReviewError as exc:
             self.close_connection = True
-            self._json(code, {"ok": False, "error": message or HTTPStatus(code).phrase})
+            self._json(exc.status, {"ok": False, "error": str(exc)})
+        except (ConnectionError, TimeoutError):  # the client hung up or stopped reading: nobody to answer
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - one line to the client instead of a traceback
+            self.close_connection = True
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "error": f"internal error: "
+                                                                               f"{type(exc).__name__}: {exc}"})
 
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+    def do_GET(self) -> None:
+        self._route("GET")
 
-        def _json(self, status: int, payload: Any) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
+    def do_POST(self) -> None:
+        self._route("POST")
 
-        def _check(self, method: str, query: dict[str, list[str]]) -> None:
-            """Refuse a foreign Host, a missing token, a foreign Origin or a non-JSON POST."""
-            host = self.headers.get("Host") or ""
-            if not host_allowed(host, *self.server.server_address[:2]):
-                raise ReviewError(HTTPStatus.FORBIDDEN, f"foreign or missing Host header {host!r}")
-            given = self.headers.get("X-Maple-Token", "")
-            if method == "GET" and not given:
-                given = (query.get("token") or [""])[0]
-            if (method == "POST" or everywhere) and not hmac.compare_digest(given.encode(), token.encode()):
-                raise ReviewError(HTTPStatus.UNAUTHORIZED, "missing or wrong token")
-            origin = self.headers.get("Origin")
-            if method == "POST" and origin is not None and origin.lower() != f"http://{host.lower()}":
-                raise ReviewError(HTTPStatus.FORBIDDEN, f"foreign Origin {origin!r}")
-            if method == "POST" and self.headers.get_content_type() != "application/json":
-                raise ReviewError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
 
-        def _read(self) -> bytes:
-            """The body of a POST, at most ``MAX_BODY`` bytes, read within the timeout."""
-            length = self.headers.get("Content-Length")
-            if length is None:
-                raise ReviewError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
-            if not length.strip().isdigit():
-                raise ReviewError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
-            if int(length) > MAX_BODY:
-                raise ReviewError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
-            try:
-                data = self.rfile.read(int(length))
-            except TimeoutError:
-                raise ReviewError(HTTPStatus.REQUEST_TIMEOUT, "request body shorter than its Content-Length "
-                                                              f"(nothing more for {self.timeout:g} s)") from None
-            if len(data) < int(length):
-                raise ReviewError(HTTPStatus.BAD_REQUEST, "request body shorter than its Content-Length")
-            return data
-
-        def _route(self, method: str) -> None:
-            url = urlparse(self.path)
-            query = parse_qs(url.query)
-            try:
-                data = self._read() if method == "POST" else b""  # first: never refuse over an unread body
-                self._check(method, query)
-                path = unquote(url.path)
-                if method == "GET" and path == "/":
-                    return self._send(200, page, "text/html; charset=utf-8")
-                if method == "GET" and path == "/api/queue":
-                    return self._json(200, app.queue((query.get("rmt") or [None])[0], (query.get("flag") or [None])[0]))
-                if method == "GET" and path.startswith("/api/item/"):
-                    return self._json(200, app.item(path.removeprefix("/api/item/")))
-                if method == "GET" and path.startswith("/media/"):
-                    file = resolve_media(app.work, path.removeprefix("/media/"))
-                    kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-                    return self._send(200, file.read_bytes(), "text/vtt" if file.suffix == ".vtt" else kind)
-                if method == "POST" and path == "/api/decide":
-                    try:
-                        body = json.loads(data or b"{}")
-                    except ValueError as exc:
-                        raise ReviewError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({exc})") from None
-                    if not isinstance(body, dict):
-                        raise ReviewError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-                    decision = app.decide(body)
-                    return self._json(200, {"ok": True, "decision": asdict(decision)})
-                raise ReviewError(HTTPStatus.NOT_FOUND, f"no route {method} {path}")
-            except ReviewError as exc:
-                self.close_connection = True
-                self._json(exc.status, {"ok": False, "error": str(exc)})
-            except (ConnectionError, TimeoutError):  # the client hung up or stopped reading: nobody to answer
-                self.close_connection = True
-            except Exception as exc:  # noqa: BLE001 - one line to the client instead of a traceback
-                self.close_connection = True
-                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "error": f"internal error: "
-                                                                                   f"{type(exc).__name__}: {exc}"})
-
-        def do_GET(self) -> None:
-            self._route("GET")
-
-        def do_POST(self) -> None:
-            self._route("POST")
-
-    return Handler
+def make_handler(app: ReviewApp, token: str, everywhere: bool,
+                 read_timeout: float = READ_TIMEOUT) -> type[ReviewHandler]:
+    """The request handler class: ``token`` guards every POST, and every request when
+    ``everywhere``; a body not sent within ``read_timeout`` seconds is answered 408
+    (http.server sets ``timeout`` on the connection)."""
+    page = PAGE.read_bytes().replace(TOKEN_SLOT, html.escape(token).encode())
+    return type("Handler", (ReviewHandler,), {"app": app, "token": token, "everywhere": everywhere, "page": page,
+                                              "timeout": read_timeout})
 
 
 def serve(work: str | Path, reviewer: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None,

@@ -28,8 +28,8 @@ from maple_data.durable import atomic_path
 from maple_data.errors import MapleError
 from maple_data.inputs.synth import CorpusFiles, SynthConfig, generate
 from maple_data.media.extract import ExtractSettings, run_extract
-from maple_data.media.store import load_media
 from maple_data.media.frames import FrameSpec
+from maple_data.media.store import load_media
 from maple_data.media_bytes import decode_audio, decode_image
 from maple_data.models.omni_inputs import AudioFeatures, OmniEncoder, PreparedPrompt, VideoFeatures
 from maple_data.models.prompts import Prompt, prompt_messages

@@ -27,11 +27,19 @@ from maple_data.models.families import omni_family
 from maple_data.models.omni_folder import copy_processor_files
 from maple_data.models.omni_inputs import OmniEncoder
 from maple_data.rmt import TAGS, modalities, parse_rmt
+from maple_rl.algorithms.weighting import AdaptiveWeights
 from maple_rl.pretrain.config import Conditions, PretrainConfig
-from maple_rl.pretrain.corpus import (Corpus, CorpusItem, condition_of, condition_shares, draw_subset,
-                                      draw_subset_of, option_letters, target_distribution)
+from maple_rl.pretrain.corpus import (
+    Corpus,
+    CorpusItem,
+    condition_of,
+    condition_shares,
+    draw_subset,
+    draw_subset_of,
+    option_letters,
+    target_distribution,
+)
 from maple_rl.pretrain.threads import ThreadTuner
-from maple_rl.weighting import AdaptiveWeights
 
 CONDITIONS = ("exact", "all", "deficit")
 ANSWERABLE = ("exact", "superset")  # training conditions whose prompts have a right answer

@@ -7,7 +7,7 @@ load changes during a run. So every ``retune_every`` steps the trainer times
 ``trial_steps`` real training steps with each candidate count and keeps the fastest
 until the next trial. Trial steps are ordinary steps (nothing is wasted but the slower
 candidates' extra seconds). The thread count changes only the order of floating-point
-sums, but that moves a training trajectory (benchmarks/README.md: the uniform recipe
+sums, but that moves a training trajectory (benchmarks/HISTORY.md: the uniform recipe
 learned VAS on one thread and not on two; with ``auto`` one cold run in four of the shipped
 recipe ended short of its targets), so ``auto`` buys speed at the price of reproducibility;
 the shipped recipe fixes the count.
@@ -19,6 +19,8 @@ import os
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+
+from maple_rl.errors import ConfigError
 
 
 def available_cores() -> int:
@@ -51,9 +53,9 @@ class ThreadTuner:
 
     def __post_init__(self) -> None:
         if not self.candidates or min(self.candidates) < 1:
-            raise ValueError("thread candidates must be positive")
+            raise ConfigError("thread candidates must be positive")
         if self.trial_steps < 1 or self.retune_every < self.trial_steps * len(self.candidates):
-            raise ValueError("retune_every must leave room for a trial of every candidate")
+            raise ConfigError("retune_every must leave room for a trial of every candidate")
         self.chosen = self.candidates[0]
 
     @classmethod
@@ -62,7 +64,7 @@ class ThreadTuner:
         if threads == "auto":
             return cls(thread_candidates(cores or available_cores()))
         if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be 'auto' or a positive number, got {threads!r}")
+            raise ConfigError(f"threads must be 'auto' or a positive number, got {threads!r}")
         return cls((threads,))
 
     def _trial_slot(self, step: int) -> int | None:

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from maple_data.rmt import TAGS, parse_rmt, tag_size
-from maple_rl.config import SamplingConfig
+from maple_rl.errors import DataError
+from maple_rl.training.config import SamplingConfig
 
 
 def largest_remainder(raw: np.ndarray, total: int) -> np.ndarray:
@@ -50,13 +51,13 @@ class StratifiedSampler:
     def __init__(self, tags: Sequence[str], config: SamplingConfig = SamplingConfig(), *,
                  total_steps: int | None = None, seed: int = 0) -> None:
         if config.curriculum == "static" and not total_steps:
-            raise ValueError("total_steps: the static curriculum needs the run's step count")
+            raise DataError("total_steps: the static curriculum needs the run's step count")
         self.config, self.total_steps = config, total_steps
         canonical = [parse_rmt(t) for t in tags]
         self.members = {t: np.array([i for i, x in enumerate(canonical) if x == t]) for t in TAGS}
         self.strata = [t for t in TAGS if len(self.members[t])]
         if not self.strata:
-            raise ValueError("empty dataset: no item to sample")
+            raise DataError("empty dataset: no item to sample")
         self.rng = np.random.default_rng(seed)
         self.queues = {t: self.rng.permutation(self.members[t]) for t in self.strata}
         self.positions = dict.fromkeys(self.strata, 0)

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from maple_data.shards import SHARD_SUFFIX, ShardReader
+from maple_rl.errors import DataError, MissingFile
 
 COLUMNS = ("id", "video_id", "task", "question", "options", "answer", "rmt", "available_modalities",
            "input_modalities", "condition", "frames", "frame_timestamps", "audio", "subtitles")
@@ -36,13 +37,13 @@ def load_items(path: str | Path, config: str = "auto", split: str = "train", tas
     elif path.is_file() or (path.is_dir() and any(path.glob(f"*{SHARD_SUFFIX}"))):
         rows = [{k: r[k] for k in COLUMNS} for r in ShardReader(path, split=split if path.is_dir() else None)]
     else:
-        raise FileNotFoundError(f"no {config}/{split}-*.parquet and no *{SHARD_SUFFIX} shards under {path}")
+        raise MissingFile(f"no {config}/{split}-*.parquet and no *{SHARD_SUFFIX} shards under {path}")
     rows = [r for r in rows if task is None or r["task"] == task]
     if not rows:
-        raise ValueError(f"{path}: no {task or ''} items in split {split!r}")
+        raise DataError(f"{path}: no {task or ''} items in split {split!r}")
     missing = [r["id"] for r in rows if r["rmt"] is None]
     if missing:
-        raise ValueError(f"{path}: items without an RMT (first: {missing[0]}); train on verified benchmarks")
+        raise DataError(f"{path}: items without an RMT (first: {missing[0]}); train on verified benchmarks")
     return sorted(rows, key=lambda r: r["id"])
 
 

@@ -2,7 +2,7 @@
 what it learns from each step: one hook per estimator, selected by name
 (:func:`hook_for`), so the trainer never branches on an estimator's name.
 
-A hook gives :func:`maple_rl.advantages.compute_advantages` its per-step options
+A hook gives :func:`maple_rl.algorithms.advantages.compute_advantages` its per-step options
 (``options``), sees each step's outcome after the update (``observe``) and is checkpointed
 with the run (``state_dict`` / ``load_state_dict``). Estimators without state get
 :class:`EstimatorHook` itself.
@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from maple_rl.mssr import BetaTracker
-from maple_rl.registry import Registry
-from maple_rl.rewards import correctness
+from maple_rl.algorithms.mssr import BetaTracker
+from maple_rl.algorithms.registry import Registry
+from maple_rl.training.rewards import correctness
 
 
 class EstimatorHook:

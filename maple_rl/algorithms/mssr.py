@@ -10,6 +10,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from maple_rl.errors import TensorError
+
 
 class AdaptiveRho:
     """Forgetting factor from the policy's recent drift.
@@ -22,7 +24,7 @@ class AdaptiveRho:
     def __init__(self, target_kl: float = 0.01, rho_min: float = 0.875, rho_max: float = 0.96,
                  window: int = 16) -> None:
         if not 0 < rho_min <= rho_max < 1:
-            raise ValueError(f"need 0 < rho_min <= rho_max < 1, got {rho_min}, {rho_max}")
+            raise TensorError(f"need 0 < rho_min <= rho_max < 1, got {rho_min}, {rho_max}")
         self.target_kl, self.rho_min, self.rho_max = target_kl, rho_min, rho_max
         self.history: deque[float] = deque(maxlen=window)
 
@@ -97,7 +99,7 @@ def token_entropy(logits: Tensor, kind: Literal["full", "sampled"] = "full",
         logp_all = torch.log_softmax(logits.float(), dim=-1)
         return -(logp_all.exp() * logp_all).sum(-1)
     if sampled_logp is None:
-        raise ValueError("entropy kind 'sampled' needs sampled_logp")
+        raise TensorError("entropy kind 'sampled' needs sampled_logp")
     return -sampled_logp.exp() * sampled_logp
 
 

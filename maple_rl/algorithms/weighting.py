@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from maple_data.rmt import TAGS
-from maple_rl.config import WeightsConfig
+from maple_rl.errors import TensorError
+from maple_rl.training.config import WeightsConfig
 
 
 def target_distribution(bins: int, alpha: float = 100.0) -> np.ndarray:
@@ -42,7 +43,7 @@ def clamp_mean_one(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
     ``log c`` finds it whenever ``lo <= 1 <= hi``; unclamped weights keep their ratios.
     """
     if not lo <= 1.0 <= hi:
-        raise ValueError(f"need w_min <= 1 <= w_max, got {lo}, {hi}")
+        raise TensorError(f"need w_min <= 1 <= w_max, got {lo}, {hi}")
     w = np.asarray(weights, dtype=np.float64)
     low, high = -60.0, 60.0  # log c
     for _ in range(200):

@@ -15,7 +15,8 @@ from typing import Generic, TypeVar
 import torch
 from torch import Tensor
 
-from maple_rl.advantages import check_rewards
+from maple_rl.algorithms.advantages import check_rewards
+from maple_rl.errors import TensorError
 
 G = TypeVar("G")
 
@@ -56,9 +57,9 @@ def refill(groups: Sequence[G], tags: Sequence[str], draw: Callable[[list[str]],
     (reported, never hidden). ``tags[i]`` is the RMT of ``groups[i]``.
     """
     if max_rounds < 0:
-        raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
+        raise TensorError(f"max_rounds must be >= 0, got {max_rounds}")
     if len(tags) != len(groups):
-        raise ValueError(f"tags must give one RMT per group ({len(groups)}), got {len(tags)}")
+        raise TensorError(f"tags must give one RMT per group ({len(groups)}), got {len(tags)}")
     groups, rounds, replaced = list(groups), 0, 0
     for _ in range(max_rounds):
         flat = [i for i, group in enumerate(groups) if not informative(rewards_of(group), atol)]
@@ -66,7 +67,7 @@ def refill(groups: Sequence[G], tags: Sequence[str], draw: Callable[[list[str]],
         if new is None:
             break
         if len(new) != len(flat):
-            raise ValueError(f"draw returned {len(new)} groups for {len(flat)} tags")
+            raise TensorError(f"draw returned {len(new)} groups for {len(flat)} tags")
         for i, group in zip(flat, new):
             groups[i] = group
         rounds, replaced = rounds + 1, replaced + len(flat)

@@ -55,6 +55,7 @@ from maple_data.models.vllm import (
     sampling_kwargs,
     vllm_on_cpu,
 )
+from maple_rl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def prompt_seeds(seed: int | Sequence[int], n_prompts: int) -> list[int]:
     if isinstance(seed, int):
         return [request_seed(seed, 0, k) for k in range(n_prompts)]
     if len(seed) != n_prompts:
-        raise ValueError(f"seed must be an int or one seed per prompt ({n_prompts}), got {len(seed)} seeds")
+        raise ConfigError(f"seed must be an int or one seed per prompt ({n_prompts}), got {len(seed)} seeds")
     return [int(s) for s in seed]
 
 
@@ -140,7 +141,7 @@ def completion_logprobs(outputs: Sequence[Any]) -> list[list[float]]:
     for out in outputs:
         for c in out.outputs:
             if c.logprobs is None:
-                raise ValueError("the vLLM engine returned no log-probs: request them with logprobs=0")
+                raise ConfigError("the vLLM engine returned no log-probs: request them with logprobs=0")
             rows.append([float(position[token].logprob) for token, position in zip(c.token_ids, c.logprobs)])
     return rows
 
@@ -277,7 +278,7 @@ class SeededSampler:
     def logprobs(self, responses: torch.Tensor) -> torch.Tensor:
         """``(N, T)`` log-probs of the generated ``responses`` (N, T), one per call."""
         if self.last is None or len(self.picked) + 1 != responses.shape[1]:
-            raise ValueError(f"{len(self.picked) + (self.last is not None)} sampling calls recorded for "
+            raise ConfigError(f"{len(self.picked) + (self.last is not None)} sampling calls recorded for "
                              f"{responses.shape[1]} generated tokens")
         final = self.last.gather(1, responses[:, -1:].to(self.last.device)).squeeze(1)
         return torch.stack([*self.picked, final], dim=1).cpu()

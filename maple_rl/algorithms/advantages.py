@@ -10,17 +10,14 @@ defaults to 1e-6. Select by name with :func:`compute_advantages`.
 
 from __future__ import annotations
 
-import inspect
-import typing
-from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from maple_rl.registry import Registry
+from maple_rl.algorithms.catalog import ADVANTAGE_ESTIMATORS, MapoNorm, StdKind
+from maple_rl.errors import TensorError
 
-StdKind = Literal["population", "unbiased"]
 EPS = 1e-6
 
 
@@ -28,19 +25,17 @@ class AdvantageFn(Protocol):
     def __call__(self, rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, **options) -> Tensor: ...
 
 
-ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
-
 
 def check_rewards(rewards: Tensor) -> Tensor:
     """Rewards as float64 (N,); an empty batch, NaN or inf raise ``ValueError``."""
     if rewards.ndim != 1:
-        raise ValueError(f"rewards must have shape (N,), got {tuple(rewards.shape)}")
+        raise TensorError(f"rewards must have shape (N,), got {tuple(rewards.shape)}")
     if len(rewards) == 0:
-        raise ValueError("rewards is empty (N = 0): nothing to compute advantages for")
+        raise TensorError("rewards is empty (N = 0): nothing to compute advantages for")
     bad = (~torch.isfinite(rewards)).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        raise ValueError(f"reward of sample {i} is {rewards[i].item()} (rewards must be finite); "
+        raise TensorError(f"reward of sample {i} is {rewards[i].item()} (rewards must be finite); "
                          f"{len(bad)} non-finite reward(s) in all")
     return rewards.to(torch.float64)
 
@@ -64,9 +59,9 @@ def segment_stats(values: Tensor, ids: Tensor, std: StdKind = "population") -> t
 def check_ids(ids: Tensor, rewards: Tensor, name: str) -> None:
     """``ids`` must be integer labels of shape ``rewards.shape`` (N,); ``ValueError`` naming ``name`` otherwise."""
     if ids.shape != rewards.shape:
-        raise ValueError(f"{name} must have shape {tuple(rewards.shape)}, got {tuple(ids.shape)}")
+        raise TensorError(f"{name} must have shape {tuple(rewards.shape)}, got {tuple(ids.shape)}")
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
+        raise TensorError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
 
 
 def check_strata(strata: Tensor, rewards: Tensor) -> None:
@@ -75,14 +70,14 @@ def check_strata(strata: Tensor, rewards: Tensor) -> None:
     bad = (strata < 0).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        raise ValueError(f"strata must be non-negative RMT indices; sample {i} has {int(strata[i])}")
+        raise TensorError(f"strata must be non-negative RMT indices; sample {i} has {int(strata[i])}")
 
 
 def _require_groups(group_ids: Tensor, rewards: Tensor, name: str) -> None:
     check_ids(group_ids, rewards, "group_ids")
     labels, counts = torch.unique(group_ids, return_counts=True)
     if (counts < 2).any():
-        raise ValueError(f"{name} needs at least 2 rollouts per prompt; group_ids {labels[counts < 2].tolist()[:5]} "
+        raise TensorError(f"{name} needs at least 2 rollouts per prompt; group_ids {labels[counts < 2].tolist()[:5]} "
                          "have 1 (use the mssr estimator for single rollouts)")
 
 
@@ -129,7 +124,6 @@ def rloo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None) -> Te
     return _out(n / (n - 1) * (r - mean), rewards)
 
 
-MapoNorm = Literal["group", "stratum", "group_then_stratum", "batch", "none"]
 
 
 @ADVANTAGE_ESTIMATORS.register("mapo")
@@ -153,7 +147,7 @@ def mapo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, no
     if norm == "none":
         return dr_grpo(rewards, group_ids)
     if strata is None:
-        raise ValueError(f"mapo norm={norm!r} needs strata of shape {tuple(r.shape)} (one RMT index per response)")
+        raise TensorError(f"mapo norm={norm!r} needs strata of shape {tuple(r.shape)} (one RMT index per response)")
     check_strata(strata, r)
     if norm == "stratum":
         mean, sd, _ = segment_stats(r, strata, std)
@@ -163,7 +157,29 @@ def mapo(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, no
         centered = r - segment_stats(r, group_ids)[0]
         _, sd, _ = segment_stats(centered, strata, std)
         return _out(centered / (sd + eps), rewards)
-    raise ValueError(f"unknown mapo norm {norm!r}; choose group, stratum, group_then_stratum, batch or none")
+    raise TensorError(f"unknown mapo norm {norm!r}; choose group, stratum, group_then_stratum, batch or none")
+
+
+@ADVANTAGE_ESTIMATORS.register("stratified")
+def stratified(rewards: Tensor, group_ids: Tensor | None = None, strata: Tensor | None = None, *,
+               alpha: float = 0.5, std: StdKind = "population", eps: float = EPS) -> Tensor:
+    """Stratified GRPO's blended estimator (Zhu et al., arXiv 2510.06214), with RMT strata:
+    ``A = alpha * (r - mean_M) / (std_M + eps) + (1 - alpha) * (r - mean_B) / (std_B + eps)``,
+    stratified advantage normalisation (SAN, over every response of stratum M) blended with
+    the global one (over the batch B). ``alpha = 1`` is SAN (= ``mapo`` with
+    ``norm: stratum``); ``alpha = 0`` the global estimator. The default 0.5 is **ours**
+    (the paper blends linearly and tunes alpha). Without strata (``stratify_by: none``)
+    every response is in one stratum and both terms are the global estimator."""
+    r = check_rewards(rewards)
+    if not 0.0 <= alpha <= 1.0:
+        raise TensorError(f"stratified: alpha must be in [0, 1], got {alpha}")
+    if strata is None:
+        strata = torch.zeros(len(r), dtype=torch.long)
+    check_strata(strata, r)
+    mean, sd, _ = segment_stats(r, strata, std)
+    everyone = torch.zeros(len(r), dtype=torch.long)
+    mean_b, sd_b, _ = segment_stats(r, everyone, std)
+    return _out(alpha * (r - mean) / (sd + eps) + (1.0 - alpha) * (r - mean_b) / (sd_b + eps), rewards)
 
 
 @ADVANTAGE_ESTIMATORS.register("mixed")
@@ -187,7 +203,7 @@ def mixed(rewards: Tensor, group_ids: Tensor, strata: Tensor | None = None, *, s
     if successes is None:
         successes = r
     elif successes.shape != r.shape:
-        raise ValueError(f"successes must have shape {tuple(r.shape)}, got {tuple(successes.shape)}")
+        raise TensorError(f"successes must have shape {tuple(r.shape)}, got {tuple(successes.shape)}")
     mean, sd, _ = segment_stats(r, group_ids, std)
     p = segment_stats((successes.to(r.dtype) >= success_threshold).to(r.dtype), group_ids)[0]
     lam = 1.0 - 4.0 * p * (1.0 - p)
@@ -201,41 +217,20 @@ def mssr(rewards: Tensor, group_ids: Tensor | None = None, strata: Tensor | None
     normalisation ``(A - mean_B) / sqrt(max(var_B, min_var))`` (population variance).
 
     ``baselines`` (N,): each prompt's tracker value read *before* this step's update
-    (:class:`maple_rl.mssr.BetaTracker`). ``group_ids`` are not needed (G = 1).
+    (:class:`maple_rl.algorithms.mssr.BetaTracker`). ``group_ids`` are not needed (G = 1).
     """
     r = check_rewards(rewards)
     if baselines.shape != r.shape:
-        raise ValueError(f"baselines must have shape {tuple(r.shape)}, got {tuple(baselines.shape)}")
+        raise TensorError(f"baselines must have shape {tuple(r.shape)}, got {tuple(baselines.shape)}")
     raw = r - baselines.to(torch.float64)
     return _out((raw - raw.mean()) / raw.var(correction=0).clamp(min=min_var).sqrt(), rewards)
 
 
-TRAINER_SUPPLIED = ("baselines", "successes")  # options the trainer computes each step (mssr, mixed)
-
-
-def check_estimator_options(name: str, options: Mapping[str, Any]) -> None:
-    """``ValueError("estimator_options.KEY: ...")`` unless every key is a keyword option of
-    estimator ``name`` that a user sets (not one of :data:`TRAINER_SUPPLIED`), with a value
-    its annotation allows (a ``Literal`` member; a number for ``float``)."""
-    fn = ADVANTAGE_ESTIMATORS.get(name)
-    hints = typing.get_type_hints(fn)
-    settable = [p.name for p in inspect.signature(fn).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in TRAINER_SUPPLIED]
-    for key, value in options.items():
-        if key not in settable:
-            raise ValueError(f"estimator_options.{key}: not an option of estimator {name!r} "
-                             f"(its options: {', '.join(settable) or 'none'})")
-        kind = hints[key]
-        if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
-            raise ValueError(f"estimator_options.{key}: not one of {list(typing.get_args(kind))}, got {value!r}")
-        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"estimator_options.{key}: expected a number, got {value!r}")
-
-
 def compute_advantages(name: str, rewards: Tensor, group_ids: Tensor | None, strata: Tensor | None = None,
                        **options) -> Tensor:
-    """Run the estimator registered as ``name`` (grpo, dr_grpo, batch, rloo, mapo, mixed, mssr);
-    ``strata``, when given, are checked whether or not the estimator reads them (the loss does)."""
+    """Run the estimator registered as ``name`` (grpo, dr_grpo, batch, rloo, mapo, stratified,
+    mixed, mssr); ``strata``, when given, are checked whether or not the estimator reads them
+    (the loss does)."""
     if strata is not None:
         check_strata(strata, rewards)
     return ADVANTAGE_ESTIMATORS.get(name)(rewards, group_ids, strata, **options)

@@ -43,8 +43,8 @@ from typing import Any
 from maple_data.models.families import ModelFamily, find_family
 from maple_data.models.model_source import model_config
 from maple_data.models.qwen_video import VisionSpec, smart_resize
-from maple_rl.config import TrainConfig
-from maple_rl.logprobs import CHUNK_ELEMENTS
+from maple_rl.algorithms.logprobs import CHUNK_ELEMENTS
+from maple_rl.training.config import TrainConfig
 
 GiB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
@@ -135,7 +135,7 @@ class ModelShape:
 
 def lora_parameters(model, config: TrainConfig) -> int:
     """Adapter parameters peft adds for ``model.lora``: ``rank (in + out)`` per targeted linear layer."""
-    from maple_rl.trainer import lora_targets
+    from maple_rl.training.policy import lora_targets
 
     if not config.model.lora.rank:
         return 0
@@ -288,7 +288,7 @@ def measured_prompt(config: TrainConfig, items: int = 16) -> PromptSize:
     items of ``config.data``, built and encoded as the trainer builds them."""
     from maple_data.models.omni_inputs import OmniEncoder
     from maple_data.models.prompts import build_prompt
-    from maple_rl.data import load_items, media_of
+    from maple_rl.training.data import load_items, media_of
 
     records = load_items(config.data.path, config.data.config, config.data.split, config.data.task)[:items]
     encoder = OmniEncoder(config.model.path)

@@ -28,19 +28,14 @@ tokens.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from maple_rl.config import AlgoConfig
-from maple_rl.registry import Registry
-
-AggregationFn = Callable[[Tensor, Tensor, Tensor, int], Tensor]
-AGGREGATIONS: Registry[AggregationFn] = Registry("loss aggregation")
-KL_ESTIMATORS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("KL estimator")
-
+from maple_rl.algorithms.catalog import AGGREGATIONS, KL_ESTIMATORS
+from maple_rl.errors import TensorError
+from maple_rl.training.config import AlgoConfig
 
 # --- aggregation: (B, T) token losses -> scalar, over the rows selected by `rows` ---------
 # Each takes (loss (B, T), mask (B, T), rows (B,) bool, horizon T_max) and returns a scalar.
@@ -127,7 +122,7 @@ def ppo_token_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, clip_low: float,
     loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_low, 1 + clip_high))
     if dual_clip is not None:
         if dual_clip <= 1.0:
-            raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+            raise TensorError(f"dual_clip must be > 1, got {dual_clip}")
         loss = torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip), loss)
     return loss, ratio
 
@@ -181,9 +176,10 @@ def policy_loss(
     config = config or AlgoConfig()
     _check_tokens(logp, mask, old_logp=old_logp, ref_logp=ref_logp, entropy=entropy, is_weights=is_weights)
     if advantages.shape not in (logp.shape[:1], logp.shape):
-        raise ValueError(f"advantages: must be (B,) or (B, T), (B, T) = {tuple(logp.shape)}, got {tuple(advantages.shape)}")
+        raise TensorError(f"advantages: must be (B,) or (B, T), (B, T) = {tuple(logp.shape)}, "
+                          f"got {tuple(advantages.shape)}")
     if config.entropy_coef > 0 and entropy is None:
-        raise ValueError("entropy: required when entropy_coef > 0")
+        raise TensorError("entropy: required when entropy_coef > 0")
     mask = mask.to(logp.dtype)
     adv = advantages.unsqueeze(-1).expand_as(logp) if advantages.ndim == 1 else advantages
     adv = adv.to(logp.dtype)
@@ -261,15 +257,16 @@ def rollout_is_weights(old_logp: Tensor, rollout_logp: Tensor, mask: Tensor,
     engine sampling from a slightly different policy than the trainer scores (0 at padding).
 
     ``token_truncate`` (truncated IS, verl ``rollout_is=token`` and TRL ``token_truncate``):
-    ``w_t = min(exp(old_t - rollout_t), threshold)``. ``sequence_mask`` (rejection, verl
-    ``rollout_rs=sequence`` with its default lower bound ``1 / threshold``): ``w = 1`` on every
-    token of a sequence whose ratio ``exp(sum_t mask (old - rollout))`` lies in
-    ``[1/threshold, threshold]``, else 0 (TRL's ``sequence_mask`` is one-sided and keeps the ratio
-    itself as the weight). Computed in log space: no overflow. ``threshold`` must be >= 1.
+    ``w_t = min(exp(old_t - rollout_t), threshold)``. ``sequence_mask`` (rejection, verl 0.9.1
+    ``rollout_rs=seq_sum_k1`` with ``rollout_rs_threshold=threshold``, lower bound
+    ``1 / threshold``): ``w = 1`` on every token of a sequence whose ratio ``exp(sum_t mask (old
+    - rollout))`` lies in ``[1/threshold, threshold]``, else 0 (TRL's ``sequence_mask`` is
+    one-sided and keeps the ratio itself as the weight). Computed in log space: no overflow.
+    ``threshold`` must be >= 1.
     """
     _check_tokens(old_logp, mask, rollout_logp=rollout_logp)
     if threshold < 1:
-        raise ValueError(f"threshold: must be >= 1, got {threshold!r}")
+        raise TensorError(f"threshold: must be >= 1, got {threshold!r}")
     mask = mask.to(old_logp.dtype)
     log_ratio = (old_logp - rollout_logp).detach()
     if mode == "token_truncate":
@@ -277,33 +274,33 @@ def rollout_is_weights(old_logp: Tensor, rollout_logp: Tensor, mask: Tensor,
     if mode == "sequence_mask":
         keep = (log_ratio * mask).sum(-1).abs() <= math.log(threshold)
         return keep.unsqueeze(-1).to(mask.dtype) * mask
-    raise ValueError(f"mode: must be token_truncate or sequence_mask, got {mode!r}")
+    raise TensorError(f"mode: must be token_truncate or sequence_mask, got {mode!r}")
 
 
 def _check_tokens(logp: Tensor, mask: Tensor, **others: Tensor | None) -> None:
     """``ValueError`` naming the argument unless ``logp`` is (B, T), ``mask`` and every given
     ``others`` share its shape, and the mask selects at least one token."""
     if logp.ndim != 2:
-        raise ValueError(f"logp: must be (B, T), got shape {tuple(logp.shape)}")
+        raise TensorError(f"logp: must be (B, T), got shape {tuple(logp.shape)}")
     for name, value in {"mask": mask, **others}.items():
         if value is not None and value.shape != logp.shape:
-            raise ValueError(f"{name}: must have the shape of logp {tuple(logp.shape)}, got {tuple(value.shape)}")
+            raise TensorError(f"{name}: must have the shape of logp {tuple(logp.shape)}, got {tuple(value.shape)}")
     if not bool(mask.any()):
-        raise ValueError(f"mask selects no token (shape {tuple(mask.shape)})")
+        raise TensorError(f"mask selects no token (shape {tuple(mask.shape)})")
 
 
 def _stratum_weights(strata: Tensor, stratum_weights: Tensor | None, present: Tensor, like: Tensor) -> Tensor:
     """Validated (n_strata,) weights in ``like``'s dtype (all ones when none are given)."""
     if strata.shape != like.shape[:1] or strata.is_floating_point() or bool((strata < 0).any()):
-        raise ValueError(f"strata: must be (B,) = {tuple(like.shape[:1])} integer ids >= 0, got {strata.dtype} "
+        raise TensorError(f"strata: must be (B,) = {tuple(like.shape[:1])} integer ids >= 0, got {strata.dtype} "
                          f"of shape {tuple(strata.shape)}: {strata.tolist()}")
     if stratum_weights is None:
         return torch.ones(int(present.max()) + 1, dtype=like.dtype, device=like.device)
     if stratum_weights.ndim != 1 or len(stratum_weights) <= int(present.max()):
-        raise ValueError(f"stratum_weights: need one weight per stratum id up to {int(present.max())}, got shape "
+        raise TensorError(f"stratum_weights: need one weight per stratum id up to {int(present.max())}, got shape "
                          f"{tuple(stratum_weights.shape)}")
     if bool((stratum_weights < 0).any()) or not bool((stratum_weights[present] > 0).any()):
-        raise ValueError(f"stratum_weights: must be >= 0 and not all 0 on the strata present "
+        raise TensorError(f"stratum_weights: must be >= 0 and not all 0 on the strata present "
                          f"{present.tolist()}, got {stratum_weights.tolist()}")
     return stratum_weights.to(like.dtype)
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maple_rl.errors import TensorError
+
 
 def pilot_design(m: int) -> np.ndarray:
     """The 2m + 1 seed mixtures (rows): m single-domain, m leave-one-out, 1 uniform."""
     if m < 2:
-        raise ValueError("a mixture needs at least 2 domains")
+        raise TensorError("a mixture needs at least 2 domains")
     single = np.eye(m)
     leave_one_out = (1.0 - np.eye(m)) / (m - 1)
     return np.vstack([single, leave_one_out, np.full((1, m), 1.0 / m)])
@@ -64,10 +66,11 @@ def fit_surrogate(w: np.ndarray, scores: np.ndarray, splits: int = 5, seed: int 
     """Least-squares fit on each of ``splits`` random 80/20 splits; keep the best held-out R^2."""
     w, scores = np.asarray(w, float), np.asarray(scores, float)
     if len(w) != len(scores) or len(w) < 5:
-        raise ValueError(f"need at least 5 pilot runs with one score each, got {len(w)} mixtures, {len(scores)} scores")
+        raise TensorError(f"need at least 5 pilot runs with one score each, got {len(w)} mixtures, "
+                          f"{len(scores)} scores")
     if np.any(w < -1e-9) or not np.allclose(w.sum(axis=1), 1.0, atol=1e-6):
         bad = int(np.argmax((w < -1e-9).any(axis=1) | ~np.isclose(w.sum(axis=1), 1.0, atol=1e-6)))
-        raise ValueError(f"pilot row {bad + 1}: weights must be >= 0 and sum to 1, got {w[bad].tolist()}")
+        raise TensorError(f"pilot row {bad + 1}: weights must be >= 0 and sum to 1, got {w[bad].tolist()}")
     rng = np.random.default_rng(seed)
     x = features(w)
     n_test = max(1, round(0.2 * len(w)))

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from maple_data.models.heads import logits_for
+from maple_rl.errors import TensorError
 
 CHUNK_ELEMENTS = 1 << 22  # float32 elements per chunk (16 MiB; 27 positions at a 152k vocabulary)
 SUPPRESSED_LOGIT = -1e9  # finite: probability 0 without 0 * -inf in the entropy
@@ -90,7 +91,7 @@ def selective_log_softmax(logits: Tensor, tokens: Tensor, temperature: float = 1
     with the ``suppressed`` ids excluded, and each position's entropy ``(N, T)`` float32;
     ``logits`` (N, T, V) in any float dtype. Differentiable in ``logits`` through both outputs."""
     if logits.shape[:-1] != tokens.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree")
+        raise TensorError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree")
     return _SelectiveLogSoftmax.apply(logits, tokens, float(temperature), tuple(int(t) for t in suppressed))
 
 
