@@ -169,7 +169,7 @@ def train(
     finished run, or one with other settings, is refused unless --resume or --overwrite
     says which. One process at a time per OUT. Multi-GPU / multi-node: `accelerate launch
     -m maple_rl.cli train ...`."""
-    from maple_rl.training.config import load_config
+    from maple_rl.training.config import load_config, setting_warnings
     from maple_rl.training.trainer import Trainer
 
     overrides = [f"data.path={data}", *(set_ or [])]
@@ -179,6 +179,8 @@ def train(
         overrides.append(f"output_dir={out}")
     config = load_config(recipe, overrides)  # a bad setting, data or model: one line from the error boundary
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
+    for warning in setting_warnings(config) if trainer.acc.is_main_process else []:
+        err_console.print(f"[yellow]warning[/]: {warning}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

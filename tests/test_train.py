@@ -114,6 +114,15 @@ def test_an_invalid_setting_in_each_section_is_refused_in_one_line_naming_the_ke
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
+def test_strata_that_cannot_act_are_warned_about_and_the_shipped_recipes_are_not():
+    from maple_rl.training.config import TrainConfig, recipe_names, setting_warnings
+
+    assert all(setting_warnings(load_config(name)) == [] for name in recipe_names(TrainConfig))
+    (warning,) = setting_warnings(load_config("mapo", ["rollout.group_size=16"]))  # minibatch 16: one group each
+    assert warning.startswith("algo.minibatch_size 16 <= rollout.group_size 16: every minibatch holds one prompt")
+    assert setting_warnings(load_config("mapo", ["rollout.group_size=16", "algo.minibatch_size=32"])) == []
+    assert setting_warnings(load_config("mupo", ["rollout.group_size=16"])) == []  # no strata to lose
+
 def test_schedule_and_response_mask_by_hand():
     config = load_config(None, ["optim.warmup_steps=2", "optim.decay=linear", "steps=6"])
     factor = lr_lambda(config)

@@ -258,6 +258,17 @@ class TrainConfig:
                  "needs rollout.group_size >= 2 (a group of one has no reward variance)", self.algo.refill_rounds)
 
 
+def setting_warnings(config: TrainConfig) -> list[str]:
+    """Settings that are valid but do nothing together, one line each (``maple-rl train``
+    prints them before training)."""
+    algo = config.algo
+    if algo.stratify_by == "rmt" and algo.minibatch_size <= config.rollout.group_size:
+        return [f"algo.minibatch_size {algo.minibatch_size} <= rollout.group_size {config.rollout.group_size}: "
+                "every minibatch holds one prompt group, so one stratum, and the per-stratum average and stratum "
+                "weights change nothing (docs/algorithms.md 6.4); raise algo.minibatch_size to mix strata"]
+    return []
+
+
 def _require(key: str, ok: bool, why: str, value: Any) -> None:
     """A setting check: ``ValueError("key: why, got value")`` unless ``ok``."""
     if not ok:
