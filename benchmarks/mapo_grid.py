@@ -18,7 +18,12 @@ Held-out evaluation (greedy, the first token: the option letter) every ``--eval-
 steps, not counted as training time, on each item with its tag's modalities (exact) and
 with all three (superset; the same row for VAS items); a tag's accuracy is the mean over
 both rows; "compositions" = the mean over VA, VS, AS, VAS.
-Results go to ``<results>/<arm>-s<seed>.json`` as each run finishes; a re-run skips them.
+Results go to ``<results>/<arm>-s<seed>.json`` as each run finishes; a re-run skips them, and
+two processes with one torch thread each (``OMP_NUM_THREADS=1``) may share a results folder
+when they run different (arm, seed) pairs (each run trains in its own ``run-<arm>-s<seed>``).
+The report prints per arm the final figures with 95% t intervals over seeds, the curve, entropy
+and zero-variance share, and the first step reaching 90% of MUPO's gain; ``--png`` draws the
+curves; ``--report`` reports the finished runs without running the missing ones.
 
 The shared RL setting (defaults; found for MUPO on one seed, issue 33): 14 prompts x G = 16,
 AdamW lr 2e-4 constant, temperature 1, 2 new tokens, mapo's filter, clipping and aggregation
@@ -155,9 +160,13 @@ def rl_config(args, arm: str, pool: Path, start: Path, out: Path, seed: int):
 def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dict, out: Path) -> dict[str, Any]:
     """One (arm, seed) run with held-out evaluations along the way (not counted as training time)."""
     from maple_data.models.hf import HFBackend
+    from maple_rl.training.config import setting_warnings
     from maple_rl.training.trainer import Trainer
 
-    trainer = Trainer(rl_config(args, arm, pool, start, out, seed), overwrite=True)
+    config = rl_config(args, arm, pool, start, out, seed)
+    for warning in setting_warnings(config):  # the strata of this grid's setting (G 16, minibatch 16)
+        print(f"  warning: {warning}", flush=True)
+    trainer = Trainer(config, overwrite=True)
     tokens = [trainer.inputs.encoder.encode([trainer.inputs.prompt(r)])["input_ids"].shape[1]
               for r in trainer.items[:: max(1, len(trainer.items) // 70)]]
     curve, trained, drawn, steps = [{"step": 0, "seconds": 0.0, **first}], [0.0], [], []
@@ -187,11 +196,57 @@ def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dic
             "prompt_tokens": statistics.mean(tokens), "repeats": len(drawn) - len(set(drawn))}
 
 
+def half_width(values: list[float]) -> float:
+    """Half the 95% t interval of the mean of ``values`` (0 for fewer than two)."""
+    if len(values) < 2:
+        return 0.0
+    return T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def interval(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f}" if values else "n/a"
-    half = T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{statistics.mean(values):.3f} +- {half:.3f}"
+    return f"{statistics.mean(values):.3f} +- {half_width(values):.3f}"
+
+
+def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Held-out compositions accuracy against RL steps, one line per arm: the mean over its
+    seeds with the 95% interval shaded, and the 4-option chance line."""
+    from maple_data.charts import band_curves
+
+    series = {}
+    for arm, seeds in runs.items():
+        points = []
+        for k in range(min((len(r["curve"]) for r in seeds), default=0)):
+            values = [r["curve"][k]["compositions"] for r in seeds]
+            mean, half = statistics.mean(values), half_width(values)
+            points.append((seeds[0]["curve"][k]["step"], mean, mean - half, mean + half))
+        if points:
+            series[f"{arm} ({len(seeds)} seeds)"] = points
+    band_curves(series, path, "Held-out accuracy on VA, VS, AS, VAS (mean, 95% interval over seeds)",
+                "RL step (14 prompts x 16 samples)", "accuracy (700 items, 1,300 rows)", chance=0.25)
+
+
+def by_rows(point: dict[str, Any]) -> tuple[float, float]:
+    """Compositions accuracy on the exact rows and on the all-modalities rows of one
+    evaluation (a tag's accuracy is the mean of the two; VAS has the exact row only)."""
+    exact = [point["exact_per_tag"][t] for t in COMPOSITIONS]
+    every = [2 * point["per_tag"][t] - point["exact_per_tag"][t] if t != "VAS" else point["per_tag"][t]
+             for t in COMPOSITIONS]
+    return statistics.mean(exact), statistics.mean(every)
+
+
+def to_share_of_gain(seeds: list[dict[str, Any]], mupo: list[dict[str, Any]], first: dict[str, Any],
+                     share: float = 0.9) -> str:
+    """The first evaluation step (and training seconds) at which the arm's seed-mean
+    compositions reach the start plus ``share`` of MUPO's seed-mean final gain. (90% of MUPO's
+    final accuracy, the paper's measure, is below the start here.)"""
+    target = first["compositions"] + share * (statistics.mean(r["curve"][-1]["compositions"] for r in mupo)
+                                              - first["compositions"])
+    for k, point in enumerate(seeds[0]["curve"][1:], start=1):
+        if statistics.mean(r["curve"][k]["compositions"] for r in seeds) >= target:
+            return f"step {point['step']} ({statistics.mean(r['curve'][k]['seconds'] for r in seeds):.0f} s)"
+    return f"not reached in {seeds[0]['curve'][-1]['step']} steps"
 
 
 def report(runs: dict[str, list[dict[str, Any]]], first: dict[str, Any]) -> None:
@@ -205,8 +260,15 @@ def report(runs: dict[str, list[dict[str, Any]]], first: dict[str, Any]) -> None
         print(f"  compositions  start {first['compositions']:.3f} -> {interval([e['compositions'] for e in ends])}"
               f"  gain {interval([e['compositions'] - first['compositions'] for e in ends])}")
         print("  per tag       " + ", ".join(f"{t} {interval([e['per_tag'][t] for e in ends])}" for t in TAGS))
+        print(f"  exact rows    {interval([by_rows(e)[0] for e in ends])} (start {by_rows(first)[0]:.3f});  "
+              f"all-modalities rows {interval([by_rows(e)[1] for e in ends])} (start {by_rows(first)[1]:.3f})")
         for key in ("uni_multi_gap", "modality_gap", "fusion_gain"):
             print(f"  {key:<13} {interval([e[key] for e in ends if e[key] is not None])}")
+        for key in ("entropy", "zero_variance_fraction"):
+            print(f"  {key:<13} steps 1-10 {statistics.mean(m[key] for r in seeds for m in r['steps'][:10]):.3f}"
+                  f" -> last 10 {statistics.mean(m[key] for r in seeds for m in r['steps'][-10:]):.3f}")
+        if runs.get("mupo"):
+            print(f"  to 90% of MUPO's gain: {to_share_of_gain(seeds, runs['mupo'], first)}")
         print(f"  s/step        {interval([r['step_seconds'] for r in seeds])};  prompt tokens/sample "
               f"{interval([r['prompt_tokens'] for r in seeds])};  repeated prompts {[r['repeats'] for r in seeds]}")
         print("  curve (step: compositions | " + " ".join(TAGS) + ")")
@@ -243,6 +305,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--results", type=Path, default=None, help="results folder (default: keyed by the settings)")
     p.add_argument("--json", type=Path, default=None, help="write every run's figures here")
+    p.add_argument("--png", type=Path, default=None, help="draw the arms' held-out curves here")
+    p.add_argument("--report", action="store_true", help="report the finished runs only (run nothing)")
     return p.parse_args()
 
 
@@ -275,13 +339,18 @@ def main() -> None:
     for seed in args.seeds:
         for arm in arms:
             done = results / f"{arm}-s{seed}.json"
+            if not done.exists() and args.report:
+                continue
             if not done.exists():
                 print(f"seed {seed}: {arm}", flush=True)
-                result = run_arm(args, arm, seed, pool, start, rows, first, results / "run")
+                run = results / f"run-{arm}-s{seed}"  # one per run: grids in parallel processes share `results`
+                result = run_arm(args, arm, seed, pool, start, rows, first, run)
                 write_atomic(done, json.dumps(result))
-                shutil.rmtree(results / "run", ignore_errors=True)
+                shutil.rmtree(run, ignore_errors=True)
             runs[arm].append(json.loads(done.read_text()))
     report(runs, first)
+    if args.png:
+        plot(runs, args.png)
     if args.json:
         write_atomic(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "start": first,
                                             "runs": runs}, indent=1))

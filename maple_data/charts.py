@@ -89,3 +89,23 @@ def curve(points: Sequence[tuple[float, float]], path: Path, title: str, xlabel:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def band_curves(series: Mapping[str, Sequence[tuple[float, float, float, float]]], path: Path, title: str,
+                xlabel: str, ylabel: str, chance: float | None = None) -> None:
+    """One line per name of ``series``, its points ``(x, mean, low, high)`` with the band
+    ``low..high`` shaded (an interval over seeds), names and a dashed chance line in the
+    legend right of the plot; y from 0 to 1."""
+    fig, ax = _figure(title, ylabel)
+    fig.set_size_inches(SIZE[0] * 1.25, SIZE[1] * 1.25)
+    for name, points in series.items():
+        xs, means, lows, highs = zip(*points)
+        (line,) = ax.plot(xs, means, marker=".", label=name)
+        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+    if chance is not None:
+        ax.axhline(chance, linestyle="--", color="#555555", label=f"chance {chance:.2f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _save(fig, path)
