@@ -339,9 +339,9 @@ def main() -> None:
     for seed in args.seeds:
         for arm in arms:
             done = results / f"{arm}-s{seed}.json"
-            if not done.exists() and args.report:
-                continue
             if not done.exists():
+                if args.report:  # finished runs only
+                    continue
                 print(f"seed {seed}: {arm}", flush=True)
                 run = results / f"run-{arm}-s{seed}"  # one per run: grids in parallel processes share `results`
                 result = run_arm(args, arm, seed, pool, start, rows, first, run)

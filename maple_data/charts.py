@@ -16,13 +16,13 @@ COLOURS = {"train": "#4285f4", "validation": "#fbbc05", "test": "#34a853", "bar"
            "curve": "#db4437"}
 
 
-def _figure(title: str, ylabel: str) -> tuple[Any, Any]:
+def _figure(title: str, ylabel: str, scale: float = 1.0) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
+    fig, ax = plt.subplots(figsize=(SIZE[0] * scale, SIZE[1] * scale), dpi=DPI)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.spines[["top", "right"]].set_visible(False)
@@ -96,8 +96,7 @@ def band_curves(series: Mapping[str, Sequence[tuple[float, float, float, float]]
     """One line per name of ``series``, its points ``(x, mean, low, high)`` with the band
     ``low..high`` shaded (an interval over seeds), names and a dashed chance line in the
     legend right of the plot; y from 0 to 1."""
-    fig, ax = _figure(title, ylabel)
-    fig.set_size_inches(SIZE[0] * 1.25, SIZE[1] * 1.25)
+    fig, ax = _figure(title, ylabel, scale=1.25)
     for name, points in series.items():
         xs, means, lows, highs = zip(*points)
         (line,) = ax.plot(xs, means, marker=".", label=name)

@@ -179,8 +179,9 @@ def train(
         overrides.append(f"output_dir={out}")
     config = load_config(recipe, overrides)  # a bad setting, data or model: one line from the error boundary
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
-    for warning in setting_warnings(config) if trainer.acc.is_main_process else []:
-        err_console.print(f"[yellow]warning[/]: {warning}")
+    if trainer.acc.is_main_process:
+        for warning in setting_warnings(config):
+            err_console.print(f"[yellow]warning[/]: {warning}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

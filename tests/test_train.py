@@ -123,6 +123,7 @@ def test_strata_that_cannot_act_are_warned_about_and_the_shipped_recipes_are_not
     assert setting_warnings(load_config("mapo", ["rollout.group_size=16", "algo.minibatch_size=32"])) == []
     assert setting_warnings(load_config("mupo", ["rollout.group_size=16"])) == []  # no strata to lose
 
+
 def test_schedule_and_response_mask_by_hand():
     config = load_config(None, ["optim.warmup_steps=2", "optim.decay=linear", "steps=6"])
     factor = lr_lambda(config)
