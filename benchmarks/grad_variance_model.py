@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from maple_data.rmt import TAGS  # noqa: E402
 from maple_rl.algorithms.losses import policy_loss  # noqa: E402
 from maple_rl.demo import load_demo_config, prepare_bench, rl_config  # noqa: E402
-from maple_rl.training.scoring import Scored
+from maple_rl.training.scoring import Scored  # noqa: E402
 from maple_rl.training.trainer import Trainer  # noqa: E402
 
 
@@ -51,6 +51,20 @@ def policy_gradient(trainer: Trainer, scored: Scored) -> torch.Tensor:
                               entropy=entropy)
         loss.backward()
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().double() for p in params])
+
+
+def minibatch_gradients(trainer: Trainer, minibatches: int, batch: int, seed: int) -> torch.Tensor:
+    """Flat policy gradients ``(minibatches, n_params)``, one per minibatch of ``batch`` of the
+    trainer's items (drawn without replacement by ``seed``: the same draws for every arm),
+    each with fresh responses (sampling seed = the minibatch's index as the step)."""
+    draws = np.random.default_rng(seed)
+    grads = []
+    for m in range(minibatches):
+        records = [trainer.items[i] for i in draws.choice(len(trainer.items), batch, replace=False)]
+        trainer.counter.step = m
+        trainer.inputs.new_step()
+        grads.append(policy_gradient(trainer, trainer.rollouts.sample_and_score(records)))
+    return torch.stack(grads)
 
 
 def variance(grads: torch.Tensor) -> tuple[float, float]:
@@ -80,14 +94,7 @@ def main() -> None:
         results = {}
         for arm in args.arms:
             trainer = Trainer(rl_config(config, arm, prepared, root / arm, seed=args.seed))
-            draws = np.random.default_rng(args.seed)
-            grads = []
-            for m in range(args.minibatches):
-                records = [trainer.items[i] for i in draws.choice(len(trainer.items), args.batch, replace=False)]
-                trainer.counter.step = m  # a fresh sampling seed per minibatch
-                trainer.inputs.new_step()
-                grads.append(policy_gradient(trainer, trainer.rollouts.sample_and_score(records)))
-            results[arm] = variance(torch.stack(grads))
+            results[arm] = variance(minibatch_gradients(trainer, args.minibatches, args.batch, args.seed))
             print(f"{arm}: done", flush=True)
         print(f"\n{args.minibatches} minibatches of {args.batch} items x G = {config.group_size} at the "
               f"'{config.rl_start}' snapshot, seed {args.seed}")

@@ -24,6 +24,12 @@ when they run different (arm, seed) pairs (each run trains in its own ``run-<arm
 The report prints per arm the final figures with 95% t intervals over seeds, the curve, entropy
 and zero-variance share, and the first step reaching 90% of MUPO's gain; ``--png`` draws the
 curves; ``--report`` reports the finished runs without running the missing ones.
+``--grad-noise`` adds each arm's gradient noise at three shared checkpoints: the start and
+MUPO seed 0's policy at each evaluation (kept under ``checkpoints-mupo-s0``; if that run
+finished before it kept them, it is rerun: runs are deterministic on one thread); per arm and
+checkpoint, ``--grad-minibatches`` batches of ``--batch`` pool prompts x G (the same draws for
+every arm), the trace of the covariance of the batch gradients, the squared norm of their
+mean and the ratio (``grad_variance_model.py``'s measure).
 
 The shared RL setting (defaults; found for MUPO on one seed, issue 33): 14 prompts x G = 16,
 AdamW lr 2e-4 constant, temperature 1, 2 new tokens, mapo's filter, clipping and aggregation
@@ -68,6 +74,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # arm -> (recipe in pipelines/, over
 # settings where the shipped mupo and mapo recipes differ besides the table's columns: aligned
 # to mapo's for every arm (``--shipped`` keeps each recipe's own)
 ALIGN = ["algo.early_filter=true", "algo.clip_high=0.28", "algo.aggregation=seq-mean-token-mean"]
+CHECKPOINT_RUN = ("mupo", 0)  # (arm, seed) whose policies at each evaluation are kept: the shared checkpoints
+KEPT = "checkpoints-{}-s{}".format(*CHECKPOINT_RUN)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -157,8 +165,11 @@ def rl_config(args, arm: str, pool: Path, start: Path, out: Path, seed: int):
         "optim.lr=2e-4", f"save_every={args.steps}", f"seed={seed}", "log_samples_every=0"] + args.set)
 
 
-def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dict, out: Path) -> dict[str, Any]:
-    """One (arm, seed) run with held-out evaluations along the way (not counted as training time)."""
+def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dict, out: Path,
+            keep: Path | None = None) -> dict[str, Any]:
+    """One (arm, seed) run with held-out evaluations along the way (not counted as training time);
+    with ``keep``, the policy at each evaluation is also written to ``keep/step-N`` (a model folder)."""
+    from maple_data.durable import atomic_folder
     from maple_data.models.hf import HFBackend
     from maple_rl.training.config import setting_warnings
     from maple_rl.training.trainer import Trainer
@@ -189,11 +200,65 @@ def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dic
             backend = HFBackend.from_model(model, trainer.inputs.encoder, batch_size=64)
             curve.append({"step": m["step"], "seconds": trained[0], **heldout(backend, rows)})
             model.train()
+            if keep is not None:
+                with atomic_folder(keep / f"step-{m['step']}") as tmp:
+                    trainer.checkpoints.write_model(tmp)
             print(f"  step {m['step']}: compositions {curve[-1]['compositions']:.3f} ({trained[0]:.0f} s)", flush=True)
 
     trainer.run(on_step)
     return {"arm": arm, "seed": seed, "curve": curve, "steps": steps, "step_seconds": trained[0] / args.steps,
             "prompt_tokens": statistics.mean(tokens), "repeats": len(drawn) - len(set(drawn))}
+
+
+def shared_checkpoints(results: Path, start: Path) -> dict[str, Path]:
+    """Checkpoint name -> model folder: the start and the policy of ``CHECKPOINT_RUN`` (MUPO,
+    seed 0) at each evaluation step, the points where every arm's gradient noise is measured."""
+    kept = sorted((results / KEPT).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return {"start": start, **{p.name: p for p in kept}}
+
+
+def gradient_noise(args, arms: list[str], pool: Path, checkpoints: dict[str, Path], results: Path,
+                   measure: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Arm -> checkpoint -> [trace Cov(g), |mean g|^2] of the arm's policy gradient over
+    ``--grad-minibatches`` draws of ``--batch`` pool prompts x G (a whole step's batch; the same
+    draws and sampling seeds for every arm), cached per checkpoint in ``gradcov-<arm>-m<M>.json``;
+    without ``measure``, the cached ones only."""
+    from benchmarks.grad_variance_model import minibatch_gradients, variance
+    from maple_rl.training.trainer import Trainer
+
+    noise = {}
+    for arm in arms:
+        path = results / f"gradcov-{arm}-m{args.grad_minibatches}.json"
+        done = json.loads(path.read_text()) if path.exists() else {}
+        for name, folder in checkpoints.items():
+            if name not in done and measure:
+                print(f"gradient noise: {arm} at {name}", flush=True)
+                run = results / f"run-gradcov-{arm}"
+                trainer = Trainer(rl_config(args, arm, pool, folder, run, 0), overwrite=True)
+                done[name] = variance(minibatch_gradients(trainer, args.grad_minibatches, args.batch, seed=0))
+                write_atomic(path, json.dumps(done))
+                shutil.rmtree(run, ignore_errors=True)
+        noise[arm] = done
+    return noise
+
+
+def report_noise(noise: dict[str, dict[str, list[float]]], minibatches: int) -> None:
+    """Per checkpoint: each arm's trace, squared mean, their ratio (noise over signal) and
+    the changes against MUPO's."""
+    print(f"\ngradient noise ({minibatches} batches an arm and checkpoint; trace Cov(g), |mean g|^2, ratio; "
+          "change vs MUPO)")
+    for name in dict.fromkeys(name for points in noise.values() for name in points):
+        print(f"  at {name}")
+        base = noise.get("mupo", {}).get(name)
+        for arm, points in noise.items():
+            if name not in points:
+                continue
+            trace, signal = points[name]
+            line = f"    {arm:<22}{trace:>11.4g}{signal:>11.4g}{trace / signal:>9.2f}"
+            if base and arm != "mupo":
+                line += (f"   trace {100 * (trace / base[0] - 1):+.1f}%, "
+                         f"noise/signal {100 * (trace / signal / (base[0] / base[1]) - 1):+.1f}%")
+            print(line)
 
 
 def half_width(values: list[float]) -> float:
@@ -307,6 +372,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write every run's figures here")
     p.add_argument("--png", type=Path, default=None, help="draw the arms' held-out curves here")
     p.add_argument("--report", action="store_true", help="report the finished runs only (run nothing)")
+    p.add_argument("--grad-noise", action="store_true",
+                   help="also measure each arm's gradient covariance at the shared checkpoints")
+    p.add_argument("--grad-minibatches", type=int, default=16, help="batches per arm and checkpoint for --grad-noise")
     return p.parse_args()
 
 
@@ -344,11 +412,19 @@ def main() -> None:
                     continue
                 print(f"seed {seed}: {arm}", flush=True)
                 run = results / f"run-{arm}-s{seed}"  # one per run: grids in parallel processes share `results`
-                result = run_arm(args, arm, seed, pool, start, rows, first, run)
-                write_atomic(done, json.dumps(result))
+                keep = results / KEPT if (arm, seed) == CHECKPOINT_RUN else None
+                write_atomic(done, json.dumps(run_arm(args, arm, seed, pool, start, rows, first, run, keep)))
                 shutil.rmtree(run, ignore_errors=True)
             runs[arm].append(json.loads(done.read_text()))
     report(runs, first)
+    if args.grad_noise:
+        if not args.report and not (results / KEPT / f"step-{args.steps}").exists():  # finished before keeping
+            print("shared checkpoints: MUPO seed 0 again (deterministic), keeping its policy at each evaluation")
+            run = results / "run-{}-s{}".format(*CHECKPOINT_RUN)
+            run_arm(args, *CHECKPOINT_RUN, pool, start, rows, first, run, results / KEPT)
+            shutil.rmtree(run, ignore_errors=True)
+        noise = gradient_noise(args, arms, pool, shared_checkpoints(results, start), results, not args.report)
+        report_noise(noise, args.grad_minibatches)
     if args.png:
         plot(runs, args.png)
     if args.json:

@@ -46,3 +46,23 @@ def test_rows_and_share_of_mupo_gain_worked_by_hand() -> None:
     assert to_share_of_gain(mupo, mupo, first) == "step 40 (200 s)"
     assert to_share_of_gain([run(0.5, 0.59, 0.5)], mupo, first) == "step 20 (100 s)"
     assert to_share_of_gain([run(0.5, 0.58, 0.585)], mupo, first) == "not reached in 40 steps"
+
+
+def test_noise_report_against_mupo_worked_by_hand(capsys, tmp_path) -> None:
+    from benchmarks.mapo_grid import KEPT, report_noise, shared_checkpoints
+
+    for step in (100, 20, 40):  # numeric order, not the names' (step-100 sorts before step-20)
+        (tmp_path / KEPT / f"step-{step}").mkdir(parents=True)
+    assert list(shared_checkpoints(tmp_path, tmp_path / "start")) == ["start", "step-20", "step-40", "step-100"]
+    # MUPO trace 4, |mean|^2 2 (ratio 2); MAPO trace 3, |mean|^2 2 (ratio 1.5): -25% both ways;
+    # strata trace 6, |mean|^2 4 (ratio 1.5): trace +50%, noise/signal -25%; blended lacks "step-20"
+    report_noise({"mupo": {"start": [4.0, 2.0], "step-20": [4.0, 2.0]},
+                  "mapo": {"start": [3.0, 2.0], "step-20": [3.0, 2.0]},
+                  "strata": {"start": [6.0, 4.0], "step-20": [6.0, 4.0]},
+                  "blended": {"start": [4.0, 1.0]}}, minibatches=16)
+    lines = capsys.readouterr().out.splitlines()
+    assert "16 batches" in lines[1] and lines[2] == "  at start" and "step-20" in lines[7]
+    assert lines[4].split()[:4] == ["mapo", "3", "2", "1.50"] and lines[4].endswith("trace -25.0%, noise/signal -25.0%")
+    assert lines[5].endswith("trace +50.0%, noise/signal -25.0%")
+    assert lines[6].endswith("trace +0.0%, noise/signal +100.0%")
+    assert len(lines) == 11 and not any("blended" in line for line in lines[7:])
