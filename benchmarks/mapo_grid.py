@@ -245,6 +245,8 @@ def gradient_noise(args, arms: list[str], pool: Path, checkpoints: dict[str, Pat
 def report_noise(noise: dict[str, dict[str, list[float]]], minibatches: int) -> None:
     """Per checkpoint: each arm's trace, squared mean, their ratio (noise over signal) and
     the changes against MUPO's."""
+    from benchmarks.grad_variance_model import change
+
     print(f"\ngradient noise ({minibatches} batches an arm and checkpoint; trace Cov(g), |mean g|^2, ratio; "
           "change vs MUPO)")
     for name in dict.fromkeys(name for points in noise.values() for name in points):
@@ -256,8 +258,7 @@ def report_noise(noise: dict[str, dict[str, list[float]]], minibatches: int) -> 
             trace, signal = points[name]
             line = f"    {arm:<22}{trace:>11.4g}{signal:>11.4g}{trace / signal:>9.2f}"
             if base and arm != "mupo":
-                line += (f"   trace {100 * (trace / base[0] - 1):+.1f}%, "
-                         f"noise/signal {100 * (trace / signal / (base[0] / base[1]) - 1):+.1f}%")
+                line += f"   trace {change(trace, base[0])}, noise/signal {change(trace / signal, base[0] / base[1])}"
             print(line)
 
 
