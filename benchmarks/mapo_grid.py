@@ -210,6 +210,16 @@ def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dic
             "prompt_tokens": statistics.mean(tokens), "repeats": len(drawn) - len(set(drawn))}
 
 
+def train_run(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dict, results: Path) -> dict[str, Any]:
+    """:func:`run_arm` in its own ``run-<arm>-s<seed>`` folder under ``results`` (removed after:
+    processes running other pairs share ``results``), keeping ``CHECKPOINT_RUN``'s policies."""
+    run = results / f"run-{arm}-s{seed}"
+    keep = results / KEPT if (arm, seed) == CHECKPOINT_RUN else None
+    result = run_arm(args, arm, seed, pool, start, rows, first, run, keep)
+    shutil.rmtree(run, ignore_errors=True)
+    return result
+
+
 def shared_checkpoints(results: Path, start: Path) -> dict[str, Path]:
     """Checkpoint name -> model folder: the start and the policy of ``CHECKPOINT_RUN`` (MUPO,
     seed 0) at each evaluation step, the points where every arm's gradient noise is measured."""
@@ -412,18 +422,13 @@ def main() -> None:
                 if args.report:  # finished runs only
                     continue
                 print(f"seed {seed}: {arm}", flush=True)
-                run = results / f"run-{arm}-s{seed}"  # one per run: grids in parallel processes share `results`
-                keep = results / KEPT if (arm, seed) == CHECKPOINT_RUN else None
-                write_atomic(done, json.dumps(run_arm(args, arm, seed, pool, start, rows, first, run, keep)))
-                shutil.rmtree(run, ignore_errors=True)
+                write_atomic(done, json.dumps(train_run(args, arm, seed, pool, start, rows, first, results)))
             runs[arm].append(json.loads(done.read_text()))
     report(runs, first)
     if args.grad_noise:
         if not args.report and not (results / KEPT / f"step-{args.steps}").exists():  # finished before keeping
             print("shared checkpoints: MUPO seed 0 again (deterministic), keeping its policy at each evaluation")
-            run = results / "run-{}-s{}".format(*CHECKPOINT_RUN)
-            run_arm(args, *CHECKPOINT_RUN, pool, start, rows, first, run, results / KEPT)
-            shutil.rmtree(run, ignore_errors=True)
+            train_run(args, *CHECKPOINT_RUN, pool, start, rows, first, results)
         noise = gradient_noise(args, arms, pool, shared_checkpoints(results, start), results, not args.report)
         report_noise(noise, args.grad_minibatches)
     if args.png:

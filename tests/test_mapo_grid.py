@@ -62,7 +62,8 @@ def test_noise_report_against_mupo_worked_by_hand(capsys, tmp_path) -> None:
                   "blended": {"start": [4.0, 1.0]}}, minibatches=16)
     lines = capsys.readouterr().out.splitlines()
     assert "16 batches" in lines[1] and lines[2] == "  at start" and "step-20" in lines[7]
-    assert lines[4].split()[:4] == ["mapo", "3", "2", "1.50"] and lines[4].endswith("trace -25.00%, noise/signal -25.00%")
+    assert lines[4].split()[:4] == ["mapo", "3", "2", "1.50"]
+    assert lines[4].endswith("trace -25.00%, noise/signal -25.00%")
     assert lines[5].endswith("trace +50.00%, noise/signal -25.00%")
     assert lines[6].endswith("trace +0.00%, noise/signal +100.00%")
     assert len(lines) == 11 and not any("blended" in line for line in lines[7:])
