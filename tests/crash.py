@@ -48,6 +48,8 @@ owner = importlib.import_module(module_name)
 for parent in parents:
     owner = getattr(owner, parent)
 original, calls = getattr(owner, name), [0]
+if fault == "interrupt-after":  # as in a terminal: a test run started with `&` by a script starts its
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # children with SIGINT ignored, Python keeps that
 
 def dying(*args, **kwargs):
     calls[0] += 1
