@@ -7,9 +7,9 @@ starts with one of :data:`SKIP_MARKERS` (``# interactive``: waits for a person;
 ``# needs a Hub token``: goes online) is left out; every other line must succeed. Then the
 outcomes a reader relies on are checked: a non-empty benchmark with its dataset card, the
 triage reviewer in the decisions, both eval reports with >= 10 items per RMT, an RL gain on
-the compositions over the start, and no library warnings from train and eval. The run's time, the proposals' agreement and the
-compositions' accuracy before and after RL go to ``tests/artifacts/quickstart.json``: the
-README's figures come from there.
+the compositions over the start, and no library warnings from train and eval. The run's time,
+the proposals' agreement and the compositions' accuracy before and after RL go to
+``tests/artifacts/quickstart.json``: the README's figures come from there.
 
 Locally, against a model already cached: ``pytest -m learning --learning --learning-cache
 ~/.cache/maple tests/test_quickstart.py`` (an unfinished pretraining there is resumed first).
@@ -207,10 +207,10 @@ def test_the_readme_quickstart_runs_as_written_offline(tmp_path, learning_cache)
          "agreement": agreement(where)}, indent=1))
     print(f"quickstart: {elapsed:.0f} s; compositions' accuracy {compositions['start']:.3f} at the start, "
           f"{compositions['rl']:.3f} after RL (tests/artifacts/quickstart.json)")
-    # RL raises the compositions' accuracy over its start (the issue's acceptance). The margin is two
-    # of 48 items on this install (0.521 -> 0.562): runs are deterministic on one install, so this
-    # holds run to run, and a change that moves RL's trajectory or the data can flip it, which is
-    # then said here with the figures (benchmarks/README.md: at this size a gain is not reliable)
+    # RL raises the compositions' accuracy over its start. The margin is two of 48 items on this
+    # install (0.521 -> 0.562): runs are deterministic on one install, so this holds run to run, and
+    # a change that moves RL's trajectory or the data can flip it, which is then said here with the
+    # figures (benchmarks/README.md: at this size a gain is not reliable)
     assert compositions["rl"] > compositions["start"], (
         f"RL did not raise the compositions' accuracy over its start: {compositions}")
 
