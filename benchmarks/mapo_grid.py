@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from maple_data.answers import parse_choice
-from maple_data.durable import write_atomic
+from maple_data.durable import atomic_folder, write_atomic
 from maple_data.rmt import TAGS
 
 GRID_SEED = 3_000_000
@@ -169,7 +169,6 @@ def run_arm(args, arm: str, seed: int, pool: Path, start: Path, rows, first: dic
             keep: Path | None = None) -> dict[str, Any]:
     """One (arm, seed) run with held-out evaluations along the way (not counted as training time);
     with ``keep``, the policy at each evaluation is also written to ``keep/step-N`` (a model folder)."""
-    from maple_data.durable import atomic_folder
     from maple_data.models.hf import HFBackend
     from maple_rl.training.config import setting_warnings
     from maple_rl.training.trainer import Trainer
